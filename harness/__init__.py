@@ -1,0 +1,1 @@
+"""Provisioning, targets and evidence for the OCR platform's acceptance features."""
