@@ -1,0 +1,127 @@
+"""Images with known text, generated from a seed: the ground truth of every OCR check and benchmark.
+
+Text is drawn with Pillow's bundled TrueType font, so the same seed gives the same pixels on any machine
+with the same Pillow. Also the bad payloads that the service must refuse.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+
+from PIL import Image, ImageDraw, ImageFont
+
+WORDS = (
+    "invoice total amount due date order number account customer payment received shipping address "
+    "balance tax subtotal quantity price item description reference paid thank you please contact "
+    "delivery north south street avenue city office report summary page section table figure note "
+    "model service platform request response latency replica queue worker metric alert cluster"
+).split()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image and the lines of text drawn on it, top to bottom."""
+
+    image: Image.Image
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def encode(self, fmt: str = "PNG", **params: object) -> bytes:
+        return encode(self.image, fmt, **params)
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
+    buf = BytesIO()
+    image.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def text_line(text: str, *, font_size: int = 28, margin: int = 12) -> Sample:
+    """One line of text on a white image just large enough for it."""
+    font = _font(font_size)
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("RGB", (right - left + 2 * margin, bottom - top + 2 * margin), "white")
+    ImageDraw.Draw(image).text((margin - left, margin - top), text, fill="black", font=font)
+    return Sample(image, (text,))
+
+
+def random_line(rng: random.Random, *, words: tuple[int, int] = (3, 7)) -> str:
+    line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(*words)))
+    if rng.random() < 0.5:
+        line += f" {rng.randint(1, 9999)}"
+    return line.capitalize()
+
+
+def document(
+    seed: int, *, lines: int = 8, width: int = 900, font_size: int = 26, line_gap: int = 22, margin: int = 48
+) -> Sample:
+    """A document-like page: ``lines`` lines of seeded words and numbers, left-aligned."""
+    rng = random.Random(seed)
+    texts = tuple(random_line(rng) for _ in range(lines))
+    font = _font(font_size)
+    step = font_size + line_gap
+    image = Image.new("RGB", (width, 2 * margin + lines * step), "white")
+    draw = ImageDraw.Draw(image)
+    for i, text in enumerate(texts):
+        draw.text((margin, margin + i * step), text, fill="black", font=font)
+    return Sample(image, texts)
+
+
+def words_image(seed: int) -> Sample:
+    """A small one-line image with 1 to 3 seeded words: a cheap job or gateway check."""
+    rng = random.Random(seed)
+    return text_line(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3))).capitalize())
+
+
+# Payloads the service must refuse.
+
+
+def not_an_image() -> bytes:
+    return b"%PDF-1.4 this is not an image\n" * 20
+
+
+def truncated_png() -> bytes:
+    data = text_line("Truncated").encode("PNG")
+    return data[: len(data) // 2]
+
+
+def gif_image() -> bytes:
+    return encode(text_line("Gif").image.convert("P"), "GIF")
+
+
+def too_many_pixels(max_pixels: int) -> bytes:
+    """A real, tiny-on-disk PNG with just more pixels than ``max_pixels``."""
+    width = 4000
+    height = max_pixels // width + 1
+    return encode(Image.new("L", (width, height), 255), "PNG", compress_level=1)
+
+
+def decompression_bomb(side: int = 100_000) -> bytes:
+    """A PNG header declaring side x side pixels with almost no data: refused before decoding."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def with_exif_rotation(sample: Sample, orientation: int = 6) -> bytes:
+    """The sample stored rotated, with an EXIF Orientation tag that makes a viewer show it upright."""
+    # Orientation 6 means "rotate 90 degrees clockwise to display": store it turned the other way.
+    stored = sample.image.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored, "JPEG", quality=95, exif=exif.tobytes())

@@ -1,0 +1,103 @@
+"""``python -m service``: run the OCR API under uvicorn.
+
+SIGTERM first flips /readyz to 503 and keeps serving for ``OCR_SHUTDOWN_DRAIN_S`` (so load balancers stop
+sending), then uvicorn stops accepting, lets in-flight requests finish, and the process exits 0.
+A second SIGTERM or SIGINT skips the drain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+
+from service import logs
+from service.app import ServiceState, create_app
+from service.model import ModelFiles, ModelLoadError
+from service.settings import ServiceSettings, SettingsError, load_settings
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+        super().__init__(config)
+        self.state = state
+        self._draining = False
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the captured signal after shutdown, so the process would die "by SIGTERM";
+        # a drained, clean shutdown exits 0 instead, which is what Kubernetes and KEDA expect.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self.state.settings.shutdown_drain_s == 0:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self.state.begin_shutdown()
+        drain = self.state.settings.shutdown_drain_s
+        log.info("signal %s: not ready; draining for %.1fs before shutdown", signal.Signals(sig).name, drain)
+        timer = threading.Timer(drain, super().handle_exit, args=(sig, frame))
+        timer.daemon = True
+        timer.start()
+
+
+def _check_model(settings: ServiceSettings) -> None:
+    """Fail fast, before the port opens, when the model files are not there."""
+    if settings.model_dir is not None:
+        ModelFiles.from_dir(settings.model_dir)
+    else:
+        ModelFiles.bundled()
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"service: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        _check_model(settings)
+    except ModelLoadError as exc:
+        log.critical("cannot start: %s", exc)
+        return 3
+
+    def fatal(exc: BaseException) -> None:
+        log.critical("stopping: the model could not be loaded (%s)", exc)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    app = create_app(settings, on_fatal=fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        server_header=False,
+    )
+    server = DrainingServer(config, app.state.service)
+    server.run()
+    return 3 if app.state.service.load_error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Per-request context as pure ASGI middleware: request id, tenant, upload limit, access log, metrics.
+
+The upload limit is enforced while the body streams in: a declared ``Content-Length`` over the limit is
+refused before a byte is read, and a chunked body is cut off as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from service.errors import InvalidTenant, PayloadTooLarge, ServiceError
+from service.metrics import ApiMetrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("service.access")
+
+TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+DEFAULT_TENANT = "anonymous"
+UNMATCHED_ROUTE = "unmatched"
+
+
+def error_body(exc: ServiceError, request_id: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
+
+
+class RequestContext:
+    def __init__(
+        self, app: ASGIApp, *, metrics: ApiMetrics, max_upload_bytes: int, model_version: Callable[[], str | None]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_upload_bytes = max_upload_bytes
+        self.model_version = model_version
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given_id = headers.get("x-request-id", "")
+        request_id = given_id if REQUEST_ID_RE.match(given_id) else uuid.uuid4().hex
+        tenant = headers.get("x-tenant-id", DEFAULT_TENANT)
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, tenant_id=tenant, error=None)
+        seen = {"status": 500, "received": 0}
+        self.metrics.in_flight.inc()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["received"] += len(message.get("body", b""))
+                if seen["received"] > self.max_upload_bytes:
+                    raise PayloadTooLarge(f"the upload is larger than the limit of {self.max_upload_bytes} bytes")
+            return message
+
+        try:
+            problem: ServiceError | None = None
+            if not TENANT_RE.match(tenant):
+                problem = InvalidTenant("X-Tenant-ID must be 1 to 64 of the characters A-Z a-z 0-9 . _ -")
+                state["tenant_id"] = DEFAULT_TENANT
+            declared = headers.get("content-length", "")
+            if problem is None and declared.isdigit() and int(declared) > self.max_upload_bytes:
+                problem = PayloadTooLarge(
+                    f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes"
+                )
+            if problem is not None:
+                state["error"] = problem
+                await self._reply(send_with_id, problem, request_id)
+            else:
+                await self.app(scope, counted_receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self._observe(scope, start, seen["status"], seen["received"] or _int(declared))
+
+    async def _reply(self, send: Send, exc: ServiceError, request_id: str) -> None:
+        body = json.dumps(error_body(exc, request_id)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        # A refused upload is not read: ask the client to close rather than drain it.
+        headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _observe(self, scope: Scope, start: float, status: int, payload: int) -> None:
+        elapsed = time.perf_counter() - start
+        route_obj = scope.get("route")
+        route = getattr(route_obj, "path", UNMATCHED_ROUTE)
+        method = scope["method"]
+        state = scope["state"]
+        self.metrics.requests.labels(route, method, str(status)).inc()
+        self.metrics.request_duration.labels(route, method).observe(elapsed)
+        if method in ("POST", "PUT"):
+            self.metrics.payload.labels(route).observe(payload)
+        error: ServiceError | None = state.get("error")
+        if error is not None and error.reason:
+            self.metrics.rejections.labels(error.reason).inc()
+        fields: dict[str, Any] = {
+            "request_id": state["request_id"],
+            "tenant_id": state["tenant_id"],
+            "method": method,
+            "path": scope["path"],
+            "route": route,
+            "status_code": status,
+            "latency_ms": round(elapsed * 1000, 2),
+            "payload_size": payload,
+            "model_version": self.model_version(),
+        }
+        if error is not None:
+            fields.update(error_code=error.code, error_message=error.message)
+        level = logging.ERROR if status >= 500 and status != 503 else logging.WARNING if status >= 400 else logging.INFO
+        access_log.log(level, "%s %s %s", method, scope["path"], status, extra=fields)
+
+
+def _int(value: str) -> int:
+    return int(value) if value.isdigit() else 0

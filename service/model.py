@@ -1,0 +1,218 @@
+"""The OCR model: PP-OCR detector, angle classifier and recogniser on onnxruntime, through rapidocr.
+
+The ONNX files ship inside the rapidocr wheel; ``OCR_MODEL_DIR`` (KServe mounts ``storageUri`` at
+``/mnt/models``) replaces them with ``det.onnx``, ``rec.onnx``, ``cls.onnx`` and an optional ``keys.txt``.
+Nothing is ever downloaded: a model dir that would make rapidocr fetch a file is refused at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from service.cgroup import available_cpus
+
+log = logging.getLogger("service.model")
+
+MODEL_FILES = {"det": "det.onnx", "rec": "rec.onnx", "cls": "cls.onnx"}
+KEYS_FILE = "keys.txt"
+_WHEEL_FILES = {
+    "det": "PP-OCRv6_det_small.onnx",
+    "rec": "PP-OCRv6_rec_small.onnx",
+    "cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+}
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the message names the missing or unusable file."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    det: Path
+    rec: Path
+    cls: Path
+    keys: Path | None = None
+
+    @classmethod
+    def bundled(cls) -> ModelFiles:
+        """The PP-OCR files inside the installed rapidocr wheel."""
+        import rapidocr
+
+        root = Path(rapidocr.__file__).parent / "models"
+        files = cls(**{role: root / name for role, name in _WHEEL_FILES.items()})
+        files.check()
+        return files
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> ModelFiles:
+        keys = model_dir / KEYS_FILE
+        files = cls(
+            **{role: model_dir / name for role, name in MODEL_FILES.items()},
+            keys=keys if keys.is_file() else None,
+        )
+        files.check()
+        return files
+
+    def check(self) -> None:
+        for role in MODEL_FILES:
+            path: Path = getattr(self, role)
+            if not path.is_file():
+                raise ModelLoadError(f"model file missing: {path} (the {role} model)")
+            if path.stat().st_size == 0:
+                raise ModelLoadError(f"model file is empty: {path} (the {role} model)")
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for path in (self.det, self.rec, self.cls, self.keys):
+            if path is not None:
+                h.update(path.read_bytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    text: str
+    conf: float
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    text: str
+    confidence: float
+    boxes: list[Box] = field(default_factory=list)
+
+
+def _axis_aligned(quad: list[list[float]], width: int, height: int) -> tuple[int, int, int, int]:
+    xs = [p[0] for p in quad]
+    ys = [p[1] for p in quad]
+    x1 = max(0, min(width, int(min(xs))))
+    y1 = max(0, min(height, int(min(ys))))
+    x2 = max(x1, min(width, round(max(xs))))
+    y2 = max(y1, min(height, round(max(ys))))
+    return x1, y1, x2, y2
+
+
+def reading_order(boxes: list[Box]) -> list[Box]:
+    """Top-to-bottom rows, left-to-right within a row; a box joins a row when its centre lies in it."""
+    rows: list[list[Box]] = []
+    for box in sorted(boxes, key=lambda b: (b.y1, b.x1)):
+        centre = (box.y1 + box.y2) / 2
+        for row in rows:
+            top = min(b.y1 for b in row)
+            bottom = max(b.y2 for b in row)
+            if top <= centre <= bottom:
+                row.append(box)
+                break
+        else:
+            rows.append([box])
+    return [b for row in rows for b in sorted(row, key=lambda b: b.x1)]
+
+
+def _warmup_image() -> Image.Image:
+    image = Image.new("RGB", (320, 64), "white")
+    ImageDraw.Draw(image).text((12, 14), "warm up 123", fill="black", font=ImageFont.load_default(size=30))
+    return image
+
+
+class OcrModel:
+    """One loaded PP-OCR pipeline. ``read`` is safe to call from worker threads."""
+
+    def __init__(
+        self,
+        files: ModelFiles,
+        *,
+        name: str = "pp-ocr",
+        threads: int = 0,
+        concurrency: int = 1,
+        det_limit_type: str = "max",
+        det_limit_side_len: int = 960,
+    ) -> None:
+        from importlib.metadata import version
+
+        from rapidocr import RapidOCR
+
+        rapidocr_version = version("rapidocr")
+
+        self.files = files
+        if threads <= 0:
+            threads = max(1, available_cpus() // max(concurrency, 1))
+        self.threads = threads
+        self.info = ModelInfo(name=name, version=f"{rapidocr_version}+{files.digest()[:12]}")
+        params: dict[str, object] = {
+            "Global.log_level": "warning",
+            "Det.model_path": str(files.det),
+            "Rec.model_path": str(files.rec),
+            "Cls.model_path": str(files.cls),
+            # The detector's "min" default upscales small images to 736 px: 30x slower on a one-word
+            # image with the same text read. "max" only shrinks large pages (see the README's benchmark).
+            "Det.limit_type": det_limit_type,
+            "Det.limit_side_len": det_limit_side_len,
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        }
+        if files.keys is not None:
+            params["Rec.rec_keys_path"] = str(files.keys)
+        else:
+            self._require_embedded_keys(files.rec)
+        self._engine = RapidOCR(params=params)
+        self._ready = threading.Event()
+
+    @staticmethod
+    def _require_embedded_keys(rec: Path) -> None:
+        import onnxruntime as ort
+
+        try:
+            meta = ort.InferenceSession(str(rec), providers=["CPUExecutionProvider"]).get_modelmeta()
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {rec}: {exc}") from exc
+        if "character" not in meta.custom_metadata_map:
+            raise ModelLoadError(f"{rec} has no embedded character list and {KEYS_FILE} is missing beside it")
+
+    @classmethod
+    def load(cls, model_dir: Path | None = None, **kwargs: object) -> OcrModel:
+        files = ModelFiles.from_dir(model_dir) if model_dir is not None else ModelFiles.bundled()
+        return cls(files, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def warm_up(self) -> float:
+        """Run one inference so every session is loaded before readiness; returns its seconds."""
+        start = time.perf_counter()
+        result = self.read(_warmup_image())
+        if not result.boxes:
+            raise ModelLoadError("warm-up inference read no text: the model files do not work")
+        self._ready.set()
+        return time.perf_counter() - start
+
+    def read(self, image: Image.Image) -> OcrResult:
+        """OCR one RGB image; boxes are in the image's own pixel frame."""
+        width, height = image.size
+        out = self._engine(image)
+        if out.boxes is None or out.txts is None or len(out.txts) == 0:
+            return OcrResult(text="", confidence=0.0, boxes=[])
+        boxes = [
+            Box(*_axis_aligned(quad.tolist(), width, height), text=str(text), conf=round(float(score), 4))
+            for quad, text, score in zip(out.boxes, out.txts, out.scores, strict=True)
+        ]
+        boxes = reading_order(boxes)
+        confidence = round(sum(b.conf for b in boxes) / len(boxes), 4)
+        return OcrResult(text="\n".join(b.text for b in boxes), confidence=confidence, boxes=boxes)

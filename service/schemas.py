@@ -1,0 +1,57 @@
+"""The wire format of the API, as the OpenAPI document shows it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class BoxOut(BaseModel):
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    text: str
+    conf: float = Field(ge=0, le=1)
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    text: str = Field(description='The lines in reading order, joined by "\\n"')
+    confidence: float = Field(ge=0, le=1, description="Mean line confidence; 0 when nothing is read")
+    latency_ms: float = Field(description="Time spent in the service for this request")
+    boxes: list[BoxOut] = Field(description="Axis-aligned integer boxes in the frame of the image as sent")
+    model: ModelRef
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    model: ModelRef | None = None
+    detail: str | None = None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    descriptions = {
+        400: "Bad image or header",
+        404: "Not found",
+        413: "Upload or image too large",
+        415: "Not an image in a supported format",
+        422: "A required field is missing",
+        503: "Not ready, overloaded (with Retry-After) or queue unavailable",
+        504: "Inference took longer than the request timeout",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}

@@ -1,0 +1,71 @@
+"""The admission gate with real threads and a real event loop."""
+
+import asyncio
+import threading
+
+import pytest
+
+from service.errors import InferenceTimeout, Overloaded, ShuttingDown
+from service.limits import InferenceGate
+
+
+def test_capacity_is_concurrency_plus_queue() -> None:
+    async def scenario() -> list[object]:
+        gate = InferenceGate(concurrency=1, queue=1)
+        release = threading.Event()
+        first = asyncio.create_task(gate.run(release.wait, timeout=5))
+        second = asyncio.create_task(gate.run(lambda: "queued", timeout=5))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert gate.admitted == 2
+        with pytest.raises(Overloaded) as info:
+            await gate.run(lambda: "refused", timeout=5)
+        assert int(info.value.headers["Retry-After"]) >= 1
+        release.set()
+        return [await first, await second]
+
+    assert asyncio.run(scenario()) == [True, "queued"]
+
+
+def test_timeout_keeps_the_slot_until_the_thread_finishes() -> None:
+    async def scenario() -> None:
+        gate = InferenceGate(concurrency=1, queue=0)
+        release = threading.Event()
+        with pytest.raises(InferenceTimeout):
+            await gate.run(release.wait, timeout=0.05)
+        assert gate.admitted == 1  # the thread still runs: no new work may start
+        with pytest.raises(Overloaded):
+            await gate.run(lambda: None, timeout=1)
+        release.set()
+        for _ in range(100):
+            if gate.admitted == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await gate.run(lambda: "free again", timeout=1) == "free again"
+
+    asyncio.run(scenario())
+
+
+def test_closed_gate_refuses() -> None:
+    async def scenario() -> None:
+        gate = InferenceGate(concurrency=1, queue=0)
+        gate.close()
+        with pytest.raises(ShuttingDown):
+            await gate.run(lambda: None, timeout=1)
+
+    asyncio.run(scenario())
+
+
+def test_errors_from_the_model_propagate_and_free_the_slot() -> None:
+    async def scenario() -> None:
+        gate = InferenceGate(concurrency=1, queue=0)
+
+        def boom() -> None:
+            raise RuntimeError("model broke")
+
+        with pytest.raises(RuntimeError, match="model broke"):
+            await gate.run(boom, timeout=1)
+        await asyncio.sleep(0.01)
+        assert gate.admitted == 0
+
+    asyncio.run(scenario())

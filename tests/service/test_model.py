@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from harness import samples
+from service.model import Box, ModelFiles, ModelLoadError, OcrModel, reading_order
+
+
+def box(x1: int, y1: int, x2: int, y2: int, text: str) -> Box:
+    return Box(x1, y1, x2, y2, text, 0.9)
+
+
+def test_reading_order_rows_then_columns() -> None:
+    boxes = [box(300, 12, 400, 40, "right"), box(10, 100, 90, 130, "second"), box(10, 10, 100, 42, "left")]
+    assert [b.text for b in reading_order(boxes)] == ["left", "right", "second"]
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "det.onnx").write_bytes(b"x")
+    (tmp_path / "cls.onnx").write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="rec.onnx"):
+        ModelFiles.from_dir(tmp_path)
+
+
+def test_empty_file_is_refused(tmp_path: Path) -> None:
+    for name in ("det.onnx", "rec.onnx", "cls.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "cls.onnx").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="cls.onnx"):
+        ModelFiles.from_dir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def model() -> OcrModel:
+    m = OcrModel.load()
+    m.warm_up()
+    return m
+
+
+def test_model_reads_known_text(model: OcrModel) -> None:
+    sample = samples.text_line("Payment received 42")
+    result = model.read(sample.image)
+    assert result.text == "Payment received 42"
+    assert 0.5 < result.confidence <= 1
+
+
+def test_model_version_names_files(model: OcrModel) -> None:
+    assert model.ready
+    assert model.info.version.count("+") == 1 and len(model.info.version.split("+")[1]) == 12
