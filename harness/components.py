@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from harness.ports import LOOPBACK, free_port
-from harness.processes import ManagedProcess, require_binary
+from harness.processes import ManagedProcess
 
 SERVICE_READY_TIMEOUT_S = 60.0
 
@@ -38,7 +38,11 @@ def _http_ok(url: str) -> bool:
 
 
 def start_service(
-    log_dir: Path, *, name: str = "service", env: Mapping[str, str] | None = None, ready_timeout: float = SERVICE_READY_TIMEOUT_S
+    log_dir: Path,
+    *,
+    name: str = "service",
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = SERVICE_READY_TIMEOUT_S,
 ) -> Endpoint:
     """``python -m service`` on a free loopback port, ready when /readyz answers 200."""
     port = free_port()

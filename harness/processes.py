@@ -135,4 +135,3 @@ def stop_all(processes: Sequence[ManagedProcess], *, grace: float = 10.0) -> dic
             codes[process.name] = None
             print(f"harness: could not stop {process.name}: {exc}")
     return codes
-

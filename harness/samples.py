@@ -50,7 +50,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def text_line(text: str, *, font_size: int = 28, margin: int = 12) -> Sample:
     """One line of text on a white image just large enough for it."""
     font = _font(font_size)
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
     image = Image.new("RGB", (right - left + 2 * margin, bottom - top + 2 * margin), "white")
     ImageDraw.Draw(image).text((margin - left, margin - top), text, fill="black", font=font)
     return Sample(image, (text,))

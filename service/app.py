@@ -119,7 +119,13 @@ def create_app(
         state.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
         loader = asyncio.create_task(_load_model(state, model_factory))
         if on_fatal is not None:
-            loader.add_done_callback(lambda t: on_fatal(t.exception()) if not t.cancelled() and t.exception() else None)
+
+            def report(task: asyncio.Task[None]) -> None:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    on_fatal(error)
+
+            loader.add_done_callback(report)
         try:
             yield
         finally:

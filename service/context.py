@@ -80,9 +80,7 @@ class RequestContext:
                 state["tenant_id"] = DEFAULT_TENANT
             declared = headers.get("content-length", "")
             if problem is None and declared.isdigit() and int(declared) > self.max_upload_bytes:
-                problem = PayloadTooLarge(
-                    f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes"
-                )
+                problem = PayloadTooLarge(f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes")
             if problem is not None:
                 state["error"] = problem
                 await self._reply(send_with_id, problem, request_id)

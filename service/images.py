@@ -17,6 +17,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode, check size before pixels are read, apply EXIF orientation, return RGB."""
     if not data:
         raise InvalidImage("the uploaded file is empty")
+    image: Image.Image
     try:
         image = Image.open(BytesIO(data))
     except UnidentifiedImageError as exc:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -206,7 +207,7 @@ class OcrModel:
     def read(self, image: Image.Image) -> OcrResult:
         """OCR one RGB image; boxes are in the image's own pixel frame."""
         width, height = image.size
-        out = self._engine(image)
+        out: Any = self._engine(image)  # RapidOCROutput when det, cls and rec all run
         if out.boxes is None or out.txts is None or len(out.txts) == 0:
             return OcrResult(text="", confidence=0.0, boxes=[])
         boxes = [

@@ -25,8 +25,15 @@ def test_until_returns_when_accepted() -> None:
 def test_until_times_out_with_last_observation() -> None:
     clock = FakeClock()
     with pytest.raises(WaitTimeout) as info:
-        wait.until(lambda: "replicas=1", lambda v: v == "replicas=3", timeout=5, interval=1, what="scale out",
-                   clock=clock, sleep=clock.sleep)
+        wait.until(
+            lambda: "replicas=1",
+            lambda v: v == "replicas=3",
+            timeout=5,
+            interval=1,
+            what="scale out",
+            clock=clock,
+            sleep=clock.sleep,
+        )
     assert "scale out" in str(info.value) and "replicas=1" in str(info.value)
     assert info.value.last_seen == "replicas=1"
 

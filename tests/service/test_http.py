@@ -168,7 +168,8 @@ def test_metrics_count_requests_and_rejections(service: Endpoint) -> None:
     assert _metric(after, "ocr_http_requests_total", **ok) == _metric(before, "ocr_http_requests_total", **ok) + 1
     bad = dict(reason="bad_image")
     assert _metric(after, "ocr_rejections_total", **bad) == _metric(before, "ocr_rejections_total", **bad) + 1
-    assert _metric(after, "ocr_inference_duration_seconds_count") > _metric(before, "ocr_inference_duration_seconds_count")
+    inferences = "ocr_inference_duration_seconds_count"
+    assert _metric(after, inferences) > _metric(before, inferences)
     assert _metric(after, "ocr_request_payload_bytes_count", route="/predict") >= 2
     assert _metric(after, "ocr_model_info", name="pp-ocr") == 1
     assert _metric(after, "ocr_ready") == 1

@@ -18,7 +18,7 @@ def test_reading_order_rows_then_columns() -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "det.onnx").write_bytes(b"x")
     (tmp_path / "cls.onnx").write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match="rec.onnx"):
+    with pytest.raises(ModelLoadError, match=r"rec\.onnx"):
         ModelFiles.from_dir(tmp_path)
 
 
@@ -26,7 +26,7 @@ def test_empty_file_is_refused(tmp_path: Path) -> None:
     for name in ("det.onnx", "rec.onnx", "cls.onnx"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "cls.onnx").write_bytes(b"")
-    with pytest.raises(ModelLoadError, match="cls.onnx"):
+    with pytest.raises(ModelLoadError, match=r"cls\.onnx"):
         ModelFiles.from_dir(tmp_path)
 
 
