@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from harness.ports import LOOPBACK, free_port
-from harness.processes import ManagedProcess
+from harness.processes import ManagedProcess, require_binary
 
 SERVICE_READY_TIMEOUT_S = 60.0
 
@@ -55,6 +55,99 @@ def start_service(
     endpoint = Endpoint(process, port)
     try:
         process.wait_ready(lambda: _http_ok(f"{endpoint.url}/readyz"), timeout=ready_timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return endpoint
+
+
+def start_redis(log_dir: Path, work_dir: Path, *, name: str = "redis", ready_timeout: float = 20.0) -> Endpoint:
+    """``redis-server`` on a free loopback port, no persistence, ready when it answers PING."""
+    import redis
+
+    binary = require_binary("redis-server")
+    port = free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    process = ManagedProcess(
+        name=name,
+        argv=[
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+        log_path=log_dir / f"{name}.log",
+    ).start()
+
+    def pong() -> bool:
+        try:
+            return bool(redis.Redis(host=LOOPBACK, port=port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        process.wait_ready(pong, timeout=ready_timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return Endpoint(process, port)
+
+
+def prometheus_config(jobs: Mapping[str, list[str]], *, interval_s: float = 1.0) -> str:
+    """A Prometheus configuration scraping each job's loopback targets every ``interval_s`` seconds."""
+    import yaml
+
+    interval = f"{interval_s:g}s"
+    config = {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": list(targets)}]}
+            for job, targets in jobs.items()
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def start_prometheus(
+    log_dir: Path,
+    work_dir: Path,
+    jobs: Mapping[str, list[str]],
+    *,
+    name: str = "prometheus",
+    ready_timeout: float = 30.0,
+) -> Endpoint:
+    """``prometheus`` on a free loopback port with a generated config; ready when /-/ready says so."""
+    binary = require_binary("prometheus")
+    port = free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config = work_dir / "prometheus.yml"
+    config.write_text(prometheus_config(jobs))
+    process = ManagedProcess(
+        name=name,
+        argv=[
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work_dir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--storage.tsdb.retention.time=1d",
+            "--web.enable-lifecycle",
+        ],
+        log_path=log_dir / f"{name}.log",
+    ).start()
+    endpoint = Endpoint(process, port)
+    try:
+        process.wait_ready(lambda: _http_ok(f"{endpoint.url}/-/ready"), timeout=ready_timeout)
     except BaseException:
         process.stop()
         raise

@@ -1,0 +1,17 @@
+@milestone2 @k8s @istio @ratelimit
+Feature: Each API key is limited to 10 requests per second at the gateway
+  One noisy client must not starve the others. The ingress gateway counts requests per API key and
+  answers the excess with 429 before it reaches the OCR service.
+
+  Background:
+    Given the platform is deployed with the "milestone2" profile
+    And the API keys "team-a" and "team-b" are provisioned
+
+  Scenario: A client over its limit is throttled
+    When "team-a" sends 20 requests per second with a tiny image for 10 seconds
+    Then between 90 and 110 of its requests are admitted
+    And every other request is answered 429
+
+  Scenario: A throttled client does not throttle another
+    When "team-a" sends 20 requests per second and "team-b" sends 5 per second for 10 seconds
+    Then no request from "team-b" is answered 429

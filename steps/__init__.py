@@ -1,0 +1,1 @@
+"""pytest-bdd step definitions, one module per area; the shared vocabulary lives in ``common``."""

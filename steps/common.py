@@ -1,0 +1,97 @@
+"""The shared vocabulary: bringing the platform up, sending images, and the words for time.
+
+"within N seconds" means eventually (poll until true or the deadline); "for N seconds" means
+consistently (poll and fail at the first counter-example). Both go through :mod:`harness.wait`,
+and both record their timeline in the scenario's evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+from pytest_bdd import given, parsers
+
+from harness import samples, wait
+from harness.evidence import ScenarioEvidence, slug
+from harness.targets import Target
+
+T = TypeVar("T")
+
+
+class _Timeline:
+    """Wraps a probe so every observation lands in the evidence, pass or fail."""
+
+    def __init__(self, evidence: ScenarioEvidence, what: str, probe: Callable[[], T]) -> None:
+        self.evidence, self.what, self.probe = evidence, what, probe
+        self.start = time.monotonic()
+        self.observed: list[dict[str, Any]] = []
+
+    def __call__(self) -> T:
+        value = self.probe()
+        self.observed.append({"t": round(time.monotonic() - self.start, 2), "value": value})
+        return value
+
+    def save(self) -> None:
+        self.evidence.write_json(f"timeline-{slug(self.what, 60)}", self.observed)
+
+
+def eventually(
+    evidence: ScenarioEvidence,
+    what: str,
+    probe: Callable[[], T],
+    accept: Callable[[T], bool],
+    *,
+    seconds: float,
+    interval: float = 0.5,
+) -> T:
+    """ "within N seconds": poll until ``accept`` holds; the timeline goes to the evidence."""
+    timeline = _Timeline(evidence, what, probe)
+    try:
+        obs = wait.until(timeline, accept, timeout=seconds, interval=interval, what=what)
+    finally:
+        timeline.save()
+    return obs.last  # type: ignore[return-value]
+
+
+def consistently(
+    evidence: ScenarioEvidence,
+    what: str,
+    probe: Callable[[], T],
+    accept: Callable[[T], bool],
+    *,
+    seconds: float,
+    interval: float = 0.5,
+) -> None:
+    """ "for N seconds": fail at the first observation that breaks the condition."""
+    timeline = _Timeline(evidence, what, probe)
+    try:
+        wait.holds_for(timeline, accept, duration=seconds, interval=interval, what=what)
+    finally:
+        timeline.save()
+
+
+def post_image(
+    client: httpx.Client, url: str, data: bytes, *, headers: dict[str, str] | None = None, filename: str = "image.png"
+) -> httpx.Response:
+    return client.post(f"{url}/predict", files={"file": (filename, data)}, headers=headers or {})
+
+
+def image_reading(text: str) -> samples.Sample:
+    return samples.text_line(text)
+
+
+@given("the platform is running")
+def platform_running(target: Target, client: httpx.Client, evidence: ScenarioEvidence) -> Target:
+    response = client.get(f"{target.service_url()}/readyz")
+    evidence.record("readyz", {"status": response.status_code, "body": response.json()})
+    assert response.status_code == 200, f"/readyz answered {response.status_code}: {response.text}"
+    return target
+
+
+@given(parsers.parse('the platform is deployed with the "{profile}" profile'))
+def platform_profile(target: Target, client: httpx.Client, evidence: ScenarioEvidence, profile: str) -> Target:
+    evidence.record("profile", profile)
+    return platform_running(target, client, evidence)

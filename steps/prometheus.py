@@ -1,0 +1,61 @@
+"""Generic PromQL steps: any feature can assert on any expression the target's Prometheus answers."""
+
+from __future__ import annotations
+
+from pytest_bdd import given, parsers, then
+
+from harness.evidence import ScenarioEvidence
+from harness.prom import compare
+from harness.targets import Target
+from steps.common import eventually
+
+COMPARISONS = "above|below|at least|at most|equal to"
+
+
+@given(parsers.parse('Prometheus scrapes the "{job}" job'))
+def prometheus_scrapes(target: Target, evidence: ScenarioEvidence, job: str) -> None:
+    prom = target.prometheus()
+    health = eventually(
+        evidence, f"scrape job {job} up", prom.targets_up, lambda t: t.get(job) == "up", seconds=30, interval=1
+    )
+    evidence.record("scrape_targets", health)
+
+
+@then(
+    parsers.re(
+        rf'the PromQL "(?P<expr>.+)" is (?P<op>{COMPARISONS}) (?P<threshold>-?[\d.]+) within (?P<seconds>\d+) seconds'
+    )
+)
+def promql_within(target: Target, evidence: ScenarioEvidence, expr: str, op: str, threshold: str, seconds: str) -> None:
+    prom = target.prometheus()
+    limit = float(threshold)
+    value = eventually(
+        evidence,
+        f"promql {expr} {op} {threshold}",
+        lambda: prom.value(expr),
+        lambda v: compare(v, op, limit),
+        seconds=float(seconds),
+        interval=1.0,
+    )
+    evidence.record("promql", {"expr": expr, "op": op, "threshold": limit, "value": value})
+
+
+@then(
+    parsers.re(
+        rf'the PromQL "(?P<expr>.+)" stays (?P<op>{COMPARISONS}) (?P<threshold>-?[\d.]+) for (?P<seconds>\d+) seconds'
+    )
+)
+def promql_for(target: Target, evidence: ScenarioEvidence, expr: str, op: str, threshold: str, seconds: str) -> None:
+    from steps.common import consistently
+
+    prom = target.prometheus()
+    limit = float(threshold)
+    consistently(
+        evidence,
+        f"promql {expr} stays {op} {threshold}",
+        lambda: prom.value(expr),
+        lambda v: compare(v, op, limit),
+        seconds=float(seconds),
+        interval=1.0,
+    )
+    evidence.record("promql_held", {"expr": expr, "op": op, "threshold": limit, "seconds": float(seconds)})
