@@ -18,9 +18,7 @@ class Chart:
 
 KUBERNETES = "1.35.0"
 KIND = "v0.31.0"
-KIND_NODE_IMAGE = (
-    "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
-)
+KIND_NODE_IMAGE = "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
 KUBECTL = "v1.35.0"
 HELM = "v3.19.0"
 
@@ -43,7 +41,7 @@ KNATIVE_SERVING = "1.23"
 # envoyproxy/ratelimit publishes no version tags after v1.4.0: pin the image by digest.
 RATELIMIT_IMAGE = (
     "docker.io/envoyproxy/ratelimit@sha256:"
-    "0000000000000000000000000000000000000000000000000000000000000000"
+    "bf9447467c659cffac57c7b7064fbd584ad9c1afcc983ba1a90816e603f18900"  # tag 05c08d03 (2026-04)
 )
 REDIS_IMAGE = "docker.io/library/redis:7.4.2-alpine"
 PYTHON_BASE_IMAGE = "python:3.11-slim-bookworm"

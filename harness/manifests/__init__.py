@@ -1,0 +1,10 @@
+"""The platform's manifests, rendered and proven without a cluster.
+
+Every overlay under ``manifests/overlays`` is rendered with ``kubectl kustomize``; every object is checked
+against a strict schema (Kubernetes' own for built-in kinds, the pinned CRDs' for the rest); then the
+platform's promises are checked on the rendered objects (:mod:`harness.manifests.policies`).
+
+Modules: ``paths`` (where things are), ``render`` (kustomize), ``crds`` (the pinned CRDs), ``schemas``
+(strict validation), ``overlays`` (what each overlay promises), ``policies`` (the promises as rules),
+``secrets`` (per-cluster API keys), ``validate`` (all of it for an overlay), ``cli`` (``harness manifests``).
+"""

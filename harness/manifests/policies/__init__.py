@@ -1,0 +1,20 @@
+"""The platform's promises, checked on rendered objects.
+
+Each rule is a function of a :class:`Context` that yields :class:`~harness.manifests.objects.Finding`s naming
+the object, the rule and the path. Rules register themselves with :func:`rule`, saying which overlay
+profiles they apply to; :func:`check` runs every rule that applies. The rules, by module:
+
+- ``workloads``: container-resources, container-probes, run-as-non-root, image-pinned, local-image-pull-policy
+- ``namespaces``: namespace-set
+- ``autoscaling``: isvc-scalable, keda-target, keda-stream, keda-lag-mode, keda-redis-address,
+  worker-grace-period
+- ``mesh``: mtls-strict, deny-all, sidecar-injection, api-key-required
+- ``ratelimit``: ratelimit-per-key, ratelimit-wiring
+"""
+
+from __future__ import annotations
+
+from harness.manifests.policies import autoscaling, mesh, namespaces, ratelimit, workloads  # noqa: F401  # register
+from harness.manifests.policies.base import RULES, Context, Rule, check, rule
+
+__all__ = ["RULES", "Context", "Rule", "check", "rule"]

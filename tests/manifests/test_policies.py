@@ -1,0 +1,594 @@
+"""The platform's promises: every overlay keeps them, and every rule is shown to catch the break it is for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from harness.manifests import policies
+from harness.manifests.objects import Finding, Obj
+from harness.manifests.overlays import OVERLAYS, Profile, infer_profile
+from harness.manifests.schemas import CLUSTER_SCOPED_BUILTINS, SchemaCatalog
+from harness.manifests.validate import check_objects
+from tests.manifests.helpers import the
+
+Rendered = Callable[[str], list[Obj]]
+
+
+def builtin_scope(_api_version: str, kind: str) -> bool:
+    """Scope without CRDs: the rules' tests need no schema catalog."""
+    return kind not in CLUSTER_SCOPED_BUILTINS
+
+
+def run(objects: list[Obj], overlay: str, rule: str) -> list[Finding]:
+    return policies.check(policies.Context(objects, OVERLAYS[overlay], builtin_scope), only=[rule])
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_every_overlay_keeps_every_promise(overlay: str, catalog: SchemaCatalog, rendered: Rendered) -> None:
+    objects = rendered(overlay)
+    assert [str(f) for f in check_objects(objects, catalog, OVERLAYS[overlay])] == []
+
+
+# --- how to break things ----------------------------------------------------------------------------------
+
+
+def predictor(objects: list[Obj]) -> Obj:
+    return the(objects, "InferenceService", "ocr")["spec"]["predictor"]
+
+
+def isvc_annotations(objects: list[Obj]) -> dict[str, str]:
+    return the(objects, "InferenceService", "ocr")["metadata"]["annotations"]
+
+
+def pod(objects: list[Obj], name: str) -> Obj:
+    return the(objects, "Deployment", name)["spec"]["template"]["spec"]
+
+
+def container(objects: list[Obj], name: str) -> Obj:
+    return pod(objects, name)["containers"][0]
+
+
+def set_env(entry: Obj, name: str, value: str) -> None:
+    next(var for var in entry["env"] if var["name"] == name)["value"] = value
+
+
+def trigger(objects: list[Obj]) -> Obj:
+    return the(objects, "ScaledObject", "ocr-worker")["spec"]["triggers"][0]["metadata"]
+
+
+def ratelimit_config(objects: list[Obj], text: str) -> None:
+    configmap = next(o for o in objects if o["kind"] == "ConfigMap" and "config.yaml" in o.get("data", {}))
+    configmap["data"]["config.yaml"] = text
+
+
+def ratelimit_filter(objects: list[Obj]) -> Obj:
+    return the(objects, "EnvoyFilter", "ocr-ratelimit-filter")["spec"]["configPatches"][0]["patch"]["value"][
+        "typed_config"
+    ]
+
+
+def rate_limit_action(objects: list[Obj]) -> Obj:
+    patch = the(objects, "EnvoyFilter", "ocr-ratelimit-actions")["spec"]["configPatches"][0]
+    return patch["patch"]["value"]["rate_limits"][0]["actions"][0]["request_headers"]
+
+
+def drop(objects: list[Obj], kind: str, name: str, namespace: str | None = None) -> None:
+    for obj in list(objects):
+        meta = obj["metadata"]
+        if obj["kind"] == kind and meta["name"] == name and namespace in (None, meta.get("namespace")):
+            objects.remove(obj)
+
+
+def api_key_values(objects: list[Obj]) -> list[str]:
+    return the(objects, "AuthorizationPolicy", "ocr-require-api-key")["spec"]["rules"][0]["when"][0]["values"]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    overlay: str
+    rule: str
+    breaks: Callable[[list[Obj]], object]
+    obj: str
+    message: str
+    path: str | None = None
+
+
+ISVC = "InferenceService/ocr-dev/ocr"
+WORKER = "Deployment/ocr-dev/ocr-worker"
+SCALED = "ScaledObject/ocr-dev/ocr-worker"
+RATELIMIT_FILTER = "EnvoyFilter/istio-system/ocr-ratelimit-filter"
+RATELIMIT_CONFIG = (
+    "domain: ocr-api\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: second, requests_per_unit: 10}\n"
+)
+
+CASES = [
+    # workloads
+    Case(
+        "no memory limit",
+        "milestone1",
+        "container-resources",
+        lambda o: predictor(o)["containers"][0]["resources"]["limits"].pop("memory"),
+        ISVC,
+        "sets no limits.memory",
+        "spec.predictor.containers[0].resources.limits.memory",
+    ),
+    Case(
+        "no cpu request",
+        "milestone3",
+        "container-resources",
+        lambda o: container(o, "ocr-redis")["resources"]["requests"].pop("cpu"),
+        "Deployment/ocr-dev/ocr-redis",
+        "sets no requests.cpu",
+        "spec.template.spec.containers[0].resources.requests.cpu",
+    ),
+    Case(
+        "no liveness probe",
+        "milestone3",
+        "container-probes",
+        lambda o: container(o, "ocr-worker").pop("livenessProbe"),
+        WORKER,
+        "has no livenessProbe",
+        "spec.template.spec.containers[0].livenessProbe",
+    ),
+    Case(
+        "no readiness probe",
+        "milestone1",
+        "container-probes",
+        lambda o: predictor(o)["containers"][0].pop("readinessProbe"),
+        ISVC,
+        "has no readinessProbe",
+        "spec.predictor.containers[0].readinessProbe",
+    ),
+    Case(
+        "uid 0",
+        "milestone3",
+        "run-as-non-root",
+        lambda o: container(o, "ocr-redis").setdefault("securityContext", {}).update(runAsUser=0),
+        "Deployment/ocr-dev/ocr-redis",
+        "runs as uid 0",
+        "spec.template.spec.containers[0].securityContext.runAsUser",
+    ),
+    Case(
+        "runAsNonRoot false",
+        "milestone2",
+        "run-as-non-root",
+        lambda o: container(o, "ratelimit")["securityContext"].update(runAsNonRoot=False),
+        "Deployment/ocr-ratelimit/ratelimit",
+        "sets runAsNonRoot: false",
+    ),
+    Case(
+        "root not excluded",
+        "milestone1",
+        "run-as-non-root",
+        lambda o: [predictor(o)["containers"][0]["securityContext"].pop(k) for k in ("runAsNonRoot", "runAsUser")],
+        ISVC,
+        "may run as root",
+        "spec.predictor.containers[0].securityContext",
+    ),
+    Case(
+        "latest tag",
+        "milestone2",
+        "image-pinned",
+        lambda o: container(o, "ratelimit").update(image="docker.io/envoyproxy/ratelimit:latest"),
+        "Deployment/ocr-ratelimit/ratelimit",
+        "floating tag 'latest'",
+        "spec.template.spec.containers[0].image",
+    ),
+    Case(
+        "untagged",
+        "milestone3",
+        "image-pinned",
+        lambda o: container(o, "ocr-redis").update(image="docker.io/library/redis"),
+        "Deployment/ocr-dev/ocr-redis",
+        "untagged",
+    ),
+    Case(
+        "branch tag",
+        "milestone2",
+        "image-pinned",
+        lambda o: container(o, "ratelimit").update(image="docker.io/envoyproxy/ratelimit:master"),
+        "Deployment/ocr-ratelimit/ratelimit",
+        "floating tag 'master'",
+    ),
+    Case(
+        "bad digest",
+        "milestone2",
+        "image-pinned",
+        lambda o: container(o, "ratelimit").update(image="docker.io/envoyproxy/ratelimit@sha256:1234"),
+        "Deployment/ocr-ratelimit/ratelimit",
+        "malformed digest",
+    ),
+    Case(
+        "local image pulled",
+        "milestone1",
+        "local-image-pull-policy",
+        lambda o: predictor(o)["containers"][0].update(imagePullPolicy="Always"),
+        ISVC,
+        "imagePullPolicy 'Always'",
+        "spec.predictor.containers[0].imagePullPolicy",
+    ),
+    # namespaces
+    Case(
+        "no namespace",
+        "milestone1",
+        "namespace-set",
+        lambda o: the(o, "PrometheusRule", "ocr")["metadata"].pop("namespace"),
+        "PrometheusRule/ocr",
+        "is namespaced but has no namespace",
+        "metadata.namespace",
+    ),
+    # autoscaling
+    Case(
+        "maxReplicas unset",
+        "milestone1",
+        "isvc-scalable",
+        lambda o: predictor(o).pop("maxReplicas"),
+        ISVC,
+        "defaults to minReplicas",
+        "spec.predictor.maxReplicas",
+    ),
+    Case(
+        "max not above min",
+        "milestone1",
+        "isvc-scalable",
+        lambda o: predictor(o).update(minReplicas=3, maxReplicas=3),
+        ISVC,
+        "is not above minReplicas",
+        "spec.predictor.maxReplicas",
+    ),
+    Case(
+        "not Standard mode",
+        "milestone1",
+        "isvc-scalable",
+        lambda o: isvc_annotations(o).update({"serving.kserve.io/deploymentMode": "Knative"}),
+        ISVC,
+        "not Standard",
+        "metadata.annotations[serving.kserve.io/deploymentMode]",
+    ),
+    Case(
+        "not the hpa class",
+        "milestone2",
+        "isvc-scalable",
+        lambda o: isvc_annotations(o).pop("serving.kserve.io/autoscalerClass"),
+        ISVC,
+        "not hpa",
+        "metadata.annotations[serving.kserve.io/autoscalerClass]",
+    ),
+    Case(
+        "no cpu request for the hpa",
+        "milestone1",
+        "isvc-scalable",
+        lambda o: predictor(o)["containers"][0]["resources"]["requests"].pop("cpu"),
+        ISVC,
+        "requests no CPU",
+        "spec.predictor.containers[0].resources.requests.cpu",
+    ),
+    Case(
+        "scale-to-zero keeps a pod",
+        "scale-to-zero",
+        "isvc-scalable",
+        lambda o: predictor(o).update(minReplicas=1),
+        ISVC,
+        "scale to zero needs 0",
+        "spec.predictor.minReplicas",
+    ),
+    Case(
+        "scale-to-zero on the hpa class",
+        "scale-to-zero",
+        "isvc-scalable",
+        lambda o: isvc_annotations(o).update({"serving.kserve.io/autoscalerClass": "hpa"}),
+        ISVC,
+        "never scales to zero",
+        "metadata.annotations[serving.kserve.io/autoscalerClass]",
+    ),
+    Case(
+        "scale-to-zero on cpu",
+        "scale-to-zero",
+        "isvc-scalable",
+        lambda o: predictor(o).update(scaleMetric="cpu"),
+        ISVC,
+        "cannot scale to zero",
+        "spec.predictor.scaleMetric",
+    ),
+    Case(
+        "scale-to-zero in Standard mode",
+        "scale-to-zero",
+        "isvc-scalable",
+        lambda o: isvc_annotations(o).update({"serving.kserve.io/deploymentMode": "Standard"}),
+        ISVC,
+        "scale to zero needs Knative",
+    ),
+    Case(
+        "target missing",
+        "milestone3",
+        "keda-target",
+        lambda o: the(o, "ScaledObject", "ocr-worker")["spec"]["scaleTargetRef"].update(name="ocr-workers"),
+        SCALED,
+        "Deployment/ocr-workers is not in the render",
+        "spec.scaleTargetRef",
+    ),
+    Case(
+        "no ScaledObject",
+        "full",
+        "keda-target",
+        lambda o: drop(o, "ScaledObject", "ocr-worker"),
+        "(render)",
+        "no ScaledObject",
+    ),
+    Case(
+        "stream differs",
+        "milestone3",
+        "keda-stream",
+        lambda o: set_env(container(o, "ocr-worker"), "OCR_JOBS_STREAM", "ocr:other"),
+        SCALED,
+        "the workers' OCR_JOBS_STREAM is 'ocr:other'",
+        "spec.triggers[0].metadata.stream",
+    ),
+    Case(
+        "group differs",
+        "milestone3",
+        "keda-stream",
+        lambda o: trigger(o).update(consumerGroup="someone-else"),
+        SCALED,
+        "consumerGroup 'someone-else'",
+        "spec.triggers[0].metadata.consumerGroup",
+    ),
+    Case(
+        "not lag mode",
+        "milestone3",
+        "keda-lag-mode",
+        lambda o: trigger(o).pop("lagCount"),
+        SCALED,
+        "no lagCount",
+        "spec.triggers[0].metadata.lagCount",
+    ),
+    Case(
+        "address not qualified",
+        "milestone3",
+        "keda-redis-address",
+        lambda o: trigger(o).update(address="ocr-redis:6379"),
+        SCALED,
+        "not namespace-qualified",
+        "spec.triggers[0].metadata.address",
+    ),
+    Case(
+        "address of another redis",
+        "milestone3",
+        "keda-redis-address",
+        lambda o: trigger(o).update(address="ratelimit-redis.ocr-ratelimit.svc.cluster.local:6379"),
+        SCALED,
+        "is not the workers' OCR_REDIS_URL",
+    ),
+    Case(
+        "grace period too short",
+        "milestone3",
+        "worker-grace-period",
+        lambda o: pod(o, "ocr-worker").update(terminationGracePeriodSeconds=30),
+        WORKER,
+        "is not above the job timeout 30 s",
+        "spec.template.spec.terminationGracePeriodSeconds",
+    ),
+    # mesh
+    Case(
+        "mesh-wide PERMISSIVE",
+        "milestone2",
+        "mtls-strict",
+        lambda o: the(o, "PeerAuthentication", "default")["spec"]["mtls"].update(mode="PERMISSIVE"),
+        "PeerAuthentication/istio-system/default",
+        "not STRICT",
+        "spec.mtls.mode",
+    ),
+    Case(
+        "no mesh-wide policy",
+        "milestone3",
+        "mtls-strict",
+        lambda o: drop(o, "PeerAuthentication", "default"),
+        "(render)",
+        "no mesh-wide PeerAuthentication",
+    ),
+    Case(
+        "a workload relaxed",
+        "milestone3",
+        "mtls-strict",
+        lambda o: the(o, "PeerAuthentication", "ocr-redis")["spec"]["mtls"].update(mode="DISABLE"),
+        "PeerAuthentication/ocr-dev/ocr-redis",
+        "relaxes mTLS for whole workloads",
+    ),
+    Case(
+        "no deny-all",
+        "milestone2",
+        "deny-all",
+        lambda o: drop(o, "AuthorizationPolicy", "deny-all", "ocr-ratelimit"),
+        "Namespace/ocr-ratelimit",
+        "no deny-all AuthorizationPolicy",
+    ),
+    Case(
+        "deny-all with rules",
+        "milestone3",
+        "deny-all",
+        lambda o: [p.update(spec={"rules": [{}]}) for p in o if p["metadata"]["name"] == "deny-all"],
+        "Namespace/ocr-dev",
+        "no deny-all AuthorizationPolicy",
+    ),
+    Case(
+        "namespace not injected",
+        "milestone2",
+        "sidecar-injection",
+        lambda o: the(o, "Namespace", "ocr-dev")["metadata"]["labels"].pop("istio-injection"),
+        "Namespace/ocr-dev",
+        "no istio-injection: enabled label",
+    ),
+    Case(
+        "pod opts out",
+        "milestone3",
+        "sidecar-injection",
+        lambda o: the(o, "Deployment", "ocr-worker")["spec"]["template"]["metadata"]["annotations"].update(
+            {"sidecar.istio.io/inject": "false"}
+        ),
+        WORKER,
+        "opt out of sidecar injection",
+        "spec.template.metadata.annotations[sidecar.istio.io/inject]",
+    ),
+    Case(
+        "no api keys listed",
+        "milestone2",
+        "api-key-required",
+        lambda o: api_key_values(o).clear(),
+        "AuthorizationPolicy/istio-system/ocr-require-api-key",
+        "lists no usable key",
+        "spec.rules[0].when[0].values",
+    ),
+    Case(
+        "no api key policy",
+        "full",
+        "api-key-required",
+        lambda o: drop(o, "AuthorizationPolicy", "ocr-require-api-key"),
+        "(render)",
+        "with a request.headers[x-api-key] condition",
+    ),
+    # rate limit
+    Case(
+        "100 per second",
+        "milestone2",
+        "ratelimit-per-key",
+        lambda o: ratelimit_config(o, RATELIMIT_CONFIG.replace("10}", "100}")),
+        "ConfigMap/ocr-ratelimit/ratelimit-config",
+        "not 10 per second",
+    ),
+    Case(
+        "per minute",
+        "milestone2",
+        "ratelimit-per-key",
+        lambda o: ratelimit_config(o, RATELIMIT_CONFIG.replace("second", "minute")),
+        "ConfigMap/ocr-ratelimit/ratelimit-config",
+        "10 per 'minute'",
+    ),
+    Case(
+        "one key only",
+        "milestone2",
+        "ratelimit-per-key",
+        lambda o: ratelimit_config(o, RATELIMIT_CONFIG.replace("key: api_key", "key: api_key\n    value: k1")),
+        "ConfigMap/ocr-ratelimit/ratelimit-config",
+        "limits that one key, not each key",
+        "data.config.yaml.descriptors[0].value",
+    ),
+    Case(
+        "limits another descriptor",
+        "milestone2",
+        "ratelimit-per-key",
+        lambda o: ratelimit_config(o, RATELIMIT_CONFIG.replace("api_key", "remote_address")),
+        "ConfigMap/ocr-ratelimit/ratelimit-config",
+        "no descriptor for the key the gateway sends",
+    ),
+    Case(
+        "domain differs",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: ratelimit_filter(o).update(domain="other"),
+        RATELIMIT_FILTER,
+        "domain 'other' matches no ratelimit configuration",
+    ),
+    Case(
+        "wrong port",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: ratelimit_filter(o)["rate_limit_service"]["grpc_service"]["envoy_grpc"].update(
+            cluster_name="outbound|8080||ratelimit.ocr-ratelimit.svc.cluster.local"
+        ),
+        RATELIMIT_FILTER,
+        "not its gRPC port 8081",
+    ),
+    Case(
+        "service has no grpc port",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: the(o, "Service", "ratelimit")["spec"]["ports"].pop(0),
+        RATELIMIT_FILTER,
+        "no Service ocr-ratelimit/ratelimit with port 8081",
+    ),
+    Case(
+        "no x-ratelimit headers",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: ratelimit_filter(o).pop("enable_x_ratelimit_headers"),
+        RATELIMIT_FILTER,
+        "not DRAFT_VERSION_03",
+    ),
+    Case(
+        "descriptor key differs",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: rate_limit_action(o).update(descriptor_key="apikey"),
+        "EnvoyFilter/istio-system/ocr-ratelimit-actions",
+        "'apikey' is limited by no ratelimit configuration",
+    ),
+    Case(
+        "another header counted",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: rate_limit_action(o).update(header_name=":path"),
+        "(render)",
+        "sends the x-api-key header",
+    ),
+    Case(
+        "no filter",
+        "milestone3",
+        "ratelimit-wiring",
+        lambda o: drop(o, "EnvoyFilter", "ocr-ratelimit-filter"),
+        "(render)",
+        "no envoy.filters.http.ratelimit HTTP filter",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_each_rule_catches_its_break(case: Case, rendered: Rendered) -> None:
+    objects = rendered(case.overlay)
+    assert run(objects, case.overlay, case.rule) == [], "the unbroken overlay must pass"
+    case.breaks(objects)
+    findings = run(objects, case.overlay, case.rule)
+    # startswith: generated ConfigMaps carry a content hash after their name.
+    matching = [f for f in findings if f.obj.startswith(case.obj) and case.message in f.message]
+    assert matching, f"expected {case.obj}: {case.message!r}, got {[str(f) for f in findings]}"
+    assert all(f.rule == case.rule for f in findings)
+    if case.path is not None:
+        assert [f.path for f in matching] == [case.path]
+
+
+def test_every_rule_is_shown_to_fail() -> None:
+    assert {case.rule for case in CASES} == {entry.name for entry in policies.RULES}
+
+
+def test_a_finding_reads_object_rule_path_message(rendered: Rendered) -> None:
+    objects = rendered("milestone1")
+    predictor(objects)["containers"][0]["resources"]["limits"].pop("memory")
+    assert [str(f) for f in run(objects, "milestone1", "container-resources")] == [
+        "InferenceService/ocr-dev/ocr: [container-resources] at spec.predictor.containers[0].resources.limits.memory:"
+        " container kserve-container sets no limits.memory"
+    ]
+
+
+def test_a_promise_dropped_from_an_overlay_is_caught(rendered: Rendered) -> None:
+    """milestone2 promises the mesh: losing the istio component's objects fails, it does not skip."""
+    objects = [o for o in rendered("milestone2") if not o["apiVersion"].startswith("security.istio.io/")]
+    rules = {f.rule for f in policies.check(policies.Context(objects, OVERLAYS["milestone2"], builtin_scope))}
+    assert {"mtls-strict", "deny-all", "api-key-required"} <= rules
+
+
+def test_rules_outside_the_profile_do_not_run(rendered: Rendered) -> None:
+    objects = rendered("milestone1")
+    assert policies.check(policies.Context(objects, Profile(), builtin_scope), only=["deny-all"]) == []
+
+
+def test_an_unknown_rule_name_is_refused(rendered: Rendered) -> None:
+    with pytest.raises(ValueError, match="unknown rules: no-such-rule"):
+        policies.check(policies.Context(rendered("milestone1"), Profile(), builtin_scope), only=["no-such-rule"])
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_declared_profiles_match_what_the_overlays_render(overlay: str, rendered: Rendered) -> None:
+    assert infer_profile(rendered(overlay)) == OVERLAYS[overlay]

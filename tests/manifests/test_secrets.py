@@ -1,0 +1,83 @@
+"""Per-cluster API keys: generated git-ignored, rendered into the gateway policy, never into the committed tree."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.manifests.overlays import OVERLAYS
+from harness.manifests.paths import REPO_ROOT
+from harness.manifests.render import render
+from harness.manifests.schemas import SchemaCatalog
+from harness.manifests.secrets import (
+    API_KEY_NAMES,
+    generate_api_keys,
+    read_api_keys,
+    render_with_keys,
+    uses_api_keys,
+)
+from harness.manifests.validate import check_objects
+from tests.manifests.helpers import the
+
+
+def policy_keys(objects: list[dict]) -> list[str]:
+    return the(objects, "AuthorizationPolicy", "ocr-require-api-key")["spec"]["rules"][0]["when"][0]["values"]
+
+
+def test_generated_keys_are_private_random_and_kept(tmp_path: Path) -> None:
+    path = generate_api_keys(tmp_path / "secrets")
+    keys = read_api_keys(path)
+    assert set(keys) == set(API_KEY_NAMES)
+    assert len(set(keys.values())) == 2 and all(len(v) >= 40 for v in keys.values())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_api_keys(generate_api_keys(tmp_path / "secrets")) == keys  # kept
+    assert read_api_keys(generate_api_keys(tmp_path / "secrets", force=True)) != keys  # replaced
+
+
+def test_an_incomplete_keys_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "api-keys.env").write_text("OCR_API_KEY_PRIMARY=abc\n")
+    with pytest.raises(HarnessError, match="lacks OCR_API_KEY_SECONDARY"):
+        read_api_keys(tmp_path / "api-keys.env")
+    with pytest.raises(HarnessError, match="harness manifests keys"):
+        read_api_keys(tmp_path / "absent.env")
+
+
+def test_the_committed_tree_renders_placeholders() -> None:
+    keys = policy_keys(render("milestone2"))
+    assert keys and all(key.startswith("placeholder-") for key in keys)
+
+
+def test_a_cluster_render_carries_its_keys_and_nothing_else_does(manifests_copy: Path, catalog: SchemaCatalog) -> None:
+    keys = read_api_keys(generate_api_keys(manifests_copy / "secrets"))
+    objects = render_with_keys("full", manifests_dir=manifests_copy)
+    assert policy_keys(objects) == [keys[name] for name in API_KEY_NAMES]
+    # The keys' ConfigMap is local config: a replacement source, never applied to the cluster.
+    assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "ocr-api-keys"]
+    text = "\n".join(str(o) for o in objects)
+    assert sum(text.count(value) for value in keys.values()) == 2
+    assert [str(f) for f in check_objects(objects, catalog, OVERLAYS["full"])] == []
+
+
+def test_overlays_without_the_mesh_need_no_keys(manifests_copy: Path) -> None:
+    assert not uses_api_keys("milestone1", manifests_copy / "overlays")
+    assert uses_api_keys("milestone3", manifests_copy / "overlays")
+    objects = render_with_keys("scale-to-zero", manifests_dir=manifests_copy)
+    assert not (manifests_copy / "secrets").exists()
+    assert the(objects, "InferenceService", "ocr")
+
+
+def test_a_cluster_render_without_keys_says_how_to_make_them(manifests_copy: Path) -> None:
+    with pytest.raises(HarnessError, match="harness manifests keys"):
+        render_with_keys("milestone2", manifests_dir=manifests_copy)
+
+
+def test_generated_files_are_git_ignored() -> None:
+    paths = ["manifests/secrets/api-keys.env", "manifests/secrets/kustomization.yaml"]
+    done = subprocess.run(["git", "check-ignore", *paths], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode == 128:
+        pytest.skip(f"not a git work tree: {done.stderr.strip()}")
+    assert done.stdout.split() == paths
