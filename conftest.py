@@ -35,6 +35,7 @@ pytest_plugins = [
     "steps.load",
     "steps.gateway",
     "steps.scaling",
+    "steps.jobs",
 ]
 
 

@@ -152,3 +152,31 @@ def start_prometheus(
         process.stop()
         raise
     return endpoint
+
+
+def start_worker(
+    log_dir: Path, *, name: str, env: Mapping[str, str] | None = None, ready_timeout: float = SERVICE_READY_TIMEOUT_S
+) -> Endpoint:
+    """``python -m service.worker`` with its health port on loopback; ready when /healthz says Redis is up."""
+    port = free_port()
+    process = ManagedProcess(
+        name=name,
+        argv=[sys.executable, "-m", "service.worker"],
+        log_path=log_dir / f"{name}.log",
+        env={"OCR_HOST": LOOPBACK, "OCR_WORKER_PORT": str(port), "OCR_WORKER_NAME": name, **(env or {})},
+    ).start()
+    endpoint = Endpoint(process, port)
+
+    def healthy() -> bool:
+        try:
+            response = httpx.get(f"{endpoint.url}/healthz", timeout=2.0)
+            return response.status_code == 200 and response.json().get("redis") is True
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    try:
+        process.wait_ready(healthy, timeout=ready_timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return endpoint

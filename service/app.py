@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import FastAPI, File, Request, UploadFile
+import redis
+from fastapi import FastAPI, File, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -20,17 +21,20 @@ from service import __version__
 from service.context import RequestContext, error_body
 from service.errors import (
     BadRequest,
+    JobNotFound,
     MethodNotAllowed,
     MissingField,
     ModelNotReady,
+    QueueUnavailable,
     RouteNotFound,
     ServiceError,
 )
 from service.images import decode_image
+from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
 from service.limits import InferenceGate
 from service.metrics import ApiMetrics
 from service.model import OcrModel
-from service.schemas import BoxOut, Health, ModelRef, PredictResponse, error_responses
+from service.schemas import BoxOut, Health, JobAccepted, JobView, ModelRef, PredictResponse, error_responses
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.app")
@@ -220,6 +224,62 @@ def create_app(
             boxes=[BoxOut(**vars(b)) for b in result.boxes],
             model=ModelRef(**vars(model.info)),
         )
+
+    jobs_state: dict[str, object] = {"store": None, "group_ready": False}
+
+    def job_store() -> JobStore:
+        if jobs_state["store"] is None:
+            jobs_state["store"] = JobStore(settings)
+        return jobs_state["store"]  # type: ignore[return-value]
+
+    def enqueue(data: bytes, request_id: str, tenant_id: str, idempotency_key: str | None) -> tuple[str, bool]:
+        store = job_store()
+        try:
+            if not jobs_state["group_ready"]:
+                # KEDA reads the group's lag: it must exist before any worker does (scale from zero).
+                store.ensure_group()
+                jobs_state["group_ready"] = True
+            return store.enqueue(data, request_id=request_id, tenant_id=tenant_id, idempotency_key=idempotency_key)
+        except redis.RedisError as exc:
+            jobs_state["group_ready"] = False
+            raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
+
+    @app.post(
+        "/jobs",
+        response_model=JobAccepted,
+        status_code=202,
+        tags=["jobs"],
+        responses=error_responses(400, 413, 415, 422, 503),
+    )
+    async def create_job(
+        request: Request,
+        file: Annotated[UploadFile, File(description="The image: PNG, JPEG, WebP, TIFF or BMP")],
+        idempotency_key: Annotated[str | None, Header(description="The same key returns the same job")] = None,
+    ) -> JSONResponse:
+        """Queue an OCR job; the image is validated now, and read later by a worker."""
+        if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+            raise BadRequest("Idempotency-Key must be 1 to 128 printable ASCII characters")
+        data = await file.read()
+        await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels)
+        tenant = str(getattr(request.state, "tenant_id", "anonymous"))
+        job_id, created = await asyncio.to_thread(enqueue, data, _request_id(request), tenant, idempotency_key)
+        status = 202 if created else 200
+        body = JobAccepted(job_id=job_id, status="queued").model_dump()
+        if not created:
+            job = await asyncio.to_thread(job_store().get, job_id)
+            body["status"] = job.status if job is not None else "queued"
+        return JSONResponse(body, status_code=status, headers={"Location": f"/jobs/{job_id}"})
+
+    @app.get("/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=error_responses(404, 503))
+    async def get_job(job_id: str) -> JobView:
+        """A job's state, and its result once it succeeded."""
+        try:
+            job = await asyncio.to_thread(job_store().get, job_id)
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"the job store is unavailable: {exc}") from exc
+        if job is None:
+            raise JobNotFound(f"no job {job_id} (unknown, or expired after {settings.job_ttl_s}s)")
+        return JobView(**job.view())
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -55,3 +55,20 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         504: "Inference took longer than the request timeout",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str = Field(description="queued")
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    attempts: int
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: PredictResponse | None = Field(None, description="The /predict response, once succeeded")
+    error: str | None = Field(None, description="Why the job failed (or why the last attempt failed)")

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from harness.errors import TargetUnavailable
 from harness.prom import Prometheus
+from service.jobs import JobStore
 
 # Every capability a scenario can ask for with a tag of the same name.
 CAPABILITIES = frozenset({"k8s", "hpa", "istio", "ratelimit", "keda", "knative", "prometheus", "jobs"})
@@ -77,6 +78,32 @@ class Target(abc.ABC):
     def replicas(self, component: str) -> int:
         """Ready replicas of a component."""
         raise TargetUnavailable(f"target {self.name} does not report replicas")
+
+    # -- the job path -------------------------------------------------------------------------------
+
+    def job_store(self) -> JobStore:
+        """Direct access to the job queue and store (what the workers see)."""
+        raise TargetUnavailable(f"target {self.name} gives no access to the job store")
+
+    def queue_lag(self) -> int | None:
+        """Entries not yet delivered to the workers' consumer group."""
+        return self.job_store().lag()
+
+    def workers(self) -> list[str]:
+        """Names of the running job workers."""
+        raise TargetUnavailable(f"target {self.name} runs no workers")
+
+    def ensure_workers(self, count: int) -> list[str]:
+        """Start workers until ``count`` run; returns their names."""
+        raise TargetUnavailable(f"target {self.name} cannot start workers")
+
+    def stop_worker(self, name: str, *, graceful: bool) -> None:
+        """SIGTERM (graceful) or SIGKILL one worker."""
+        raise TargetUnavailable(f"target {self.name} cannot stop workers")
+
+    def worker_exit_code(self, name: str, timeout: float) -> int:
+        """Wait for a stopped worker to exit; its exit code."""
+        raise TargetUnavailable(f"target {self.name} does not report exit codes")
 
     def collect_evidence(self, dest: Path) -> None:
         """Copy logs and state useful after a failure into ``dest``. Called before teardown."""

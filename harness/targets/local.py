@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from harness.components import Endpoint, start_prometheus, start_redis, start_service
+import httpx
+
+from harness.components import (
+    Endpoint,
+    prometheus_config,
+    start_prometheus,
+    start_redis,
+    start_service,
+    start_worker,
+)
 from harness.errors import TargetUnavailable
 from harness.processes import ManagedProcess, stop_all
 from harness.prom import Prometheus
 from harness.targets.base import Target, TargetOptions
+from service.jobs import JobStore
+from service.settings import load_settings
 
 
 class LocalTarget(Target):
     name = "local"
     capabilities: ClassVar[frozenset[str]] = frozenset({"prometheus", "jobs"})
+    initial_workers = 2
+    request_timeout_s = 6
+    visibility_timeout_s = 8
+    max_attempts = 3
 
     def __init__(self, options: TargetOptions) -> None:
         super().__init__(options)
@@ -27,20 +43,68 @@ class LocalTarget(Target):
         self.redis: Endpoint | None = None
         self.service: Endpoint | None = None
         self.prom: Endpoint | None = None
+        self._workers: dict[str, Endpoint] = {}
+        self._worker_seq = 0
 
     def start(self) -> None:
         atexit.register(self.stop)
         try:
             self.redis = self._track(start_redis(self.log_dir, self._work / "redis"))
-            self.service = self._track(
-                start_service(self.log_dir, env={"OCR_REDIS_URL": self.redis_url, "OCR_SHUTDOWN_DRAIN_S": "0.5"})
-            )
-            self.prom = self._track(
-                start_prometheus(self.log_dir, self._work / "prometheus", {"ocr-service": [self._addr(self.service)]})
-            )
+            self.service = self._track(start_service(self.log_dir, env=self._env()))
+            self.ensure_workers(self.initial_workers, reload=False)
+            self.prom = self._track(start_prometheus(self.log_dir, self._work / "prometheus", self._scrape_jobs()))
         except BaseException:
             self.stop()
             raise
+
+    def _env(self) -> dict[str, str]:
+        """Settings shared by the API and the workers: short timeouts so crash recovery is quick to see."""
+        return {
+            "OCR_REDIS_URL": self.redis_url,
+            "OCR_SHUTDOWN_DRAIN_S": "0.5",
+            "OCR_REQUEST_TIMEOUT_S": str(self.request_timeout_s),
+            "OCR_VISIBILITY_TIMEOUT_S": str(self.visibility_timeout_s),
+            "OCR_MAX_ATTEMPTS": str(self.max_attempts),
+        }
+
+    def _scrape_jobs(self) -> dict[str, list[str]]:
+        assert self.service is not None
+        return {
+            "ocr-service": [self._addr(self.service)],
+            "ocr-worker": [self._addr(w) for w in self._workers.values() if w.process.alive()],
+        }
+
+    def _reload_prometheus(self) -> None:
+        """Point Prometheus at the current workers (a replaced worker listens on a new port)."""
+        if self.prom is None:
+            return
+        (self._work / "prometheus" / "prometheus.yml").write_text(prometheus_config(self._scrape_jobs()))
+        httpx.post(f"{self.prom.url}/-/reload", timeout=10).raise_for_status()
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def workers(self) -> list[str]:
+        return [name for name, w in self._workers.items() if w.process.alive()]
+
+    def ensure_workers(self, count: int, *, reload: bool = True) -> list[str]:
+        # One onnxruntime thread each: the workers share this machine's cores.
+        env = {**self._env(), "OCR_INTRA_OP_THREADS": "1"}
+        while len(self.workers()) < count:
+            self._worker_seq += 1
+            name = f"worker-{self._worker_seq}"
+            self._workers[name] = self._track(start_worker(self.log_dir, name=name, env=env))
+        if reload:
+            self._reload_prometheus()
+        return self.workers()
+
+    def stop_worker(self, name: str, *, graceful: bool) -> None:
+        self._workers[name].process.signal(signal.SIGTERM if graceful else signal.SIGKILL)
+
+    def worker_exit_code(self, name: str, timeout: float) -> int:
+        return self._workers[name].process.wait_exit(timeout)
+
+    def job_store(self) -> JobStore:
+        return JobStore(load_settings(redis_url=self.redis_url))
 
     def _track(self, endpoint: Endpoint) -> Endpoint:
         self._started.append(endpoint.process)

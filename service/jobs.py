@@ -1,0 +1,286 @@
+"""The job queue and result store: Redis Streams for the queue, one hash per job for its state.
+
+Layout (names from settings, defaults shown)::
+
+    ocr:jobs                stream; each entry {"job_id"}; consumer group "ocr-workers"
+    ocr:job:<id>            hash: status, attempts, created_at, updated_at, started_at, finished_at,
+                            worker, request_id, tenant_id, image (bytes until done), result (JSON), error
+    ocr:idem:<key>          the job id an Idempotency-Key already created
+
+Enqueue writes the hash and the stream entry in one MULTI/EXEC, so a job is never half-created. Workers
+ack and delete an entry only after its outcome is stored; an entry left pending by a dead worker is
+claimed by a live one after the visibility timeout. The stream therefore holds only work not yet done,
+and the group's lag (``XINFO GROUPS``) is exactly what KEDA's lag trigger reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from service.errors import QueueUnavailable
+from service.settings import ServiceSettings
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+STATUSES = ("queued", "running", "succeeded", "failed")
+
+# Store an outcome unless the job already has one: a job ends in exactly one final state even when a
+# slow worker and the worker that claimed its entry both finish it.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == false or status == 'succeeded' or status == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HDEL', KEYS[1], 'image')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def now() -> float:
+    return time.time()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    status: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    request_id: str | None = None
+    tenant_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    image: bytes | None = None
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> Job:
+        f = {k.decode(): v for k, v in raw.items()}
+
+        def text(key: str) -> str | None:
+            return f[key].decode() if key in f else None
+
+        def number(key: str) -> float | None:
+            return float(f[key]) if key in f else None
+
+        return cls(
+            job_id=job_id,
+            status=text("status") or "queued",
+            attempts=int(f.get("attempts", b"0")),
+            created_at=number("created_at") or 0.0,
+            updated_at=number("updated_at") or 0.0,
+            started_at=number("started_at"),
+            finished_at=number("finished_at"),
+            worker=text("worker"),
+            request_id=text("request_id"),
+            tenant_id=text("tenant_id"),
+            result=json.loads(f["result"]) if "result" in f else None,
+            error=text("error"),
+            image=f.get("image"),
+        )
+
+    def view(self) -> dict[str, Any]:
+        """The job as ``GET /jobs/{id}`` shows it (never the image bytes)."""
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A stream entry handed to a worker."""
+
+    entry_id: str
+    job_id: str
+
+
+class QueueFull(QueueUnavailable):
+    code = "queue_full"
+
+
+class JobStore:
+    def __init__(self, settings: ServiceSettings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.stream = settings.jobs_stream
+        self.group = settings.jobs_group
+        self.ttl = settings.job_ttl_s
+        self.redis = client or redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0, health_check_interval=10
+        )
+        self._finish = self.redis.register_script(_FINISH)
+
+    @staticmethod
+    def job_key(job_id: str) -> str:
+        return f"ocr:job:{job_id}"
+
+    @staticmethod
+    def idem_key(key: str) -> str:
+        return f"ocr:idem:{key}"
+
+    # -- both sides ---------------------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (and stream) if missing; from id 0, so nothing enqueued is skipped."""
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def get(self, job_id: str) -> Job | None:
+        if not JOB_ID_RE.match(job_id):
+            return None
+        raw = self.redis.hgetall(self.job_key(job_id))
+        return Job.from_hash(job_id, raw) if raw else None  # type: ignore[arg-type]
+
+    def lag(self) -> int | None:
+        """Entries not yet delivered to the group (Redis >= 7), the number KEDA's lag trigger reads."""
+        for group in self.redis.xinfo_groups(self.stream):  # type: ignore[union-attr]
+            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+            if name == self.group:
+                return None if group.get("lag") is None else int(group["lag"])
+        return None
+
+    def pending(self) -> int:
+        return int(self.redis.xpending(self.stream, self.group)["pending"])  # type: ignore[index]
+
+    # -- the API side -------------------------------------------------------------------------------
+
+    def enqueue(
+        self, image: bytes, *, request_id: str, tenant_id: str, idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        """Create a queued job; returns (job id, created). A known Idempotency-Key returns its job."""
+        job_id = uuid.uuid4().hex
+        if idempotency_key is not None and not self.redis.set(
+            self.idem_key(idempotency_key), job_id, nx=True, ex=self.ttl
+        ):
+            existing = self.redis.get(self.idem_key(idempotency_key))
+            if existing is not None:
+                return existing.decode(), False  # type: ignore[union-attr]
+        if self.redis.xlen(self.stream) >= self.settings.jobs_stream_maxlen:
+            if idempotency_key is not None:
+                self.redis.delete(self.idem_key(idempotency_key))
+            raise QueueFull(
+                f"the job queue holds {self.settings.jobs_stream_maxlen} jobs already; retry later",
+                headers={"Retry-After": "30"},
+            )
+        t = now()
+        fields = {
+            "status": "queued",
+            "attempts": 0,
+            "created_at": t,
+            "updated_at": t,
+            "request_id": request_id,
+            "tenant_id": tenant_id,
+            "image": image,
+        }
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.job_key(job_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(self.job_key(job_id), self.ttl)
+            pipe.xadd(self.stream, {"job_id": job_id})
+            pipe.execute()
+        return job_id, True
+
+    # -- the worker side ----------------------------------------------------------------------------
+
+    def _deliveries(self, reply: Any) -> list[Delivery]:
+        out = []
+        for entry_id, fields in reply or []:
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            job = fields.get(b"job_id") or fields.get("job_id")
+            out.append(Delivery(eid, job.decode() if isinstance(job, bytes) else str(job)))
+        return out
+
+    def claim_stale(self, consumer: str) -> list[Delivery]:
+        """Take over one entry pending longer than the visibility timeout (its worker died)."""
+        idle_ms = int(self.settings.visibility_timeout_s * 1000)
+        reply = self.redis.xautoclaim(self.stream, self.group, consumer, idle_ms, "0-0", count=1)
+        return self._deliveries(reply[1])  # type: ignore[index]
+
+    def read(self, consumer: str, *, block_ms: int = 1000) -> list[Delivery]:
+        reply: Any = self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=1, block=block_ms)
+        return [d for _, entries in reply or [] for d in self._deliveries(entries)]
+
+    def touch(self, consumer: str, delivery: Delivery) -> None:
+        """Reset the entry's idle time: a live worker's long job is not claimed by another."""
+        self.redis.xclaim(self.stream, self.group, consumer, 0, [delivery.entry_id], justid=True)
+
+    def start(self, delivery: Delivery, consumer: str) -> Job | None:
+        """Mark the job running and count the attempt; None when the job is gone or already final."""
+        key = self.job_key(delivery.job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, "attempts", 1)
+            pipe.hgetall(key)
+            _, raw = pipe.execute()
+        if b"status" not in raw:
+            self.redis.delete(key)  # the job expired; hincrby just made a stub of it
+            return None
+        job = Job.from_hash(delivery.job_id, raw)
+        if job.status in ("succeeded", "failed"):
+            return job
+        t = now()
+        self.redis.hset(key, mapping={"status": "running", "worker": consumer, "started_at": t, "updated_at": t})
+        return Job.from_hash(delivery.job_id, self.redis.hgetall(key))  # type: ignore[arg-type]
+
+    def _finish_job(self, job_id: str, fields: dict[str, Any]) -> bool:
+        args: list[Any] = [self.ttl]
+        for k, v in fields.items():
+            args += [k, v]
+        return bool(self._finish(keys=[self.job_key(job_id)], args=args))
+
+    def done(self, delivery: Delivery) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, self.group, delivery.entry_id)
+            pipe.xdel(self.stream, delivery.entry_id)
+            pipe.execute()
+
+    def succeed(self, delivery: Delivery, result: dict[str, Any]) -> bool:
+        t = now()
+        stored = self._finish_job(
+            delivery.job_id,
+            {"status": "succeeded", "result": json.dumps(result), "finished_at": t, "updated_at": t},
+        )
+        self.done(delivery)
+        return stored
+
+    def fail(self, delivery: Delivery, error: str) -> bool:
+        t = now()
+        stored = self._finish_job(
+            delivery.job_id, {"status": "failed", "error": error, "finished_at": t, "updated_at": t}
+        )
+        self.done(delivery)
+        return stored
+
+    def retry(self, delivery: Delivery, error: str) -> None:
+        """Give the job back to the queue at once: ack this entry and add a new one, atomically."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.job_key(delivery.job_id), mapping={"status": "queued", "error": error, "updated_at": now()})
+            pipe.xack(self.stream, self.group, delivery.entry_id)
+            pipe.xdel(self.stream, delivery.entry_id)
+            pipe.xadd(self.stream, {"job_id": delivery.job_id})
+            pipe.execute()

@@ -1,0 +1,279 @@
+"""``python -m service.worker``: run OCR jobs from the Redis stream with the same model as /predict.
+
+The loop: claim an entry left pending by a dead worker (XAUTOCLAIM after the visibility timeout), else
+read a new one (XREADGROUP, blocking 1 s); count the attempt; run the model; store the outcome; then ack.
+A failure is retried at once until OCR_MAX_ATTEMPTS, then the job is marked failed with its reason and
+leaves the queue. SIGTERM stops reading, finishes the current job and exits 0. A lost Redis connection
+is retried with capped exponential backoff; the process does not crash-loop and the job is not lost
+(its entry stays pending and is claimed again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service import logs
+from service.images import decode_image
+from service.jobs import Delivery, Job, JobStore
+from service.metrics import LATENCY_BUCKETS
+from service.model import ModelLoadError, OcrModel
+from service.settings import ServiceSettings, SettingsError, load_settings
+
+log = logging.getLogger("service.worker")
+
+
+class QueueCollector(Collector):
+    """Queue lag and pending entries, read from Redis at scrape time (what KEDA reads, as it reads it)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def collect(self) -> Any:
+        lag = GaugeMetricFamily("ocr_jobs_queue_lag", "Stream entries not yet delivered to the consumer group")
+        pending = GaugeMetricFamily("ocr_jobs_pending", "Entries delivered to a worker and not yet acked")
+        try:
+            value = self.store.lag()
+            if value is not None:
+                lag.add_metric([], value)
+            pending.add_metric([], self.store.pending())
+        except redis.RedisError:
+            pass  # no sample: an absent series, not a false zero
+        yield lag
+        yield pending
+
+
+class WorkerMetrics:
+    def __init__(self, store: JobStore) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.processed = Counter("ocr_jobs_processed", "Jobs finished successfully by this worker", registry=r)
+        self.failed = Counter("ocr_jobs_failed", "Jobs marked failed by this worker", registry=r)
+        self.retried = Counter("ocr_jobs_retried", "Failed attempts given back to the queue", registry=r)
+        self.claimed = Counter("ocr_jobs_claimed", "Entries taken over from a silent worker", registry=r)
+        self.duration = Histogram(
+            "ocr_job_duration_seconds", "Time to process one job", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "ocr_job_queue_wait_seconds", "Time from enqueue to a worker starting the job", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.attempts = Histogram(
+            "ocr_job_attempts", "Attempts a job took to finish", buckets=(1, 2, 3, 5, 10), registry=r
+        )
+        self.busy = Gauge("ocr_worker_busy", "1 while a job is being processed", registry=r)
+        self.redis_up = Gauge("ocr_worker_redis_up", "1 when the last Redis call succeeded", registry=r)
+        r.register(QueueCollector(store))
+
+
+class HealthServer:
+    """``/healthz`` (liveness: the loop is alive) and ``/metrics`` on the worker port."""
+
+    def __init__(self, worker: Worker, host: str, port: int) -> None:
+        outer = worker
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body, status, ctype = generate_latest(outer.metrics.registry), 200, "text/plain; version=0.0.4"
+                elif self.path == "/healthz":
+                    state = outer.health()
+                    body = json.dumps(state).encode()
+                    status, ctype = (200 if state["status"] == "ok" else 503), "application/json"
+                else:
+                    body, status, ctype = b'{"error": "not found"}', 404, "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class Worker:
+    def __init__(self, settings: ServiceSettings, model: OcrModel, store: JobStore | None = None) -> None:
+        self.settings = settings
+        self.model = model
+        self.store = store or JobStore(settings)
+        self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = WorkerMetrics(self.store)
+        self.stopping = threading.Event()
+        self.last_loop = time.monotonic()
+        self.redis_ok = False
+
+    def health(self) -> dict[str, Any]:
+        stalled = time.monotonic() - self.last_loop > self.settings.request_timeout_s + 30
+        return {"status": "stalled" if stalled else "ok", "worker": self.name, "redis": self.redis_ok}
+
+    def request_stop(self, sig: int, frame: FrameType | None) -> None:
+        if not self.stopping.is_set():
+            log.info("signal %s: finishing the current job, then exiting", signal.Signals(sig).name)
+        self.stopping.set()
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stopping.is_set():
+            self.last_loop = time.monotonic()
+            try:
+                if not self.redis_ok:
+                    self.store.ensure_group()
+                deliveries = self.store.claim_stale(self.name)
+                if deliveries:
+                    self.metrics.claimed.inc(len(deliveries))
+                else:
+                    deliveries = self.store.read(self.name, block_ms=1000)
+                self._set_redis(True)
+                backoff = 0.5
+                for delivery in deliveries:
+                    self.process(delivery)
+            except redis.RedisError as exc:
+                self._set_redis(False)
+                log.warning("redis unavailable: %s; retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        log.info("worker stopped", extra={"worker": self.name})
+
+    def _set_redis(self, ok: bool) -> None:
+        self.redis_ok = ok
+        self.metrics.redis_up.set(1 if ok else 0)
+
+    def process(self, delivery: Delivery) -> None:
+        job = self.store.start(delivery, self.name)
+        if job is None:
+            log.warning("job %s expired before it ran; dropping its entry", delivery.job_id)
+            self.store.done(delivery)
+            return
+        if job.status in ("succeeded", "failed"):
+            self.store.done(delivery)  # delivered again after its outcome was stored
+            return
+        fields = {"job_id": job.job_id, "request_id": job.request_id, "attempt": job.attempts, "worker": self.name}
+        if job.attempts > self.settings.max_attempts:
+            reason = f"gave up after {job.attempts - 1} attempts; last error: {job.error or 'worker lost'}"
+            if self.store.fail(delivery, reason):
+                self.metrics.failed.inc()
+                self.metrics.attempts.observe(job.attempts - 1)
+            log.error("job failed: %s", reason, extra=fields)
+            return
+        self.metrics.queue_wait.observe(max(0.0, (job.started_at or 0) - job.created_at))
+        self.metrics.busy.set(1)
+        heartbeat = threading.Thread(target=self._heartbeat, args=(delivery,), daemon=True)
+        done = threading.Event()
+        self._beating = done
+        heartbeat.start()
+        start = time.perf_counter()
+        try:
+            result = self._run_model(job)
+        except Exception as exc:  # noqa: BLE001 - any failure of one job is recorded and retried
+            error = f"{type(exc).__name__}: {exc}"
+            if job.attempts >= self.settings.max_attempts:
+                reason = f"failed after {job.attempts} attempts; last error: {error}"
+                if self.store.fail(delivery, reason):
+                    self.metrics.failed.inc()
+                    self.metrics.attempts.observe(job.attempts)
+                log.error("job failed: %s", reason, extra=fields)
+            else:
+                self.store.retry(delivery, error)
+                self.metrics.retried.inc()
+                log.warning("job attempt failed, retrying: %s", error, extra=fields)
+        else:
+            elapsed = time.perf_counter() - start
+            result["latency_ms"] = round(elapsed * 1000, 2)
+            self.metrics.duration.observe(elapsed)
+            if self.store.succeed(delivery, result):
+                self.metrics.processed.inc()
+                self.metrics.attempts.observe(job.attempts)
+                log.info("job succeeded", extra={**fields, "latency_ms": result["latency_ms"]})
+            else:
+                log.warning("job already had an outcome; this result is discarded", extra=fields)
+        finally:
+            done.set()
+            heartbeat.join(timeout=5)
+            self.metrics.busy.set(0)
+
+    def _heartbeat(self, delivery: Delivery) -> None:
+        interval = self.settings.visibility_timeout_s / 3
+        while not self._beating.wait(interval):
+            try:
+                self.store.touch(self.name, delivery)
+            except redis.RedisError as exc:
+                log.warning("heartbeat for %s failed: %s", delivery.job_id, exc)
+
+    def _run_model(self, job: Job) -> dict[str, Any]:
+        if job.image is None:
+            raise ValueError("the job has no image")
+        image = decode_image(job.image, max_pixels=self.settings.max_pixels)
+        result = self.model.read(image)
+        return {
+            "request_id": job.request_id or job.job_id,
+            "text": result.text,
+            "confidence": result.confidence,
+            "latency_ms": 0.0,
+            "boxes": [vars(b) for b in result.boxes],
+            "model": vars(self.model.info),
+        }
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        model = OcrModel.load(
+            settings.model_dir,
+            name=settings.model_name,
+            threads=settings.intra_op_threads,
+            det_limit_type=settings.det_limit_type,
+            det_limit_side_len=settings.det_limit_side_len,
+        )
+        model.warm_up()
+    except ModelLoadError as exc:
+        log.critical("cannot start: %s", exc)
+        return 3
+    worker = Worker(settings, model)
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    health = HealthServer(worker, settings.host, settings.worker_port)
+    health.start()
+    log.info(
+        "worker ready",
+        extra={"worker": worker.name, "stream": settings.jobs_stream, "group": settings.jobs_group,
+               "port": health.port, "model_version": model.info.version},
+    )  # fmt: skip
+    try:
+        worker.run()
+    finally:
+        health.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Steps of the async job path: enqueue, wait for outcomes, disturb workers, check the queue drains."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pytest_bdd import given, parsers, then, when
+
+from harness import samples
+from harness.evidence import ScenarioEvidence
+from harness.targets import Target
+from steps.common import eventually
+
+FINAL = ("succeeded", "failed")
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def enqueue(client: httpx.Client, target: Target, data: bytes, **headers: str) -> httpx.Response:
+    return client.post(f"{target.service_url()}/jobs", files={"file": ("job.png", data)}, headers=headers)
+
+
+def job_views(client: httpx.Client, target: Target, job_ids: list[str]) -> list[dict[str, Any]]:
+    return [client.get(f"{target.service_url()}/jobs/{job_id}").json() for job_id in job_ids]
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def job_timings(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """queued -> started -> finished per job, in milliseconds, for the evidence."""
+    rows = []
+    for v in views:
+        created, started, finished = _ts(v.get("created_at")), _ts(v.get("started_at")), _ts(v.get("finished_at"))
+        rows.append(
+            {
+                "job_id": v.get("job_id"),
+                "status": v.get("status"),
+                "attempts": v.get("attempts"),
+                "queued_ms": round((started - created) * 1000, 1) if started and created else None,
+                "processing_ms": round((finished - started) * 1000, 1) if finished and started else None,
+                "total_ms": round((finished - created) * 1000, 1) if finished and created else None,
+            }
+        )
+    return rows
+
+
+@given(parsers.parse("{count:d} workers are consuming the job queue"), target_fixture="worker_names")
+def workers_running(target: Target, evidence: ScenarioEvidence, count: int) -> list[str]:
+    names = target.ensure_workers(count)
+    evidence.record("workers", names)
+    assert len(names) >= count, names
+    return names
+
+
+@when(parsers.parse("a client enqueues {count} small jobs with known text"), target_fixture="jobs")
+def enqueue_small(client: httpx.Client, target: Target, evidence: ScenarioEvidence, count: str) -> dict[str, str]:
+    jobs: dict[str, str] = {}
+    for i in range(_number(count)):
+        sample = samples.words_image(seed=5000 + i)
+        response = enqueue(client, target, sample.encode())
+        assert response.status_code == 202, response.text
+        assert response.headers["location"] == f"/jobs/{response.json()['job_id']}"
+        jobs[response.json()["job_id"]] = sample.text
+    evidence.record("enqueued", len(jobs))
+    return jobs
+
+
+@when(parsers.parse("a client enqueues {count} document page jobs"), target_fixture="jobs")
+def enqueue_pages(client: httpx.Client, target: Target, evidence: ScenarioEvidence, count: str) -> dict[str, str]:
+    jobs: dict[str, str] = {}
+    for i in range(_number(count)):
+        sample = samples.document(seed=6000 + i, lines=10)
+        response = enqueue(client, target, sample.encode())
+        assert response.status_code == 202, response.text
+        jobs[response.json()["job_id"]] = sample.text
+    evidence.record("enqueued", len(jobs))
+    return jobs
+
+
+@when("a job whose stored image is corrupt is queued", target_fixture="jobs")
+def enqueue_poison(target: Target, evidence: ScenarioEvidence) -> dict[str, str]:
+    # Written straight into the store: the API would refuse these bytes, a damaged record would not.
+    job_id, _ = target.job_store().enqueue(b"\x89PNG damaged record", request_id="poison", tenant_id="tests")
+    evidence.record("poison_job", job_id)
+    return {job_id: ""}
+
+
+def _running_on(
+    client: httpx.Client, target: Target, jobs: dict[str, str], workers: list[str]
+) -> tuple[str, str] | None:
+    for view in job_views(client, target, list(jobs)):
+        if view["status"] == "running":
+            for name in workers:
+                if view.get("result") is None and _worker_of(target, view["job_id"]) == name:
+                    return name, view["job_id"]
+    return None
+
+
+def _worker_of(target: Target, job_id: str) -> str | None:
+    job = target.job_store().get(job_id)
+    return job.worker if job is not None else None
+
+
+@when(
+    parsers.parse("a worker is {how} while it runs a job"),
+    target_fixture="disturbed",
+)
+def disturb_worker(
+    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str], how: str
+) -> dict[str, str]:
+    graceful = {"killed with SIGKILL": False, "sent SIGTERM": True}.get(how)
+    assert graceful is not None, f"say 'killed with SIGKILL' or 'sent SIGTERM', not {how!r}"
+    workers = target.workers()
+    found = eventually(
+        evidence, "a worker running a job", lambda: _running_on(client, target, jobs, workers),
+        lambda hit: hit is not None, seconds=60, interval=0.1,
+    )  # fmt: skip
+    assert found is not None
+    name, job_id = found
+    target.stop_worker(name, graceful=graceful)
+    evidence.record("disturbed", {"worker": name, "job_id": job_id, "graceful": graceful})
+    return {"worker": name, "job_id": job_id}
+
+
+def _outcomes(client: httpx.Client, target: Target, job_ids: list[str]) -> dict[str, Any]:
+    views = job_views(client, target, job_ids)
+    counts: dict[str, int] = {}
+    for v in views:
+        counts[v.get("status", "missing")] = counts.get(v.get("status", "missing"), 0) + 1
+    return {"counts": counts, "lag": target.queue_lag(), "views": views}
+
+
+@then(parsers.parse("all {count} jobs succeed within {seconds:d} seconds"))
+def all_succeed(
+    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str], count: str, seconds: int
+) -> None:
+    n = _number(count)
+    assert len(jobs) == n, (len(jobs), n)
+    ids = list(jobs)
+
+    def summary() -> dict[str, Any]:
+        state = _outcomes(client, target, ids)
+        return {"counts": state["counts"], "lag": state["lag"]}
+
+    last = eventually(
+        evidence, f"{n} jobs succeeded", summary, lambda s: s["counts"].get("succeeded", 0) == n,
+        seconds=seconds, interval=1,
+    )  # fmt: skip
+    views = job_views(client, target, ids)
+    evidence.write_json("jobs", job_timings(views))
+    evidence.record("final_counts", last["counts"])
+
+
+@then("each job's result reads its image's text")
+def results_match(client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
+    wrong = []
+    for view in job_views(client, target, list(jobs)):
+        result = view["result"]
+        assert set(result) == {"request_id", "text", "confidence", "latency_ms", "boxes", "model"}, result
+        if result["text"] != jobs[view["job_id"]]:
+            wrong.append({"job_id": view["job_id"], "expected": jobs[view["job_id"]], "read": result["text"]})
+    evidence.record("misread", wrong)
+    assert not wrong, wrong
+
+
+@then(parsers.parse("the queue lag is {n:d} within {seconds:d} seconds"))
+def lag_within(target: Target, evidence: ScenarioEvidence, n: int, seconds: int) -> None:
+    lag = eventually(evidence, f"queue lag {n}", target.queue_lag, lambda v: v == n, seconds=seconds, interval=0.5)
+    evidence.record("queue_lag", lag)
+
+
+@then("each job ended in its final state exactly once")
+def finished_once(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
+    finishes: dict[str, int] = dict.fromkeys(jobs, 0)
+    for line in target.logs("worker").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        message = str(entry.get("message", ""))
+        final = message == "job succeeded" or message.startswith("job failed")
+        if final and entry.get("job_id") in finishes:
+            finishes[entry["job_id"]] += 1
+    evidence.record("finishes_per_job", finishes)
+    assert all(n == 1 for n in finishes.values()), {k: v for k, v in finishes.items() if v != 1}
+
+
+@then("no job is left running")
+def none_running(client: httpx.Client, target: Target, jobs: dict[str, str]) -> None:
+    statuses = {v["job_id"]: v["status"] for v in job_views(client, target, list(jobs))}
+    assert all(s in FINAL for s in statuses.values()), statuses
+
+
+@then(parsers.parse("that worker exits with code {code:d} within {seconds:d} seconds"))
+def worker_exits(
+    target: Target, evidence: ScenarioEvidence, disturbed: dict[str, str], code: int, seconds: int
+) -> None:
+    exit_code = target.worker_exit_code(disturbed["worker"], timeout=seconds)
+    evidence.record("worker_exit_code", exit_code)
+    assert exit_code == code
+
+
+@then("the job it was running succeeds, finished by that worker")
+def interrupted_job_done(client: httpx.Client, target: Target, evidence: ScenarioEvidence, disturbed: dict) -> None:
+    view = client.get(f"{target.service_url()}/jobs/{disturbed['job_id']}").json()
+    job = target.job_store().get(disturbed["job_id"])
+    evidence.record(
+        "interrupted_job", {"status": view["status"], "attempts": view["attempts"], "worker": job and job.worker}
+    )
+    assert view["status"] == "succeeded", view
+    assert view["attempts"] == 1, view
+    assert job is not None and job.worker == disturbed["worker"]
+
+
+@then(parsers.parse("the job is failed within {seconds:d} seconds after {attempts:d} attempts"))
+def job_failed(
+    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str], seconds: int, attempts: int
+) -> None:
+    (job_id,) = jobs
+    view = eventually(
+        evidence, "poison job failed", lambda: client.get(f"{target.service_url()}/jobs/{job_id}").json(),
+        lambda v: v.get("status") in FINAL, seconds=seconds, interval=0.5,
+    )  # fmt: skip
+    evidence.record("poison_outcome", view)
+    assert view["status"] == "failed", view
+    assert view["attempts"] == attempts, view
+
+
+@then(parsers.parse("the job's error explains why it failed"))
+def failure_reason(client: httpx.Client, target: Target, jobs: dict[str, str]) -> None:
+    (job_id,) = jobs
+    view = client.get(f"{target.service_url()}/jobs/{job_id}").json()
+    assert "3 attempts" in view["error"] and "image" in view["error"].lower(), view["error"]
+
+
+@when("a client enqueues a file that is not an image", target_fixture="jobs")
+def enqueue_bad(client: httpx.Client, target: Target, ctx: dict, evidence: ScenarioEvidence) -> dict[str, str]:
+    ctx["lag_before"] = target.queue_lag()
+    ctx["response"] = enqueue(client, target, samples.not_an_image())
+    evidence.record("bad_job", {"status": ctx["response"].status_code, "body": ctx["response"].text})
+    return {}
+
+
+@then("nothing was queued")
+def nothing_queued(target: Target, ctx: dict, evidence: ScenarioEvidence) -> None:
+    lag = target.queue_lag()
+    evidence.record("lag_after", lag)
+    assert lag == ctx["lag_before"] == 0, (ctx["lag_before"], lag)
