@@ -61,34 +61,30 @@ def start_service(
     return endpoint
 
 
-def start_redis(log_dir: Path, work_dir: Path, *, name: str = "redis", ready_timeout: float = 20.0) -> Endpoint:
-    """``redis-server`` on a free loopback port, no persistence, ready when it answers PING."""
+def start_redis(
+    log_dir: Path,
+    work_dir: Path,
+    *,
+    name: str = "redis",
+    port: int | None = None,
+    appendonly: bool = False,
+    ready_timeout: float = 20.0,
+) -> Endpoint:
+    """``redis-server`` on a loopback port (free unless given), ready when it answers PING.
+
+    No persistence by default; ``appendonly`` keeps an AOF in ``work_dir`` as the cluster's Redis does.
+    """
     import redis
 
     binary = require_binary("redis-server")
-    port = free_port()
+    port = port or free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
-    process = ManagedProcess(
-        name=name,
-        argv=[
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            LOOPBACK,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work_dir),
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],
-        log_path=log_dir / f"{name}.log",
-    ).start()
+    argv = [
+        binary, "--port", str(port), "--bind", LOOPBACK, "--save", "",
+        "--appendonly", "yes" if appendonly else "no", "--dir", str(work_dir),
+        "--daemonize", "no", "--protected-mode", "yes",
+    ]  # fmt: skip
+    process = ManagedProcess(name=name, argv=argv, log_path=log_dir / f"{name}.log").start()
 
     def pong() -> bool:
         try:

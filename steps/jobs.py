@@ -137,11 +137,13 @@ def _outcomes(client: httpx.Client, target: Target, job_ids: list[str]) -> dict[
     return {"counts": counts, "lag": target.queue_lag(), "views": views}
 
 
-@then(parsers.parse("all {count} jobs succeed within {seconds:d} seconds"))
+@then(parsers.re(r"^all (?P<count>[\d,]+) jobs succeed within (?P<amount>\d+) (?P<unit>seconds|minutes)$"))
 def all_succeed(
-    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str], count: str, seconds: int
-) -> None:
+    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str], count: str, amount: str,
+    unit: str,
+) -> None:  # fmt: skip
     n = _number(count)
+    seconds = int(amount) * (60 if unit == "minutes" else 1)
     assert len(jobs) == n, (len(jobs), n)
     ids = list(jobs)
 

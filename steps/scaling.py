@@ -9,45 +9,50 @@ from harness.targets import Target
 from steps.common import consistently, eventually
 
 COMPONENTS = {"predictor": "predictor", "workers": "worker"}
+_WHO = r"the (?P<component>predictor|workers) runs?"
+_N = r"(?P<n>\d+) (?:ready )?replicas?"
+_WITHIN = r"within (?P<amount>\d+) (?P<unit>seconds?|minutes?)"
 
 
-def _minutes(amount: int, unit: str) -> float:
-    return amount * 60.0 if unit.startswith("minute") else float(amount)
+def _seconds(amount: str, unit: str) -> float:
+    return int(amount) * (60.0 if unit.startswith("minute") else 1.0)
 
 
-@given(parsers.parse("the {component} runs {n:d} replica"))
-@given(parsers.parse("the {component} runs {n:d} replicas"))
-@then(parsers.parse("the {component} runs {n:d} replicas"))
-def runs_exactly_now(target: Target, evidence: ScenarioEvidence, component: str, n: int) -> None:
+def _replicas(target: Target, component: str) -> int:
+    return target.replicas(COMPONENTS[component])
+
+
+@given(parsers.re(rf"^{_WHO} {_N}$"))
+def runs_now(target: Target, evidence: ScenarioEvidence, component: str, n: str) -> None:
     seen = eventually(
-        evidence, f"{component} at {n} replicas", lambda: target.replicas(COMPONENTS[component]),
-        lambda r: r == n, seconds=120, interval=2,
+        evidence, f"{component} at {n} replicas", lambda: _replicas(target, component),
+        lambda r: r == int(n), seconds=120, interval=2,
     )  # fmt: skip
     evidence.record(f"{component}_replicas", seen)
 
 
-@then(parsers.parse("the {component} runs at least {n:d} ready replicas within {amount:d} {unit}"))
-def scales_out(target: Target, evidence: ScenarioEvidence, component: str, n: int, amount: int, unit: str) -> None:
+@then(parsers.re(rf"^{_WHO} at least {_N} {_WITHIN}$"))
+def scales_out(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     seen = eventually(
-        evidence, f"{component} at least {n} replicas", lambda: target.replicas(COMPONENTS[component]),
-        lambda r: r >= n, seconds=_minutes(amount, unit), interval=3,
+        evidence, f"{component} at least {n} replicas", lambda: _replicas(target, component),
+        lambda r: r >= int(n), seconds=_seconds(amount, unit), interval=3,
     )  # fmt: skip
     evidence.record(f"{component}_replicas_reached", seen)
 
 
-@then(parsers.parse("the {component} runs {n:d} replicas within {amount:d} {unit}"))
-@then(parsers.parse("the {component} runs {n:d} replica within {amount:d} {unit}"))
-def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: int, amount: int, unit: str) -> None:
+@then(parsers.re(rf"^{_WHO} {_N} {_WITHIN}$"))
+def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     seen = eventually(
-        evidence, f"{component} at {n} replicas", lambda: target.replicas(COMPONENTS[component]),
-        lambda r: r == n, seconds=_minutes(amount, unit), interval=3,
+        evidence, f"{component} at {n} replicas", lambda: _replicas(target, component),
+        lambda r: r == int(n), seconds=_seconds(amount, unit), interval=3,
     )  # fmt: skip
     evidence.record(f"{component}_replicas_reached", seen)
 
 
-@then(parsers.parse("the {component} stays at {n:d} replicas for {amount:d} {unit}"))
-def stays_at(target: Target, evidence: ScenarioEvidence, component: str, n: int, amount: int, unit: str) -> None:
+@then(parsers.re(r"^the (?P<component>predictor|workers) stays? at (?P<n>\d+) replicas? for (?P<amount>\d+) "
+                 r"(?P<unit>seconds?|minutes?)$"))  # fmt: skip
+def stays_at(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     consistently(
-        evidence, f"{component} stays at {n}", lambda: target.replicas(COMPONENTS[component]),
-        lambda r: r == n, seconds=_minutes(amount, unit), interval=3,
+        evidence, f"{component} stays at {n}", lambda: _replicas(target, component),
+        lambda r: r == int(n), seconds=_seconds(amount, unit), interval=3,
     )  # fmt: skip

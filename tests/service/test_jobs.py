@@ -1,0 +1,136 @@
+"""The job API and workers with a real Redis, real service and real worker processes."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import samples, wait
+from harness.components import Endpoint, start_redis, start_service, start_worker
+from service.jobs import JobStore
+from service.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Endpoint]]:
+    root = tmp_path_factory.mktemp("jobs")
+    redis_ep = start_redis(root, root / "redis")
+    env = {"OCR_REDIS_URL": f"redis://127.0.0.1:{redis_ep.port}/0", "OCR_JOB_TTL_S": "3"}
+    api = start_service(root, name="jobs-api", env=env)
+    yield {"redis": redis_ep, "api": api, "env": env, "root": root}  # type: ignore[dict-item]
+    api.process.stop()
+    redis_ep.process.stop()
+
+
+def store_for(stack: dict) -> JobStore:
+    return JobStore(load_settings(redis_url=stack["env"]["OCR_REDIS_URL"]))
+
+
+def post_job(api: Endpoint, data: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(f"{api.url}/jobs", files={"file": ("a.png", data)}, headers=headers, timeout=30)
+
+
+def test_enqueue_answers_202_with_location_and_creates_the_group(stack: dict) -> None:
+    response = post_job(stack["api"], samples.text_line("Queued").encode())
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert response.json()["status"] == "queued"
+    assert response.headers["location"] == f"/jobs/{job_id}"
+    view = httpx.get(f"{stack['api'].url}{response.headers['location']}").json()
+    assert view["status"] == "queued" and view["attempts"] == 0 and view["result"] is None
+    assert view["created_at"].endswith("Z")
+    # KEDA reads this group's lag before any worker exists.
+    assert store_for(stack).lag() is not None and store_for(stack).lag() >= 1
+
+
+def test_idempotency_key_returns_the_same_job(stack: dict) -> None:
+    data = samples.text_line("Once").encode()
+    first = post_job(stack["api"], data, **{"Idempotency-Key": "order-77"})
+    second = post_job(stack["api"], data, **{"Idempotency-Key": "order-77"})
+    assert first.status_code == 202 and second.status_code == 200
+    assert first.json()["job_id"] == second.json()["job_id"]
+    other = post_job(stack["api"], data, **{"Idempotency-Key": "order-78"})
+    assert other.json()["job_id"] != first.json()["job_id"]
+
+
+def test_bad_image_is_refused_and_not_queued(stack: dict) -> None:
+    store = store_for(stack)
+    before = store.redis.xlen(store.stream)
+    response = post_job(stack["api"], samples.truncated_png())
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
+    assert store.redis.xlen(store.stream) == before
+
+
+def test_bad_idempotency_key_is_refused(stack: dict) -> None:
+    response = post_job(stack["api"], samples.text_line("x").encode(), **{"Idempotency-Key": "x" * 200})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32, "not-a-job-id"])
+def test_unknown_job_is_404(stack: dict, job_id: str) -> None:
+    response = httpx.get(f"{stack['api'].url}/jobs/{job_id}")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+
+
+def test_job_expires_after_its_ttl(stack: dict) -> None:
+    job_id = post_job(stack["api"], samples.text_line("Short lived").encode()).json()["job_id"]
+    wait.until(
+        lambda: httpx.get(f"{stack['api'].url}/jobs/{job_id}").status_code,
+        lambda status: status == 404,
+        timeout=10,
+        what="the job to expire (OCR_JOB_TTL_S=3)",
+    )
+
+
+def test_redis_down_answers_503_and_predict_keeps_working(tmp_path: Path) -> None:
+    api = start_service(tmp_path, name="jobs-no-redis", env={"OCR_REDIS_URL": "redis://127.0.0.1:1/0"})
+    try:
+        response = post_job(api, samples.text_line("Nowhere").encode())
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "queue_unavailable"
+        assert httpx.get(f"{api.url}/jobs/{'0' * 32}").status_code == 503
+        predict = httpx.post(f"{api.url}/predict", files={"file": ("a.png", samples.text_line("Still").encode())})
+        assert predict.status_code == 200 and predict.json()["text"] == "Still"
+    finally:
+        api.process.stop()
+
+
+def test_worker_survives_a_redis_restart_and_loses_no_job(tmp_path: Path) -> None:
+    redis_ep = start_redis(tmp_path, tmp_path / "data", appendonly=True)
+    port = redis_ep.port
+    env = {"OCR_REDIS_URL": f"redis://127.0.0.1:{port}/0", "OCR_INTRA_OP_THREADS": "1"}
+    api = start_service(tmp_path, name="api", env=env)
+    worker = start_worker(tmp_path, name="worker-r", env=env)
+    try:
+
+        def status(job_id: str) -> str:
+            return httpx.get(f"{api.url}/jobs/{job_id}").json().get("status", "?")
+
+        first = post_job(api, samples.text_line("Before").encode()).json()["job_id"]
+        wait.until(lambda: status(first), lambda s: s == "succeeded", timeout=60, what="first job")
+
+        assert redis_ep.process.stop() == 0
+        # The outage: the worker backs off and stays alive, the API answers 503.
+        wait.until(
+            lambda: httpx.get(f"{worker.url}/healthz").json()["redis"],
+            lambda up: up is False,
+            timeout=20,
+            what="the worker to notice Redis is down",
+        )
+        assert post_job(api, samples.text_line("During").encode()).status_code == 503
+        assert worker.process.alive()
+
+        redis_ep = start_redis(tmp_path, tmp_path / "data", name="redis-again", port=port, appendonly=True)
+        second = post_job(api, samples.text_line("After").encode()).json()["job_id"]
+        wait.until(lambda: status(second), lambda s: s == "succeeded", timeout=60, what="job after the restart")
+        assert status(first) == "succeeded"  # persisted across the restart
+        assert worker.process.alive()
+    finally:
+        worker.process.signal(signal.SIGTERM)
+        assert worker.process.wait_exit(30) == 0
+        api.process.stop()
+        redis_ep.process.stop()
