@@ -122,6 +122,36 @@ def detector_settings(pages: list[samples.Sample], small: list[samples.Sample]) 
     return out
 
 
+_REC_BATCH_PROBE = """
+import resource, sys, time
+from harness import samples
+from service.model import OcrModel
+m = OcrModel.load(rec_batch_size=int(sys.argv[1])); m.warm_up()
+pages = [samples.document(seed=1000 + i, lines=8) for i in range(int(sys.argv[2]))]
+t = time.perf_counter()
+for p in pages:
+    m.read(p.image)
+print((time.perf_counter() - t) / len(pages), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def rec_batch_sizes(pages: int) -> dict:
+    """Page time and the whole process's peak RSS for recogniser batches of 1 and 6 (rapidocr's default)."""
+    import subprocess
+
+    out = {}
+    for size in (1, 6):
+        line = subprocess.run(
+            [sys.executable, "-c", _REC_BATCH_PROBE, str(size), str(pages)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+        ).stdout.split()  # fmt: skip
+        out[f"batch-{size}"] = {
+            "page_mean_ms": round(float(line[0]) * 1000, 1),
+            "peak_rss_mb": round(float(line[1]), 1),
+        }
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=12)
@@ -135,6 +165,7 @@ def main() -> int:
     del model
     service = service_runs(pages, small, Path(mkdtemp(prefix="bench-")))
     detector = detector_settings(pages[:4], small[:6])
+    rec_batch = rec_batch_sizes(min(len(pages), 8))
 
     ratios = {
         "throughput_c4_vs_raw": round(service["c4"]["pages_per_s"] / raw["pages_per_s"], 3),
@@ -155,6 +186,7 @@ def main() -> int:
         "ratios": ratios,
         "targets_met": targets,
         "detector_settings": detector,
+        "recogniser_batch": rec_batch,
     }
     path = write_result("service", result)
     print(f"wrote {path}")
@@ -173,6 +205,7 @@ def main() -> int:
     print(f"CER: raw pages {raw['cer_pages']}, service {service['c1']['cer']}, small {service['small']['cer']}")
     print(f"cold start {service['cold_start_s']} s, peak RSS {service['peak_rss_mb']} MB")
     print(f"detector settings: {detector}")
+    print(f"recogniser batch: {rec_batch}")
     print(f"targets: {targets}")
     return 0
 

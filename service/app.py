@@ -50,6 +50,7 @@ def default_model_factory(settings: ServiceSettings) -> OcrModel:
         concurrency=settings.max_concurrency,
         det_limit_type=settings.det_limit_type,
         det_limit_side_len=settings.det_limit_side_len,
+        rec_batch_size=settings.rec_batch_size,
     )
 
 

@@ -144,6 +144,7 @@ class OcrModel:
         concurrency: int = 1,
         det_limit_type: str = "max",
         det_limit_side_len: int = 960,
+        rec_batch_size: int = 1,
     ) -> None:
         from importlib.metadata import version
 
@@ -165,6 +166,9 @@ class OcrModel:
             # image with the same text read. "max" only shrinks large pages (see the README's benchmark).
             "Det.limit_type": det_limit_type,
             "Det.limit_side_len": det_limit_side_len,
+            # Lines are padded to the widest line of their batch: batches of one waste no compute and keep
+            # peak memory ~100 MB lower on pages (see the README's benchmark).
+            "Rec.rec_batch_num": rec_batch_size,
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
