@@ -204,8 +204,9 @@ def create_app(
     ) -> PredictResponse:
         """Read the text in one image."""
         start = time.perf_counter()
-        if not state.ready or state.model is None or state.gate is None:
-            raise ModelNotReady("the model is not loaded yet" if not state.shutting_down else "shutting down")
+        # While draining after SIGTERM, /readyz says 503 but requests still arriving are served.
+        if state.model is None or not state.model.ready or state.gate is None:
+            raise ModelNotReady("the model is not loaded yet")
         data = await file.read()
         image = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels)
         model = state.model

@@ -107,3 +107,17 @@ def test_sigterm_flips_readiness_and_finishes_in_flight_requests(tmp_path: Path)
     assert isinstance(response, httpx.Response) and response.status_code == 200
     assert response.json()["text"]
     assert endpoint.process.wait_exit(timeout=30) == 0
+
+
+def test_requests_arriving_during_the_drain_are_still_served(tmp_path: Path) -> None:
+    endpoint = start_service(tmp_path, name="service-drain", env={"OCR_SHUTDOWN_DRAIN_S": "4"})
+    endpoint.process.signal(signal.SIGTERM)
+    wait.until(
+        lambda: httpx.get(f"{endpoint.url}/readyz").status_code, lambda s: s == 503, timeout=3, interval=0.1,
+        what="/readyz 503 after SIGTERM",
+    )  # fmt: skip
+    response = httpx.post(
+        f"{endpoint.url}/predict", files={"file": ("a.png", samples.text_line("Draining").encode())}, timeout=30
+    )
+    assert response.status_code == 200 and response.json()["text"] == "Draining"
+    assert endpoint.process.wait_exit(timeout=30) == 0
