@@ -253,7 +253,7 @@ def main() -> int:
             threads=settings.intra_op_threads,
             det_limit_type=settings.det_limit_type,
             det_limit_side_len=settings.det_limit_side_len,
-        rec_batch_size=settings.rec_batch_size,
+            rec_batch_size=settings.rec_batch_size,
         )
         model.warm_up()
     except ModelLoadError as exc:
