@@ -53,14 +53,16 @@ def named_client(
 
 
 @then(parsers.parse("the gateway answers {status:d}"))
-def gateway_answers(ctx: dict, status: int) -> None:
+def gateway_answers(ctx: dict, evidence: ScenarioEvidence, status: int) -> None:
     response: httpx.Response = ctx["response"]
+    evidence.record("gateway_answer", {"status": response.status_code, "body": response.text[:300]})
     assert response.status_code == status, (response.status_code, response.text[:300])
 
 
 @then(parsers.parse("the gateway answers {status:d} with the text read"))
-def gateway_answers_text(ctx: dict, status: int) -> None:
+def gateway_answers_text(ctx: dict, evidence: ScenarioEvidence, status: int) -> None:
     response: httpx.Response = ctx["response"]
+    evidence.record("gateway_answer", {"status": response.status_code, "body": response.text[:300]})
     assert response.status_code == status, (response.status_code, response.text[:300])
     assert response.json()["text"] == "ok"
 
@@ -120,14 +122,16 @@ def admitted_between(paced_results: dict[str, PacedResult], evidence: ScenarioEv
 
 
 @then(parsers.parse("every other request is answered {status:d}"))
-def others_answered(paced_results: dict[str, PacedResult], status: int) -> None:
+def others_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, status: int) -> None:
     (result,) = paced_results.values()
     others = {s: n for s, n in result.statuses().items() if s != 200}
+    evidence.record("not_admitted", others)
     assert set(others) <= {status}, result.statuses()
 
 
 @then(parsers.parse('no request from "{name}" is answered {status:d}'))
-def none_answered(paced_results: dict[str, PacedResult], name: str, status: int) -> None:
+def none_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
     result = paced_results[name]
+    evidence.record(f"statuses_{name}", result.statuses())
     assert result.count(status) == 0, result.statuses()
     assert result.count(200) == len(result.sent), result.statuses()

@@ -195,8 +195,9 @@ def finished_once(target: Target, evidence: ScenarioEvidence, jobs: dict[str, st
 
 
 @then("no job is left running")
-def none_running(client: httpx.Client, target: Target, jobs: dict[str, str]) -> None:
+def none_running(client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     statuses = {v["job_id"]: v["status"] for v in job_views(client, target, list(jobs))}
+    evidence.record("final_statuses", statuses)
     assert all(s in FINAL for s in statuses.values()), statuses
 
 
@@ -236,9 +237,10 @@ def job_failed(
 
 
 @then(parsers.parse("the job's error explains why it failed"))
-def failure_reason(client: httpx.Client, target: Target, jobs: dict[str, str]) -> None:
+def failure_reason(client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     (job_id,) = jobs
     view = client.get(f"{target.service_url()}/jobs/{job_id}").json()
+    evidence.record("failure_reason", view["error"])
     assert "3 attempts" in view["error"] and "image" in view["error"].lower(), view["error"]
 
 

@@ -44,7 +44,8 @@ def load_ends(load_run: LocustRun, evidence: ScenarioEvidence) -> LocustStats:
 
 
 @then(parsers.parse("at least {n:d} requests were answered"))
-def answered(load_stats: LocustStats, n: int) -> None:
+def answered(load_stats: LocustStats, evidence: ScenarioEvidence, n: int) -> None:
+    evidence.record("requests_answered", load_stats.requests)
     assert load_stats.requests >= n, load_stats
 
 

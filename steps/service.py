@@ -100,8 +100,9 @@ def response_error(ctx: dict, evidence: ScenarioEvidence, status: int, code: str
 
 
 @then("the error names the request id")
-def error_names_request_id(ctx: dict) -> None:
+def error_names_request_id(ctx: dict, evidence: ScenarioEvidence) -> None:
     response: httpx.Response = ctx["response"]
+    evidence.record("error_request_id", [response.json()["error"]["request_id"], response.headers["x-request-id"]])
     assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
 
 
@@ -137,8 +138,11 @@ def latency_above(ctx: dict, evidence: ScenarioEvidence, ms: float) -> None:
 
 
 @then(parsers.parse('the request id "{request_id}" is echoed in the body and in the X-Request-ID header'))
-def request_id_echoed(ctx: dict, request_id: str) -> None:
+def request_id_echoed(ctx: dict, evidence: ScenarioEvidence, request_id: str) -> None:
     response: httpx.Response = ctx["response"]
+    evidence.record(
+        "request_id_echo", {"body": response.json()["request_id"], "header": response.headers["x-request-id"]}
+    )
     assert response.json()["request_id"] == request_id
     assert response.headers["x-request-id"] == request_id
 
@@ -177,8 +181,9 @@ def logged_line(
 
 
 @then("that log line carries a latency in ms and the payload size")
-def log_line_fields(ctx: dict) -> None:
+def log_line_fields(ctx: dict, evidence: ScenarioEvidence) -> None:
     line = ctx["log_line"]
+    evidence.record("log_line_checked", {k: line.get(k) for k in ("latency_ms", "payload_size", "model_version")})
     assert line["latency_ms"] > 0, line
     assert line["payload_size"] >= ctx["payload_size"], line
     for key in ("timestamp", "level", "method", "path", "model_version"):
