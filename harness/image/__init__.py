@@ -1,0 +1,122 @@
+"""``harness image``: build the service image, make its offline base, and run the image tier.
+
+- ``harness image base``: only the offline base, ``ocr-base:bookworm``, from debootstrap (see ``base``).
+- ``harness image build [--offline-base] [--tag ocr:dev]``: the image, from a wheelhouse collected on the
+  host (``wheelhouse``), so that the build itself needs neither registry nor index with ``--offline-base``.
+- ``harness image test [--offline-base] [--tag ocr:dev] [--no-build]``: build, then the checks of ``tier``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness.image import base
+from harness.image.build import DEFAULT_TAG, REPO, build_image, default_cache_dir, load_pyproject
+from harness.image.docker import engine_version
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: ~/.cache/ocr-platform")
+    parser.add_argument("--mirror", default=base.DEFAULT_MIRROR, help="Debian mirror for the offline base")
+    parser.add_argument(
+        "--artifacts", type=Path, default=Path("artifacts/image"), help="logs and report (default: %(default)s)"
+    )
+
+
+def _build_options(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--tag", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
+    parser.add_argument(
+        "--offline-base",
+        action="store_true",
+        help=f"build on {base.BASE_TAG} made by debootstrap, instead of pulling the official Python image",
+    )
+    parser.add_argument(
+        "--no-wheelhouse",
+        dest="wheelhouse",
+        action="store_false",
+        help="let pip inside the build use the package index instead of a wheelhouse collected on the host",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add ``image`` and its sub-commands to the harness's command line."""
+    image = subparsers.add_parser(
+        "image",
+        help="build and test the service image",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = image.add_subparsers(dest="image_command", required=True)
+
+    base_cmd = sub.add_parser("base", help=f"make the offline base image {base.BASE_TAG}")
+    _common(base_cmd)
+    base_cmd.set_defaults(func=_cmd_base)
+
+    build_cmd = sub.add_parser("build", help="build the service image")
+    _build_options(build_cmd)
+    build_cmd.set_defaults(func=_cmd_build)
+
+    test_cmd = sub.add_parser("test", help="the image tier: build, run hardened, predict, a job, SIGTERM")
+    _build_options(test_cmd)
+    test_cmd.add_argument("--no-build", dest="build", action="store_false", help="test the image --tag as it is")
+    test_cmd.set_defaults(func=_cmd_test)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _cmd_base(args: argparse.Namespace) -> int:
+    engine_version()
+    cache = args.cache_dir or default_cache_dir()
+    tag = base.ensure_base(base.BasePlan(mirror=args.mirror), cache, log=args.artifacts / "base.log")
+    _say(f"{tag}: ready (cache {cache / 'base'})")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    _say(f"docker engine {engine_version()}")
+    result = build_image(
+        tag=args.tag,
+        offline_base=args.offline_base,
+        use_wheelhouse=args.wheelhouse,
+        cache_dir=args.cache_dir,
+        log_dir=args.artifacts,
+        mirror=args.mirror,
+        say=_say,
+    )
+    _print_build(result)
+    return 0
+
+
+def _print_build(result: Any) -> None:
+    steps = ", ".join(f"{step} {s:.1f}s" for step, s in result.seconds.items())
+    _say(f"image {result.tag}: {result.size_bytes / 1e6:.1f} MB on {result.base_image}")
+    _say(f"build time: {result.total_seconds:.1f}s ({steps})")
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from harness.image.tier import ImageTier, TierReport, write_report
+
+    _say(f"docker engine {engine_version()}")
+    report = TierReport(image=args.tag)
+    if args.build:
+        report.build = build_image(
+            tag=args.tag,
+            offline_base=args.offline_base,
+            use_wheelhouse=args.wheelhouse,
+            cache_dir=args.cache_dir,
+            log_dir=args.artifacts,
+            mirror=args.mirror,
+            say=_say,
+        )
+        _print_build(report.build)
+    version = str(load_pyproject(REPO)["project"].get("version", "0.0.0"))
+    tier = ImageTier(args.tag, args.artifacts, version=version, wheelhouse=args.wheelhouse, say=_say)
+    tier.run(report)
+    _say(f"report: {write_report(report, args.artifacts)}")
+    _say(report.closing_line())
+    return 0 if report.failed == 0 and report.checks else 1
