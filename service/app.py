@@ -29,7 +29,7 @@ from service.errors import (
     RouteNotFound,
     ServiceError,
 )
-from service.images import decode_image
+from service.images import decode_image, inspect_image, load_rgb
 from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
 from service.limits import InferenceGate
 from service.metrics import ApiMetrics
@@ -51,6 +51,7 @@ def default_model_factory(settings: ServiceSettings) -> OcrModel:
         det_limit_type=settings.det_limit_type,
         det_limit_side_len=settings.det_limit_side_len,
         rec_batch_size=settings.rec_batch_size,
+        angle_cls=settings.angle_cls,
     )
 
 
@@ -208,12 +209,16 @@ def create_app(
         if state.model is None or not state.model.ready or state.gate is None:
             raise ModelNotReady("the model is not loaded yet")
         data = await file.read()
-        image = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels)
+        # Only the header is read here; pixels are decoded once the request holds a model slot, so
+        # requests waiting in line hold compressed bytes, not decoded images, and decoding does not
+        # compete with inference for the cores.
+        image = inspect_image(data, max_pixels=settings.max_pixels)
         model = state.model
 
         def infer():  # type: ignore[no-untyped-def]
+            pixels = load_rgb(image)
             t = time.perf_counter()
-            result = model.read(image)
+            result = model.read(pixels)
             metrics.inference_duration.observe(time.perf_counter() - t)
             return result
 

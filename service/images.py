@@ -13,11 +13,10 @@ SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "TIFF", "BMP"})
 SUPPORTED_NAMES = "PNG, JPEG, WebP, TIFF, BMP"
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Decode, check size before pixels are read, apply EXIF orientation, return RGB."""
+def inspect_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Read only the header: refuse non-images, unsupported formats and too many pixels, cheaply."""
     if not data:
         raise InvalidImage("the uploaded file is empty")
-    image: Image.Image
     try:
         image = Image.open(BytesIO(data))
     except UnidentifiedImageError as exc:
@@ -31,14 +30,24 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    return image
+
+
+def load_rgb(image: Image.Image) -> Image.Image:
+    """Decode the pixels of an inspected image, apply its EXIF orientation, and return it as RGB."""
     try:
         image.load()
         image = ImageOps.exif_transpose(image) or image
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"the image has too many pixels (limit {max_pixels})") from exc
+        raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImage(f"the image is truncated or corrupt: {exc}") from exc
     return _to_rgb(image)
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Header checks, then pixels: :func:`inspect_image` followed by :func:`load_rgb`."""
+    return load_rgb(inspect_image(data, max_pixels=max_pixels))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

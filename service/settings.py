@@ -28,6 +28,7 @@ class ServiceSettings(BaseSettings):
     model_name: str = "pp-ocr"
     det_limit_type: Literal["max", "min"] = "max"
     det_limit_side_len: int = Field(960, ge=32, le=4096)
+    angle_cls: bool = Field(False, description="run the angle classifier on each line (for upside-down text)")
     rec_batch_size: int = Field(1, ge=1, le=64, description="text lines recognised per onnxruntime call")
     intra_op_threads: int = Field(0, ge=0, le=256, description="0: from the container's CPU limit")
 

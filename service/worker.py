@@ -254,6 +254,7 @@ def main() -> int:
             det_limit_type=settings.det_limit_type,
             det_limit_side_len=settings.det_limit_side_len,
             rec_batch_size=settings.rec_batch_size,
+            angle_cls=settings.angle_cls,
         )
         model.warm_up()
     except ModelLoadError as exc:
