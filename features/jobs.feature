@@ -33,6 +33,7 @@ Feature: Every queued OCR job is done exactly once, whatever happens to a worker
     When a job whose stored image is corrupt is queued
     Then the job is failed within 60 seconds after 3 attempts
     And the job's error explains why it failed
+    And the job is listed among the failed jobs
     And the queue lag is 0 within 10 seconds
 
   Scenario: A bad image is refused at once and never queued

@@ -6,6 +6,7 @@ Layout (names from settings, defaults shown)::
     ocr:job:<id>            hash: status, attempts, created_at, updated_at, started_at, finished_at,
                             worker, request_id, tenant_id, image (bytes until done), result (JSON), error
     ocr:idem:<key>          the job id an Idempotency-Key already created
+    ocr:jobs:failed         list of the last 10,000 jobs that ended failed (the dead letters), newest first
 
 Enqueue writes the hash and the stream entry in one MULTI/EXEC, so a job is never half-created. Workers
 ack and delete an entry only after its outcome is stored; an entry left pending by a dead worker is
@@ -31,6 +32,8 @@ from service.settings import ServiceSettings
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 STATUSES = ("queued", "running", "succeeded", "failed")
+DEAD_LETTERS = "ocr:jobs:failed"
+DEAD_LETTERS_KEPT = 10_000
 
 # Store an outcome unless the job already has one: a job ends in exactly one final state even when a
 # slow worker and the worker that claimed its entry both finish it.
@@ -273,8 +276,18 @@ class JobStore:
         stored = self._finish_job(
             delivery.job_id, {"status": "failed", "error": error, "finished_at": t, "updated_at": t}
         )
-        self.done(delivery)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, self.group, delivery.entry_id)
+            pipe.xdel(self.stream, delivery.entry_id)
+            if stored:
+                pipe.lpush(DEAD_LETTERS, delivery.job_id)
+                pipe.ltrim(DEAD_LETTERS, 0, DEAD_LETTERS_KEPT - 1)
+            pipe.execute()
         return stored
+
+    def failed_ids(self, limit: int = 100) -> list[str]:
+        """The most recent jobs that ended failed, newest first."""
+        return [v.decode() for v in self.redis.lrange(DEAD_LETTERS, 0, limit - 1)]  # type: ignore[union-attr]
 
     def retry(self, delivery: Delivery, error: str) -> None:
         """Give the job back to the queue at once: ack this entry and add a new one, atomically."""

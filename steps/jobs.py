@@ -244,6 +244,14 @@ def failure_reason(client: httpx.Client, target: Target, evidence: ScenarioEvide
     assert "3 attempts" in view["error"] and "image" in view["error"].lower(), view["error"]
 
 
+@then("the job is listed among the failed jobs")
+def listed_failed(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
+    (job_id,) = jobs
+    failed = target.job_store().failed_ids()
+    evidence.record("failed_list_head", failed[:5])
+    assert job_id in failed, failed[:5]
+
+
 @when("a client enqueues a file that is not an image", target_fixture="jobs")
 def enqueue_bad(client: httpx.Client, target: Target, ctx: dict, evidence: ScenarioEvidence) -> dict[str, str]:
     ctx["lag_before"] = target.queue_lag()

@@ -121,3 +121,61 @@ def test_requests_arriving_during_the_drain_are_still_served(tmp_path: Path) -> 
     )
     assert response.status_code == 200 and response.json()["text"] == "Draining"
     assert endpoint.process.wait_exit(timeout=30) == 0
+
+
+def test_readiness_is_503_until_the_model_is_warm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from harness.ports import free_port
+
+    port = free_port()
+    log = (tmp_path / "service.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env={**__import__("os").environ, "OCR_HOST": "127.0.0.1", "OCR_PORT": str(port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    seen: list[int] = []
+
+    def readyz() -> int:
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
+        except httpx.HTTPError:
+            return 0
+        seen.append(status)
+        return status
+
+    try:
+        wait.until(readyz, lambda s: s == 200, timeout=60, interval=0.02, what="/readyz 200")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    # The port opens before the model is loaded: /readyz said 503 first, then 200, never back.
+    assert seen[0] == 503, seen[:5]
+    first_ok = seen.index(200)
+    assert all(s == 503 for s in seen[:first_ok]) and seen[-1] == 200
+
+
+def test_healthz_answers_while_a_page_is_being_read(tmp_path: Path) -> None:
+    endpoint = start_service(tmp_path, name="service-busy")
+    page = samples.document(seed=21, lines=30, width=1240).encode()
+
+    def in_flight() -> float:
+        text = httpx.get(f"{endpoint.url}/metrics").text
+        return next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("ocr_http_requests_in_flight "))
+
+    client = threading.Thread(
+        target=lambda: httpx.post(f"{endpoint.url}/predict", files={"file": ("p.png", page)}, timeout=60)
+    )
+    try:
+        client.start()
+        wait.until(in_flight, lambda n: n >= 2, timeout=20, interval=0.05, what="the page request in flight")
+        assert httpx.get(f"{endpoint.url}/healthz", timeout=5).status_code == 200
+        # Still in flight after /healthz answered: the event loop was not blocked by the model.
+        assert in_flight() >= 2
+    finally:
+        client.join(timeout=60)
+        endpoint.process.stop()

@@ -47,3 +47,20 @@ def test_model_reads_known_text(model: OcrModel) -> None:
 def test_model_version_names_files(model: OcrModel) -> None:
     assert model.ready
     assert model.info.version.count("+") == 1 and len(model.info.version.split("+")[1]) == 12
+
+
+def test_angle_classifier_reads_upside_down_text() -> None:
+    from PIL import Image
+
+    sample = samples.text_line("Upside down invoice 42")
+    flipped = sample.image.transpose(Image.Transpose.ROTATE_180)
+    with_cls = OcrModel.load(angle_cls=True)
+    with_cls.warm_up()
+    assert with_cls.read(flipped).text == "Upside down invoice 42"
+
+
+def test_without_angle_classifier_upside_down_text_is_not_read(model: OcrModel) -> None:
+    from PIL import Image
+
+    flipped = samples.text_line("Upside down invoice 42").image.transpose(Image.Transpose.ROTATE_180)
+    assert model.read(flipped).text != "Upside down invoice 42"
