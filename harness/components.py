@@ -7,7 +7,7 @@ returns it; the caller stops it (see :func:`harness.processes.stop_all`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,16 @@ class Endpoint:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+def _ready_or_stopped(endpoint: Endpoint, probe: Callable[[], bool], timeout: float) -> Endpoint:
+    """Wait for ``probe``; a process that does not get ready is stopped before the error propagates."""
+    try:
+        endpoint.process.wait_ready(probe, timeout=timeout)
+    except BaseException:
+        endpoint.process.stop()
+        raise
+    return endpoint
 
 
 def _http_ok(url: str) -> bool:
@@ -53,12 +63,7 @@ def start_service(
         env={"OCR_HOST": LOOPBACK, "OCR_PORT": str(port), **(env or {})},
     ).start()
     endpoint = Endpoint(process, port)
-    try:
-        process.wait_ready(lambda: _http_ok(f"{endpoint.url}/readyz"), timeout=ready_timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return endpoint
+    return _ready_or_stopped(endpoint, lambda: _http_ok(f"{endpoint.url}/readyz"), ready_timeout)
 
 
 def start_redis(
@@ -92,12 +97,7 @@ def start_redis(
         except redis.RedisError:
             return False
 
-    try:
-        process.wait_ready(pong, timeout=ready_timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return Endpoint(process, port)
+    return _ready_or_stopped(Endpoint(process, port), pong, ready_timeout)
 
 
 def prometheus_config(jobs: Mapping[str, list[str]], *, interval_s: float = 1.0) -> str:
@@ -142,12 +142,7 @@ def start_prometheus(
         log_path=log_dir / f"{name}.log",
     ).start()
     endpoint = Endpoint(process, port)
-    try:
-        process.wait_ready(lambda: _http_ok(f"{endpoint.url}/-/ready"), timeout=ready_timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return endpoint
+    return _ready_or_stopped(endpoint, lambda: _http_ok(f"{endpoint.url}/-/ready"), ready_timeout)
 
 
 def start_worker(
@@ -170,9 +165,4 @@ def start_worker(
         except (httpx.HTTPError, ValueError):
             return False
 
-    try:
-        process.wait_ready(healthy, timeout=ready_timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return endpoint
+    return _ready_or_stopped(endpoint, healthy, ready_timeout)

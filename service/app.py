@@ -43,16 +43,7 @@ ModelFactory = Callable[[ServiceSettings], OcrModel]
 
 
 def default_model_factory(settings: ServiceSettings) -> OcrModel:
-    return OcrModel.load(
-        settings.model_dir,
-        name=settings.model_name,
-        threads=settings.intra_op_threads,
-        concurrency=settings.max_concurrency,
-        det_limit_type=settings.det_limit_type,
-        det_limit_side_len=settings.det_limit_side_len,
-        rec_batch_size=settings.rec_batch_size,
-        angle_cls=settings.angle_cls,
-    )
+    return OcrModel.from_settings(settings)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from service.cgroup import available_cpus
+from service.settings import ServiceSettings
 
 log = logging.getLogger("service.model")
 
@@ -198,6 +199,20 @@ class OcrModel:
     def load(cls, model_dir: Path | None = None, **kwargs: object) -> OcrModel:
         files = ModelFiles.from_dir(model_dir) if model_dir is not None else ModelFiles.bundled()
         return cls(files, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> OcrModel:
+        """The model as the settings describe it (the API and the workers load it the same way)."""
+        return cls.load(
+            settings.model_dir,
+            name=settings.model_name,
+            threads=settings.intra_op_threads,
+            concurrency=settings.max_concurrency,
+            det_limit_type=settings.det_limit_type,
+            det_limit_side_len=settings.det_limit_side_len,
+            rec_batch_size=settings.rec_batch_size,
+            angle_cls=settings.angle_cls,
+        )
 
     @property
     def ready(self) -> bool:

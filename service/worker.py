@@ -247,15 +247,8 @@ def main() -> int:
         return 2
     logs.configure(settings.log_level)
     try:
-        model = OcrModel.load(
-            settings.model_dir,
-            name=settings.model_name,
-            threads=settings.intra_op_threads,
-            det_limit_type=settings.det_limit_type,
-            det_limit_side_len=settings.det_limit_side_len,
-            rec_batch_size=settings.rec_batch_size,
-            angle_cls=settings.angle_cls,
-        )
+        # A worker runs one job at a time: OCR_MAX_CONCURRENCY is the API's, not the worker's.
+        model = OcrModel.from_settings(settings.model_copy(update={"max_concurrency": 1}))
         model.warm_up()
     except ModelLoadError as exc:
         log.critical("cannot start: %s", exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_bdd import parsers, then, when
 
 from harness.evidence import ScenarioEvidence
-from harness.load import LocustRun, LocustStats, run_locust
+from harness.load import LocustRun, LocustStats
 from harness.targets import Target
 
 
@@ -14,12 +14,8 @@ from harness.targets import Target
     target_fixture="load_stats",
 )
 def users_send(target: Target, evidence: ScenarioEvidence, users: int, kind: str, seconds: int) -> LocustStats:
-    image = {"small": "small", "page": "page", "document page": "page"}.get(kind)
-    assert image is not None, f"unknown image kind {kind!r}: say small or document page"
-    stats = run_locust(
-        target.service_url(), users=users, seconds=seconds, out_dir=evidence.path / "load", env={"LOAD_IMAGE": image}
-    )
-    evidence.record("load", {"users": users, "seconds": seconds, "image": image, **vars(stats)})
+    stats = users_start(target, evidence, users, kind, seconds).finish()
+    evidence.record("load", vars(stats))
     return stats
 
 
