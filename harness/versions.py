@@ -37,6 +37,7 @@ KSERVE_VERSION = "v0.20.0"
 KSERVE_CRD = Chart("kserve-crd", KSERVE_VERSION, "oci://ghcr.io/kserve/charts/kserve-crd")
 KSERVE_RESOURCES = Chart("kserve-resources", KSERVE_VERSION, "oci://ghcr.io/kserve/charts/kserve-resources")
 KNATIVE_SERVING = "1.23"
+KNATIVE_OPERATOR = Chart("knative-operator", "v1.23.0", "https://knative.github.io/operator")
 
 # envoyproxy/ratelimit publishes no version tags after v1.4.0: pin the image by digest.
 RATELIMIT_IMAGE = (

@@ -15,8 +15,9 @@ class KindTarget(Target):
 
     def start(self) -> None:
         raise TargetUnavailable(
-            "target kind: cluster provisioning is not implemented yet; run the local target "
-            "(pytest features --target local) or see the README's roadmap"
+            "target kind: the features cannot drive a kind cluster yet (port-forwards, replica counts and "
+            "worker control are not implemented); `harness kind up` provisions the platform for use by hand, "
+            "and the local target runs the features: pytest features --target local"
         )
 
     def stop(self) -> None:
