@@ -14,4 +14,5 @@ Feature: Each API key is limited to 10 requests per second at the gateway
 
   Scenario: A throttled client does not throttle another
     When "team-a" sends 20 requests per second and "team-b" sends 5 per second for 10 seconds
-    Then no request from "team-b" is answered 429
+    Then some requests from "team-a" are answered 429
+    And no request from "team-b" is answered 429

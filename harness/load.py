@@ -154,6 +154,18 @@ class LocustRun:
     def running(self) -> bool:
         return self._proc.poll() is None
 
+    def stop(self) -> None:
+        """End the run now (a scenario that failed before "the load ends")."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+        if not self._log.closed:
+            self._log.close()
+
     def finish(self, *, grace: float = 90.0) -> LocustStats:
         """Wait for the run to end (its own --run-time plus ``grace``), then parse its CSV statistics."""
         try:

@@ -29,7 +29,7 @@ from service.errors import (
     RouteNotFound,
     ServiceError,
 )
-from service.images import decode_image, inspect_image, load_rgb
+from service.images import inspect_image, load_rgb
 from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
 from service.limits import InferenceGate
 from service.metrics import ApiMetrics
@@ -160,7 +160,10 @@ def create_app(
         if exc.status_code == 404:
             mapped = RouteNotFound(f"no route {request.method} {request.url.path}")
         elif exc.status_code == 405:
-            mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            allow = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow")
+            mapped = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}", headers={"Allow": allow} if allow else None
+            )
         else:
             mapped = BadRequest(str(exc.detail))
             mapped.status = exc.status_code
@@ -224,6 +227,7 @@ def create_app(
         )
 
     jobs_state: dict[str, object] = {"store": None, "group_ready": False}
+    validation_slots = asyncio.Semaphore(settings.max_concurrency)
 
     def job_store() -> JobStore:
         if jobs_state["store"] is None:
@@ -258,13 +262,20 @@ def create_app(
         if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
             raise BadRequest("Idempotency-Key must be 1 to 128 printable ASCII characters")
         data = await file.read()
-        await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels)
+        image = inspect_image(data, max_pixels=settings.max_pixels)
+        # A full decode proves the image is not truncated before it is queued; decodes are bounded like
+        # inferences, so concurrent uploads of large images cannot exhaust the pod's memory.
+        async with validation_slots:
+            await asyncio.to_thread(load_rgb, image)
         tenant = str(getattr(request.state, "tenant_id", "anonymous"))
         job_id, created = await asyncio.to_thread(enqueue, data, _request_id(request), tenant, idempotency_key)
         status = 202 if created else 200
         body = JobAccepted(job_id=job_id, status="queued").model_dump()
         if not created:
-            job = await asyncio.to_thread(job_store().get, job_id)
+            try:
+                job = await asyncio.to_thread(job_store().get, job_id)
+            except redis.RedisError as exc:
+                raise QueueUnavailable(f"the job store is unavailable: {exc}") from exc
             body["status"] = job.status if job is not None else "queued"
         return JSONResponse(body, status_code=status, headers={"Location": f"/jobs/{job_id}"})
 
@@ -279,12 +290,8 @@ def create_app(
             raise JobNotFound(f"no job {job_id} (unknown, or expired after {settings.job_ttl_s}s)")
         return JobView(**job.view())
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc, extra={"request_id": _request_id(request)})
-        error = ServiceError("internal error; see the service log for this request id")
-        return _error_response(request, error)
-
+    # Unexpected errors are answered by RequestContext (as JSON, with the request id), not here:
+    # Starlette runs an Exception handler outside the middleware stack.
     app.add_middleware(
         RequestContext,
         metrics=metrics,

@@ -24,6 +24,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("service.access")
+log = logging.getLogger("service.context")
+# Metric labels take these methods as they are and any other token as "other": label values stay bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -55,12 +58,13 @@ class RequestContext:
         tenant = headers.get("x-tenant-id", DEFAULT_TENANT)
         state = scope.setdefault("state", {})
         state.update(request_id=request_id, tenant_id=tenant, error=None)
-        seen = {"status": 500, "received": 0}
+        seen = {"status": 500, "received": 0, "started": False}
         self.metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
+                seen["started"] = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -85,7 +89,15 @@ class RequestContext:
                 state["error"] = problem
                 await self._reply(send_with_id, problem, request_id)
             else:
-                await self.app(scope, counted_receive, send_with_id)
+                try:
+                    await self.app(scope, counted_receive, send_with_id)
+                except Exception:
+                    log.exception("unhandled error", extra={"request_id": request_id})
+                    if seen["started"]:
+                        raise
+                    problem = ServiceError("internal error; see the service log for this request id")
+                    state["error"] = problem
+                    await self._reply(send_with_id, problem, request_id)
         finally:
             self.metrics.in_flight.dec()
             self._observe(scope, start, seen["status"], seen["received"] or _int(declared))
@@ -103,7 +115,7 @@ class RequestContext:
         elapsed = time.perf_counter() - start
         route_obj = scope.get("route")
         route = getattr(route_obj, "path", UNMATCHED_ROUTE)
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
         state = scope["state"]
         self.metrics.requests.labels(route, method, str(status)).inc()
         self.metrics.request_duration.labels(route, method).observe(elapsed)

@@ -47,6 +47,46 @@ return 1
 """
 
 
+# Create a job atomically: the idempotency key, the hash and the stream entry all happen or none does.
+_ENQUEUE = """
+if KEYS[3] ~= '' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {0, existing} end
+end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {-1, ''} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
+return {1, ARGV[1]}
+"""
+
+# Count an attempt and mark the job running, unless it expired (0) or already has an outcome.
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'succeeded' and status ~= 'failed' then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'updated_at', ARGV[2])
+end
+return 1
+"""
+
+# Give a job back to the queue, only by the consumer that still owns its entry (a worker whose entry was
+# claimed by another must not requeue a job the other may have finished), and never once it has an outcome.
+_RETRY = """
+local owned = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #owned == 0 then return 0 end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == false or status == 'succeeded' or status == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated_at', ARGV[5])
+redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[6])
+return 1
+"""
+
+
 def now() -> float:
     return time.time()
 
@@ -136,14 +176,18 @@ class JobStore:
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0, health_check_interval=10
         )
         self._finish = self.redis.register_script(_FINISH)
+        self._enqueue = self.redis.register_script(_ENQUEUE)
+        self._start = self.redis.register_script(_START)
+        self._retry = self.redis.register_script(_RETRY)
 
     @staticmethod
     def job_key(job_id: str) -> str:
         return f"ocr:job:{job_id}"
 
     @staticmethod
-    def idem_key(key: str) -> str:
-        return f"ocr:idem:{key}"
+    def idem_key(tenant_id: str, key: str) -> str:
+        """Idempotency keys are per tenant: two clients choosing "order-1" get their own jobs."""
+        return f"ocr:idem:{tenant_id}:{key}"
 
     # -- both sides ---------------------------------------------------------------------------------
 
@@ -169,6 +213,15 @@ class JobStore:
                 return None if group.get("lag") is None else int(group["lag"])
         return None
 
+    def entries_added(self) -> int:
+        """Every entry ever added to the stream (Redis >= 7): grows by one per job queued, even once
+        workers have taken it."""
+        try:
+            info = self.redis.xinfo_stream(self.stream)
+        except redis.ResponseError:  # no stream yet
+            return 0
+        return int(info["entries-added"])  # type: ignore[index]
+
     def pending(self) -> int:
         return int(self.redis.xpending(self.stream, self.group)["pending"])  # type: ignore[index]
 
@@ -179,35 +232,22 @@ class JobStore:
     ) -> tuple[str, bool]:
         """Create a queued job; returns (job id, created). A known Idempotency-Key returns its job."""
         job_id = uuid.uuid4().hex
-        if idempotency_key is not None and not self.redis.set(
-            self.idem_key(idempotency_key), job_id, nx=True, ex=self.ttl
-        ):
-            existing = self.redis.get(self.idem_key(idempotency_key))
-            if existing is not None:
-                return existing.decode(), False  # type: ignore[union-attr]
-        if self.redis.xlen(self.stream) >= self.settings.jobs_stream_maxlen:
-            if idempotency_key is not None:
-                self.redis.delete(self.idem_key(idempotency_key))
+        t = now()
+        fields: list[Any] = [
+            "status", "queued", "attempts", 0, "created_at", t, "updated_at", t,
+            "request_id", request_id, "tenant_id", tenant_id, "image", image,
+        ]  # fmt: skip
+        idem = self.idem_key(tenant_id, idempotency_key) if idempotency_key is not None else ""
+        code, value = self._enqueue(
+            keys=[self.job_key(job_id), self.stream, idem],
+            args=[job_id, self.ttl, self.settings.jobs_stream_maxlen, *fields],
+        )
+        if int(code) < 0:
             raise QueueFull(
                 f"the job queue holds {self.settings.jobs_stream_maxlen} jobs already; retry later",
                 headers={"Retry-After": "30"},
             )
-        t = now()
-        fields = {
-            "status": "queued",
-            "attempts": 0,
-            "created_at": t,
-            "updated_at": t,
-            "request_id": request_id,
-            "tenant_id": tenant_id,
-            "image": image,
-        }
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.job_key(job_id), mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(self.job_key(job_id), self.ttl)
-            pipe.xadd(self.stream, {"job_id": job_id})
-            pipe.execute()
-        return job_id, True
+        return (value.decode() if isinstance(value, bytes) else str(value)), int(code) == 1
 
     # -- the worker side ----------------------------------------------------------------------------
 
@@ -234,21 +274,13 @@ class JobStore:
         self.redis.xclaim(self.stream, self.group, consumer, 0, [delivery.entry_id], justid=True)
 
     def start(self, delivery: Delivery, consumer: str) -> Job | None:
-        """Mark the job running and count the attempt; None when the job is gone or already final."""
+        """Mark the job running and count the attempt; None when the job expired. A job that already
+        has an outcome is returned as it is (its entry was delivered again)."""
         key = self.job_key(delivery.job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "attempts", 1)
-            pipe.hgetall(key)
-            _, raw = pipe.execute()
-        if b"status" not in raw:
-            self.redis.delete(key)  # the job expired; hincrby just made a stub of it
+        if not self._start(keys=[key], args=[consumer, now()]):
             return None
-        job = Job.from_hash(delivery.job_id, raw)
-        if job.status in ("succeeded", "failed"):
-            return job
-        t = now()
-        self.redis.hset(key, mapping={"status": "running", "worker": consumer, "started_at": t, "updated_at": t})
-        return Job.from_hash(delivery.job_id, self.redis.hgetall(key))  # type: ignore[arg-type]
+        raw = self.redis.hgetall(key)
+        return Job.from_hash(delivery.job_id, raw) if raw else None  # type: ignore[arg-type]
 
     def _finish_job(self, job_id: str, fields: dict[str, Any]) -> bool:
         args: list[Any] = [self.ttl]
@@ -289,11 +321,12 @@ class JobStore:
         """The most recent jobs that ended failed, newest first."""
         return [v.decode() for v in self.redis.lrange(DEAD_LETTERS, 0, limit - 1)]  # type: ignore[union-attr]
 
-    def retry(self, delivery: Delivery, error: str) -> None:
-        """Give the job back to the queue at once: ack this entry and add a new one, atomically."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.job_key(delivery.job_id), mapping={"status": "queued", "error": error, "updated_at": now()})
-            pipe.xack(self.stream, self.group, delivery.entry_id)
-            pipe.xdel(self.stream, delivery.entry_id)
-            pipe.xadd(self.stream, {"job_id": delivery.job_id})
-            pipe.execute()
+    def retry(self, delivery: Delivery, consumer: str, error: str) -> bool:
+        """Give the job back to the queue at once (ack this entry, add a new one), atomically; False when
+        this consumer no longer owns the entry or the job already has an outcome."""
+        return bool(
+            self._retry(
+                keys=[self.job_key(delivery.job_id), self.stream],
+                args=[self.group, delivery.entry_id, consumer, error, now(), delivery.job_id],
+            )
+        )

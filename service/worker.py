@@ -35,6 +35,7 @@ from service.model import ModelLoadError, OcrModel
 from service.settings import ServiceSettings, SettingsError, load_settings
 
 log = logging.getLogger("service.worker")
+STALLED_AFTER_S = 60.0
 
 
 class QueueCollector(Collector):
@@ -126,10 +127,19 @@ class Worker:
         self.stopping = threading.Event()
         self.last_loop = time.monotonic()
         self.redis_ok = False
+        self.busy = False
 
     def health(self) -> dict[str, Any]:
-        stalled = time.monotonic() - self.last_loop > self.settings.request_timeout_s + 30
-        return {"status": "stalled" if stalled else "ok", "worker": self.name, "redis": self.redis_ok}
+        # A job may legitimately run long (the model cannot be interrupted): only an idle loop that stopped
+        # turning is stalled. Between jobs the loop turns at least once a second (XREADGROUP blocks 1 s).
+        idle_for = time.monotonic() - self.last_loop
+        stalled = not self.busy and idle_for > STALLED_AFTER_S
+        return {
+            "status": "stalled" if stalled else "ok",
+            "worker": self.name,
+            "redis": self.redis_ok,
+            "busy": self.busy,
+        }
 
     def request_stop(self, sig: int, frame: FrameType | None) -> None:
         if not self.stopping.is_set():
@@ -182,9 +192,9 @@ class Worker:
             return
         self.metrics.queue_wait.observe(max(0.0, (job.started_at or 0) - job.created_at))
         self.metrics.busy.set(1)
-        heartbeat = threading.Thread(target=self._heartbeat, args=(delivery,), daemon=True)
+        self.busy = True
         done = threading.Event()
-        self._beating = done
+        heartbeat = threading.Thread(target=self._heartbeat, args=(delivery, done), daemon=True)
         heartbeat.start()
         start = time.perf_counter()
         try:
@@ -198,9 +208,11 @@ class Worker:
                     self.metrics.attempts.observe(job.attempts)
                 log.error("job failed: %s", reason, extra=fields)
             else:
-                self.store.retry(delivery, error)
-                self.metrics.retried.inc()
-                log.warning("job attempt failed, retrying: %s", error, extra=fields)
+                if self.store.retry(delivery, self.name, error):
+                    self.metrics.retried.inc()
+                    log.warning("job attempt failed, retrying: %s", error, extra=fields)
+                else:
+                    log.warning("job attempt failed after its entry passed to another worker: %s", error, extra=fields)
         else:
             elapsed = time.perf_counter() - start
             result["latency_ms"] = round(elapsed * 1000, 2)
@@ -214,11 +226,13 @@ class Worker:
         finally:
             done.set()
             heartbeat.join(timeout=5)
+            self.busy = False
+            self.last_loop = time.monotonic()
             self.metrics.busy.set(0)
 
-    def _heartbeat(self, delivery: Delivery) -> None:
+    def _heartbeat(self, delivery: Delivery, done: threading.Event) -> None:
         interval = self.settings.visibility_timeout_s / 3
-        while not self._beating.wait(interval):
+        while not done.wait(interval):
             try:
                 self.store.touch(self.name, delivery)
             except redis.RedisError as exc:

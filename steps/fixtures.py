@@ -10,6 +10,7 @@ import pytest
 
 from harness.bdd import EVIDENCE_KEY, RUN_KEY, TARGET_KEY, scenario_names
 from harness.evidence import ScenarioEvidence
+from harness.load import LocustRun
 from harness.targets import Target, TargetOptions, target_class
 
 
@@ -50,3 +51,12 @@ def client() -> Iterator[httpx.Client]:
 def ctx() -> dict[str, object]:
     """What one scenario's steps hand to each other (responses, counters, images)."""
     return {}
+
+
+@pytest.fixture
+def load_runs() -> Iterator[list[LocustRun]]:
+    """Load started by a scenario; whatever still runs when the scenario ends (say, it failed) is stopped."""
+    runs: list[LocustRun] = []
+    yield runs
+    for run in runs:
+        run.stop()

@@ -129,6 +129,13 @@ def others_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvi
     assert set(others) <= {status}, result.statuses()
 
 
+@then(parsers.parse('some requests from "{name}" are answered {status:d}'))
+def some_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
+    result = paced_results[name]
+    evidence.record(f"statuses_{name}", result.statuses())
+    assert result.count(status) > 0, result.statuses()
+
+
 @then(parsers.parse('no request from "{name}" is answered {status:d}'))
 def none_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
     result = paced_results[name]

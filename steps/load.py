@@ -13,8 +13,10 @@ from harness.targets import Target
     parsers.parse("{users:d} users send {kind} images to /predict for {seconds:d} seconds"),
     target_fixture="load_stats",
 )
-def users_send(target: Target, evidence: ScenarioEvidence, users: int, kind: str, seconds: int) -> LocustStats:
-    stats = users_start(target, evidence, users, kind, seconds).finish()
+def users_send(
+    target: Target, evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str, seconds: int
+) -> LocustStats:
+    stats = users_start(target, evidence, load_runs, users, kind, seconds).finish()
     evidence.record("load", vars(stats))
     return stats
 
@@ -23,13 +25,17 @@ def users_send(target: Target, evidence: ScenarioEvidence, users: int, kind: str
     parsers.parse("{users:d} users start sending {kind} images to /predict for {seconds:d} seconds"),
     target_fixture="load_run",
 )
-def users_start(target: Target, evidence: ScenarioEvidence, users: int, kind: str, seconds: int) -> LocustRun:
+def users_start(
+    target: Target, evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str, seconds: int
+) -> LocustRun:
     image = {"small": "small", "page": "page", "document page": "page"}.get(kind)
     assert image is not None, f"unknown image kind {kind!r}: say small or document page"
     evidence.record("load_started", {"users": users, "seconds": seconds, "image": image})
-    return LocustRun(
+    run = LocustRun(
         target.service_url(), users=users, seconds=seconds, out_dir=evidence.path / "load", env={"LOAD_IMAGE": image}
     )
+    load_runs.append(run)
+    return run
 
 
 @then("the load ends", target_fixture="load_stats")

@@ -131,6 +131,10 @@ def test_worker_survives_a_redis_restart_and_loses_no_job(tmp_path: Path) -> Non
         assert worker.process.alive()
     finally:
         worker.process.signal(signal.SIGTERM)
-        assert worker.process.wait_exit(30) == 0
-        api.process.stop()
-        redis_ep.process.stop()
+        try:
+            worker_exit = worker.process.wait_exit(30)
+        finally:
+            worker.process.stop()
+            api.process.stop()
+            redis_ep.process.stop()
+    assert worker_exit == 0
