@@ -8,9 +8,9 @@ Layout (names from settings, defaults shown)::
     ocr:idem:<key>          the job id an Idempotency-Key already created
     ocr:jobs:failed         list of the last 10,000 jobs that ended failed (the dead letters), newest first
 
-Enqueue writes the hash and the stream entry in one MULTI/EXEC, so a job is never half-created. Workers
-ack and delete an entry only after its outcome is stored; an entry left pending by a dead worker is
-claimed by a live one after the visibility timeout. The stream therefore holds only work not yet done,
+Enqueue writes the idempotency key, the hash and the stream entry in one Lua script, so a job is never
+half-created. Workers ack and delete an entry only after its outcome is stored; an entry left pending by
+a dead worker is claimed by a live one after the visibility timeout. The stream therefore holds only work not yet done,
 and the group's lag (``XINFO GROUPS``) is exactly what KEDA's lag trigger reads.
 """
 
