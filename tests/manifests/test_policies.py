@@ -338,6 +338,15 @@ CASES = [
         "spec.triggers[0].metadata.consumerGroup",
     ),
     Case(
+        "cooldown shorter than the visibility timeout",
+        "milestone3",
+        "keda-cooldown",
+        lambda o: the(o, "ScaledObject", "ocr-worker")["spec"].update(cooldownPeriod=30),
+        SCALED,
+        "cooldownPeriod 30s is not longer than the workers' visibility timeout 60s",
+        "spec.cooldownPeriod",
+    ),
+    Case(
         "not lag mode",
         "milestone3",
         "keda-lag-mode",

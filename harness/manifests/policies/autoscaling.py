@@ -212,6 +212,29 @@ def _fqdn(host: str, namespace: str) -> str:
     return ".".join(labels)
 
 
+DEFAULT_VISIBILITY_TIMEOUT_S = 60.0
+
+
+@rule("keda-cooldown", when=lambda p: p.keda)
+def keda_cooldown(ctx: Context) -> Iterator[Finding]:
+    """KEDA keeps a worker for longer than the visibility timeout after the lag reaches zero, so a job left
+    pending by a worker that died is claimed before the workers scale to zero (lag does not count it)."""
+    for scaled in find(ctx.objects, "ScaledObject"):
+        target = _scale_target(ctx, scaled)
+        if target is None:
+            continue
+        visibility = float(_env(target, "OCR_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S)
+        cooldown = float(dig(scaled, "spec", "cooldownPeriod") or 300)
+        if cooldown <= visibility:
+            yield finding(
+                scaled,
+                "keda-cooldown",
+                f"cooldownPeriod {cooldown:g}s is not longer than the workers' visibility timeout {visibility:g}s:"
+                " a job pending on a dead worker would be stranded at zero replicas",
+                "spec.cooldownPeriod",
+            )
+
+
 @rule("keda-redis-address", when=lambda p: p.keda)
 def keda_redis_address(ctx: Context) -> Iterator[Finding]:
     """The trigger reads the Redis the workers use (OCR_REDIS_URL), by a name that resolves from KEDA's own
