@@ -11,10 +11,11 @@ import yaml
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from harness import versions
-from harness.errors import CommandFailed, ToolMissing
+from harness.errors import CommandFailed, HarnessError, ToolMissing
 from harness.kind.plan import Step
 
 STEP_TIMEOUT_S = 30 * 60
+PLACEHOLDER_KEY_MARK = "placeholder-"
 RETRY_WAIT_S = 10
 TOOL_HINTS = {
     "kind": f"install kind {versions.KIND} (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
@@ -88,9 +89,12 @@ def write_rendered(profile: str) -> Callable[[Path], None]:
         from harness.manifests import secrets
 
         if secrets.uses_api_keys(profile):
-            secrets.generate_api_keys()
+            secrets.generate_api_keys(secrets.SECRETS_DIR)
         objects = secrets.render_with_keys(profile)
+        text = yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False)
+        if PLACEHOLDER_KEY_MARK in text:
+            raise HarnessError(f"the {profile} render still holds a placeholder API key: refusing to deploy it")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False))
+        dest.write_text(text)
 
     return render

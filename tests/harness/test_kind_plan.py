@@ -135,3 +135,34 @@ def test_runner_retries_only_what_the_step_allows(tmp_path: Path, monkeypatch: p
     with pytest.raises(CommandFailed, match="unknown field"):
         run_plan([wrong], log_dir=tmp_path, say=lambda line: None)
     assert counter.read_text().strip() == "1"  # not retried: the object is wrong, waiting will not help
+
+
+def test_deploy_render_has_real_keys_and_never_a_placeholder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import harness.manifests.secrets as secrets
+    from harness.errors import HarnessError
+    from harness.kind.run import PLACEHOLDER_KEY_MARK, write_rendered
+    from harness.manifests.render import render
+
+    example = (secrets.MANIFESTS_DIR / "components/istio/api-keys.env.example").read_text()
+    assert PLACEHOLDER_KEY_MARK in example  # the committed keys are marked, so the guard below can see them
+    # Render with fresh keys, in a temporary copy of manifests/: nothing is written to the repository.
+    copy = tmp_path / "manifests"
+    shutil.copytree(secrets.MANIFESTS_DIR, copy, ignore=shutil.ignore_patterns("secrets"))
+    monkeypatch.setattr(secrets, "MANIFESTS_DIR", copy)
+    monkeypatch.setattr(secrets, "SECRETS_DIR", copy / "secrets")
+    secrets.generate_api_keys(copy / "secrets")
+    original = secrets.render_with_keys
+    monkeypatch.setattr(secrets, "render_with_keys", lambda overlay: original(overlay, manifests_dir=copy))
+    write_rendered("milestone2")(tmp_path / "out.yaml")
+    text = (tmp_path / "out.yaml").read_text()
+    assert PLACEHOLDER_KEY_MARK not in text
+    keys = secrets.read_api_keys(copy / "secrets" / "api-keys.env")
+    assert all(value in text for value in keys.values())
+
+    # A render that kept the committed placeholders is refused.
+    monkeypatch.setattr(secrets, "render_with_keys", lambda overlay: render(copy / "overlays" / overlay))
+
+    with pytest.raises(HarnessError, match="placeholder"):
+        write_rendered("milestone2")(tmp_path / "refused.yaml")
