@@ -30,7 +30,7 @@ from service.errors import (
     ServiceError,
 )
 from service.images import inspect_image, load_rgb
-from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
+from service.jobs import IDEMPOTENCY_KEY_RE, JobStore, QueueCollector
 from service.limits import InferenceGate
 from service.metrics import ApiMetrics
 from service.model import OcrModel
@@ -233,6 +233,8 @@ def create_app(
         if jobs_state["store"] is None:
             jobs_state["store"] = JobStore(settings)
         return jobs_state["store"]  # type: ignore[return-value]
+
+    metrics.registry.register(QueueCollector(job_store))
 
     def enqueue(data: bytes, request_id: str, tenant_id: str, idempotency_key: str | None) -> tuple[str, bool]:
         store = job_store()

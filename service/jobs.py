@@ -20,11 +20,14 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from service.errors import QueueUnavailable
 from service.settings import ServiceSettings
@@ -330,3 +333,28 @@ class JobStore:
                 args=[self.group, delivery.entry_id, consumer, error, now(), delivery.job_id],
             )
         )
+
+
+class QueueCollector(Collector):
+    """Queue lag and pending entries, read from Redis at scrape time (what KEDA reads, as it reads it).
+
+    Both the API and the workers export it: the API always runs, so the lag stays visible (and alertable)
+    while the workers are at zero replicas.
+    """
+
+    def __init__(self, store: Callable[[], JobStore]) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily("ocr_jobs_queue_lag", "Stream entries not yet delivered to the consumer group")
+        pending = GaugeMetricFamily("ocr_jobs_pending", "Entries delivered to a worker and not yet acked")
+        try:
+            store = self.store()
+            value = store.lag()
+            if value is not None:
+                lag.add_metric([], value)
+            pending.add_metric([], store.pending())
+        except redis.RedisError:
+            pass  # no sample: an absent series, not a false zero
+        yield lag
+        yield pending

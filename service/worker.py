@@ -24,38 +24,16 @@ from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from service import logs
 from service.images import decode_image
-from service.jobs import Delivery, Job, JobStore
+from service.jobs import Delivery, Job, JobStore, QueueCollector
 from service.metrics import LATENCY_BUCKETS
 from service.model import ModelLoadError, OcrModel
 from service.settings import ServiceSettings, SettingsError, load_settings
 
 log = logging.getLogger("service.worker")
 STALLED_AFTER_S = 60.0
-
-
-class QueueCollector(Collector):
-    """Queue lag and pending entries, read from Redis at scrape time (what KEDA reads, as it reads it)."""
-
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
-
-    def collect(self) -> Any:
-        lag = GaugeMetricFamily("ocr_jobs_queue_lag", "Stream entries not yet delivered to the consumer group")
-        pending = GaugeMetricFamily("ocr_jobs_pending", "Entries delivered to a worker and not yet acked")
-        try:
-            value = self.store.lag()
-            if value is not None:
-                lag.add_metric([], value)
-            pending.add_metric([], self.store.pending())
-        except redis.RedisError:
-            pass  # no sample: an absent series, not a false zero
-        yield lag
-        yield pending
 
 
 class WorkerMetrics:
@@ -78,7 +56,7 @@ class WorkerMetrics:
         )
         self.busy = Gauge("ocr_worker_busy", "1 while a job is being processed", registry=r)
         self.redis_up = Gauge("ocr_worker_redis_up", "1 when the last Redis call succeeded", registry=r)
-        r.register(QueueCollector(store))
+        r.register(QueueCollector(lambda: store))
 
 
 class HealthServer:

@@ -138,3 +138,10 @@ def test_worker_survives_a_redis_restart_and_loses_no_job(tmp_path: Path) -> Non
             api.process.stop()
             redis_ep.process.stop()
     assert worker_exit == 0
+
+
+def test_the_api_exports_the_queue_lag_while_no_worker_runs(stack: dict) -> None:
+    post_job(stack["api"], samples.text_line("Waiting").encode())
+    metrics = httpx.get(f"{stack['api'].url}/metrics").text
+    lag = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("ocr_jobs_queue_lag "))
+    assert lag >= 1 and lag == store_for(stack).lag()
