@@ -77,8 +77,7 @@ def _cmd_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_build(args: argparse.Namespace) -> int:
-    _say(f"docker engine {engine_version()}")
+def _build(args: argparse.Namespace) -> Any:
     result = build_image(
         tag=args.tag,
         offline_base=args.offline_base,
@@ -89,6 +88,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
         say=_say,
     )
     _print_build(result)
+    return result
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    _say(f"docker engine {engine_version()}")
+    _build(args)
     return 0
 
 
@@ -104,16 +109,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     _say(f"docker engine {engine_version()}")
     report = TierReport(image=args.tag)
     if args.build:
-        report.build = build_image(
-            tag=args.tag,
-            offline_base=args.offline_base,
-            use_wheelhouse=args.wheelhouse,
-            cache_dir=args.cache_dir,
-            log_dir=args.artifacts,
-            mirror=args.mirror,
-            say=_say,
-        )
-        _print_build(report.build)
+        report.build = _build(args)
     version = str(load_pyproject(REPO)["project"].get("version", "0.0.0"))
     tier = ImageTier(args.tag, args.artifacts, version=version, wheelhouse=args.wheelhouse, say=_say)
     tier.run(report)
