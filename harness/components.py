@@ -6,6 +6,7 @@ returns it; the caller stops it (see :func:`harness.processes.stop_all`).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class Endpoint:
     process: ManagedProcess
     port: int
     host: str = LOOPBACK
+    password: str | None = None
 
     @property
     def url(self) -> str:
@@ -73,19 +75,25 @@ def start_redis(
     name: str = "redis",
     port: int | None = None,
     appendonly: bool = False,
+    password: str | None = None,
     ready_timeout: float = 20.0,
 ) -> Endpoint:
     """``redis-server`` on a loopback port (free unless given), ready when it answers PING.
 
     No persistence by default; ``appendonly`` keeps an AOF in ``work_dir`` as the cluster's Redis does.
+    A ``password`` goes into a config file readable by this user only, never onto the command line.
     """
     import redis
 
     binary = require_binary("redis-server")
     port = port or free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
+    config = work_dir / "redis.conf"
+    descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as fh:
+        fh.write(f"requirepass {password}\n" if password else "")
     argv = [
-        binary, "--port", str(port), "--bind", LOOPBACK, "--save", "",
+        binary, str(config), "--port", str(port), "--bind", LOOPBACK, "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--dir", str(work_dir),
         "--daemonize", "no", "--protected-mode", "yes",
     ]  # fmt: skip
@@ -93,11 +101,17 @@ def start_redis(
 
     def pong() -> bool:
         try:
-            return bool(redis.Redis(host=LOOPBACK, port=port, socket_timeout=1).ping())
+            return bool(redis.Redis(host=LOOPBACK, port=port, password=password, socket_timeout=1).ping())
         except redis.RedisError:
             return False
 
-    return _ready_or_stopped(Endpoint(process, port), pong, ready_timeout)
+    return _ready_or_stopped(Endpoint(process, port, password=password), pong, ready_timeout)
+
+
+def redis_url(endpoint: Endpoint, db: int = 0) -> str:
+    """The URL the service and the workers are given (``OCR_REDIS_URL``), with the password if any."""
+    auth = f":{endpoint.password}@" if endpoint.password else ""
+    return f"redis://{auth}{endpoint.host}:{endpoint.port}/{db}"
 
 
 def prometheus_config(jobs: Mapping[str, list[str]], *, interval_s: float = 1.0) -> str:

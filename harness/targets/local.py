@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import secrets
 import shutil
 import signal
 import tempfile
@@ -14,6 +15,7 @@ import httpx
 from harness.components import (
     Endpoint,
     prometheus_config,
+    redis_url,
     start_prometheus,
     start_redis,
     start_service,
@@ -49,7 +51,9 @@ class LocalTarget(Target):
     def start(self) -> None:
         atexit.register(self.stop)
         try:
-            self.redis = self._track(start_redis(self.log_dir, self._work / "redis"))
+            # Authenticated like the platform's Redis should be: the job path is exercised with a password.
+            password = secrets.token_urlsafe(24)
+            self.redis = self._track(start_redis(self.log_dir, self._work / "redis", password=password))
             self.service = self._track(start_service(self.log_dir, env=self._env()))
             self.ensure_workers(self.initial_workers, reload=False)
             self.prom = self._track(start_prometheus(self.log_dir, self._work / "prometheus", self._scrape_jobs()))
@@ -126,7 +130,7 @@ class LocalTarget(Target):
     def redis_url(self) -> str:
         if self.redis is None:
             raise TargetUnavailable("local target not started")
-        return f"redis://{self.redis.host}:{self.redis.port}/0"
+        return redis_url(self.redis)
 
     def service_url(self) -> str:
         if self.service is None:

@@ -145,3 +145,25 @@ def test_the_api_exports_the_queue_lag_while_no_worker_runs(stack: dict) -> None
     metrics = httpx.get(f"{stack['api'].url}/metrics").text
     lag = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("ocr_jobs_queue_lag "))
     assert lag >= 1 and lag == store_for(stack).lag()
+
+
+def test_the_job_path_works_with_an_authenticated_redis(tmp_path: Path) -> None:
+    import redis as redis_lib
+
+    from harness.components import redis_url
+
+    endpoint = start_redis(tmp_path, tmp_path / "data", password="s3cret-pass-for-test")
+    api = start_service(tmp_path, name="api-auth", env={"OCR_REDIS_URL": redis_url(endpoint)})
+    try:
+        with pytest.raises(redis_lib.AuthenticationError):
+            redis_lib.Redis(port=endpoint.port).ping()
+        response = post_job(api, samples.text_line("Authenticated").encode())
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        assert httpx.get(f"{api.url}/jobs/{job_id}").json()["status"] == "queued"
+        # The password is neither on redis-server's command line nor in the service's log.
+        assert "s3cret-pass-for-test" not in " ".join(endpoint.process.argv)
+        assert "s3cret-pass-for-test" not in api.process.log_text()
+    finally:
+        api.process.stop()
+        endpoint.process.stop()
