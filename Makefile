@@ -1,10 +1,18 @@
 # Developer shortcuts; each one matches a tox env or a README command.
 PY ?= .venv/bin/python
+# The cluster targets: the platform profile (milestone1, milestone2, milestone3, full, scale-to-zero), an
+# existing cluster's kubeconfig context instead of a new kind cluster, and the size of a load run.
+PROFILE ?= full
+KUBE_CONTEXT ?=
+USERS ?= 8
+SECONDS ?= 60
+CONTEXT_ARG = $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 
-.PHONY: help venv run worker test unit local lint format manifests image bench clean
+.PHONY: help venv run worker test unit local lint format manifests image bench clean \
+	cluster-up cluster-down kserve-install deploy-ocr load-test status plan milestone1 milestone2 milestone3
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 venv: ## create .venv with every extra installed
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
@@ -38,6 +46,36 @@ image: ## build the image and prove it serves
 
 bench: ## benchmarks; results go to bench/results and the README
 	$(PY) bench/service_bench.py
+
+cluster-up: ## the platform and the OCR service for PROFILE (default full) on kind, or on KUBE_CONTEXT
+	$(PY) -m harness up --profile $(PROFILE) $(CONTEXT_ARG)
+
+cluster-down: ## export the cluster's logs and delete the kind cluster
+	$(PY) -m harness down
+
+kserve-install: ## the cluster add-ons only (metrics-server, cert-manager, Istio, Prometheus, KEDA, KServe)
+	$(PY) -m harness up --profile $(PROFILE) --only platform $(CONTEXT_ARG)
+
+deploy-ocr: ## build and load the image, deploy the OCR overlay onto a cluster that has the platform
+	$(PY) -m harness up --profile $(PROFILE) --only app $(CONTEXT_ARG)
+
+load-test: ## locust against the deployed service (USERS=8, SECONDS=60)
+	$(PY) -m harness load --users $(USERS) --seconds $(SECONDS)
+
+status: ## what is running on the cluster
+	$(PY) -m harness status
+
+plan: ## print every provisioning command for PROFILE (dry run)
+	$(PY) -m harness plan --profile $(PROFILE)
+
+milestone1: ## milestone 1 features on kind
+	$(PY) -m tox -e milestone1
+
+milestone2: ## milestone 2 features on kind
+	$(PY) -m tox -e milestone2
+
+milestone3: ## milestone 3 features on kind
+	$(PY) -m tox -e milestone3
 
 clean: ## remove build and test leftovers
 	rm -rf .tox .pytest_cache .mypy_cache .ruff_cache artifacts build *.egg-info
