@@ -9,9 +9,17 @@ Layout (names from settings, defaults shown)::
     ocr:jobs:failed         list of the last 10,000 jobs that ended failed (the dead letters), newest first
 
 Enqueue writes the idempotency key, the hash and the stream entry in one Lua script, so a job is never
-half-created. Workers ack and delete an entry only after its outcome is stored; an entry left pending by
-a dead worker is claimed by a live one after the visibility timeout. The stream therefore holds only work not yet done,
-and the group's lag (``XINFO GROUPS``) is exactly what KEDA's lag trigger reads.
+half-created. Workers ack an entry only after its outcome is stored; an entry left pending by a dead
+worker is claimed by a live one after the visibility timeout.
+
+Acked entries leave the stream by ``XTRIM MINID``, never by ``XDEL``: every ack trims the stream up to
+the oldest entry still pending or not yet delivered. ``XDEL`` leaves a tombstone, and Redis (7.x,
+``streamCGLag``) answers a NULL ``lag`` in ``XINFO GROUPS`` whenever a tombstone lies at or after the
+group's last-delivered id while older entries remain, i.e. whenever a job finishes while an older one is
+still running. KEDA's lag trigger reads that NULL as "no backlog". Trimming only ever removes a prefix,
+leaves no tombstone, and so keeps ``lag`` an exact count of entries not yet delivered. The price: acked
+entries behind a still-pending one stay in the stream until that one is acked too, so the stream holds
+the work not yet done plus, at most, finished entries queued after the oldest job still running.
 """
 
 from __future__ import annotations
@@ -50,14 +58,52 @@ return 1
 """
 
 
+# Lua helpers, prepended to the scripts that need them (see JobStore.__init__). ``group_info`` is the group's XINFO GROUPS record as a table
+# (nil when the stream or the group does not exist). ``outstanding`` counts the entries still to be
+# done: pending plus not yet delivered; acked entries kept behind a pending one do not count. It falls
+# back to XLEN (an upper bound) when Redis cannot tell the lag, e.g. tombstones left by an older version.
+# ``trim_acked`` removes the acked prefix of the stream. Pending entries were all delivered, so they sort
+# before every undelivered one: the oldest pending entry, if any, bounds the trim; else the first entry
+# after the last-delivered id; else every entry is acked and the stream is emptied. The stream has one
+# consumer group (the workers'): a second group reading it would need its own entries counted here.
+_HELPERS = """
+local function group_info(stream, group)
+  if redis.call('EXISTS', stream) == 0 then return nil end
+  for _, flat in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #flat, 2 do info[flat[i]] = flat[i + 1] end
+    if info['name'] == group then return info end
+  end
+  return nil
+end
+
+local function outstanding(stream, group)
+  local info = group_info(stream, group)
+  if info == nil or not info['lag'] then return redis.call('XLEN', stream) end
+  return info['pending'] + info['lag']
+end
+
+local function trim_acked(stream, group)
+  local info = group_info(stream, group)
+  if info == nil then return 0 end
+  local bound = redis.call('XPENDING', stream, group)[2]
+  if not bound then
+    local next_entry = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+    if #next_entry == 0 then return redis.call('XTRIM', stream, 'MAXLEN', 0) end
+    bound = next_entry[1][1]
+  end
+  return redis.call('XTRIM', stream, 'MINID', bound)
+end
+"""
+
 # Create a job atomically: the idempotency key, the hash and the stream entry all happen or none does.
 _ENQUEUE = """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
 end
-if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {-1, ''} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if outstanding(KEYS[2], ARGV[4]) >= tonumber(ARGV[3]) then return {-1, ''} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
@@ -81,11 +127,22 @@ _RETRY = """
 local owned = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
 if #owned == 0 then return 0 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == false or status == 'succeeded' or status == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated_at', ARGV[5])
-redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[6])
+local requeued = 0
+if status ~= false and status ~= 'succeeded' and status ~= 'failed' then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated_at', ARGV[5])
+  redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[6])
+  requeued = 1
+end
+trim_acked(KEYS[2], ARGV[1])
+return requeued
+"""
+
+# Ack an entry and trim what is now an acked prefix of the stream, atomically (a trim computed from a
+# stale view could remove an entry delivered or added in between).
+_ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+trim_acked(KEYS[1], ARGV[1])
 return 1
 """
 
@@ -179,9 +236,10 @@ class JobStore:
             settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0, health_check_interval=10
         )
         self._finish = self.redis.register_script(_FINISH)
-        self._enqueue = self.redis.register_script(_ENQUEUE)
+        self._enqueue = self.redis.register_script(_HELPERS + _ENQUEUE)
         self._start = self.redis.register_script(_START)
-        self._retry = self.redis.register_script(_RETRY)
+        self._retry = self.redis.register_script(_HELPERS + _RETRY)
+        self._ack = self.redis.register_script(_HELPERS + _ACK)
 
     @staticmethod
     def job_key(job_id: str) -> str:
@@ -243,7 +301,7 @@ class JobStore:
         idem = self.idem_key(tenant_id, idempotency_key) if idempotency_key is not None else ""
         code, value = self._enqueue(
             keys=[self.job_key(job_id), self.stream, idem],
-            args=[job_id, self.ttl, self.settings.jobs_stream_maxlen, *fields],
+            args=[job_id, self.ttl, self.settings.jobs_stream_maxlen, self.group, *fields],
         )
         if int(code) < 0:
             raise QueueFull(
@@ -292,10 +350,8 @@ class JobStore:
         return bool(self._finish(keys=[self.job_key(job_id)], args=args))
 
     def done(self, delivery: Delivery) -> None:
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.group, delivery.entry_id)
-            pipe.xdel(self.stream, delivery.entry_id)
-            pipe.execute()
+        """Ack the entry; the stream is trimmed up to the oldest entry still to be done."""
+        self._ack(keys=[self.stream], args=[self.group, delivery.entry_id])
 
     def succeed(self, delivery: Delivery, result: dict[str, Any]) -> bool:
         t = now()
@@ -312,8 +368,7 @@ class JobStore:
             delivery.job_id, {"status": "failed", "error": error, "finished_at": t, "updated_at": t}
         )
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.group, delivery.entry_id)
-            pipe.xdel(self.stream, delivery.entry_id)
+            self._ack(keys=[self.stream], args=[self.group, delivery.entry_id], client=pipe)
             if stored:
                 pipe.lpush(DEAD_LETTERS, delivery.job_id)
                 pipe.ltrim(DEAD_LETTERS, 0, DEAD_LETTERS_KEPT - 1)

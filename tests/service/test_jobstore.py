@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,116 @@ def test_expired_job_is_dropped(store: JobStore) -> None:
     store.redis.delete(store.job_key(job_id))
     assert store.start(read_one(store, "worker-a"), "worker-a") is None
     assert not store.redis.exists(store.job_key(job_id))
+
+
+def test_lag_stays_a_number_while_an_older_job_is_still_pending(store: JobStore) -> None:
+    """KEDA's lag trigger reads XINFO GROUPS ``lag``; Redis answers NULL when it cannot count past a
+    deleted entry (an XDEL tombstone at or after the group's last-delivered id while an older entry is
+    still in the stream). A slow job with a faster one finished behind it is exactly that shape."""
+    for i in range(3):
+        store.enqueue(b"img", request_id=f"r{i}", tenant_id="t")
+    slow = read_one(store, "worker-a")
+    fast = read_one(store, "worker-b")
+    store.start(slow, "worker-a")
+    store.start(fast, "worker-b")
+    assert store.succeed(fast, {"text": "fast"})
+    # One entry is still waiting for a worker, and the group must say so.
+    assert store.lag() == 1
+    assert store.pending() == 1
+    # The finished entry stays behind the pending one (only a prefix is trimmed) ...
+    assert store.redis.xlen(store.stream) == 3
+    assert store.succeed(slow, {"text": "slow"})
+    # ... and goes with it once that one is acked: only the undelivered entry is left.
+    assert stream_ids(store) == [read_one(store, "worker-a").entry_id]
+    assert store.lag() == 0
+
+
+def stream_ids(store: JobStore) -> list[str]:
+    return [eid.decode() for eid, _ in store.redis.xrange(store.stream)]  # type: ignore[union-attr]
+
+
+def test_lag_stays_a_number_when_a_job_is_retried_behind_a_pending_one(store: JobStore) -> None:
+    for i in range(2):
+        store.enqueue(b"img", request_id=f"r{i}", tenant_id="t")
+    slow = read_one(store, "worker-a")
+    flaky = read_one(store, "worker-b")
+    store.start(slow, "worker-a")
+    store.start(flaky, "worker-b")
+    assert store.retry(flaky, "worker-b", "RuntimeError: once")
+    assert store.lag() == 1
+    again = read_one(store, "worker-b")
+    assert again.job_id == flaky.job_id and store.lag() == 0 and store.pending() == 2
+
+
+def test_a_failed_job_leaves_the_queue_and_is_a_dead_letter(store: JobStore) -> None:
+    job_id, _ = store.enqueue(b"img", request_id="r", tenant_id="t")
+    delivery = read_one(store, "worker-a")
+    store.start(delivery, "worker-a")
+    assert store.fail(delivery, "gave up")
+    assert store.failed_ids() == [job_id]
+    assert store.redis.xlen(store.stream) == 0 and store.pending() == 0 and store.lag() == 0
+
+
+def test_finished_entries_kept_behind_a_pending_one_do_not_fill_the_queue(store: JobStore) -> None:
+    # OCR_JOBS_STREAM_MAXLEN is 100 here: one long job plus 100 finished ones are 101 stream entries,
+    # but one job still to be done.
+    store.enqueue(b"img", request_id="long", tenant_id="t")
+    read_one(store, "worker-a")
+    for i in range(100):
+        store.enqueue(b"img", request_id=f"r{i}", tenant_id="t")
+        assert store.succeed(read_one(store, "worker-b"), {"text": "ok"})
+    assert store.redis.xlen(store.stream) == 101
+    _, created = store.enqueue(b"img", request_id="more", tenant_id="t")
+    assert created and store.lag() == 1
+
+
+def test_trimming_never_removes_work_and_keeps_the_lag_exact(store: JobStore) -> None:
+    """Random interleavings of enqueue, delivery, success, failure, retry and takeover, checked after every
+    step against a model of what must still be in the stream."""
+    rng = random.Random(20261127)
+    consumers = ["worker-a", "worker-b", "worker-c"]
+    undelivered: list[str] = []  # entry ids, oldest first
+    pending: dict[str, tuple[Delivery, str]] = {}  # entry id -> (delivery, owner)
+    for _ in range(400):
+        action = rng.choice(["enqueue", "read", "succeed", "fail", "retry", "claim"])
+        if action == "enqueue":
+            store.enqueue(b"img", request_id="r", tenant_id="t")
+            undelivered.append(stream_ids(store)[-1])
+        elif action == "read" and undelivered:
+            consumer = rng.choice(consumers)
+            delivery = read_one(store, consumer)
+            assert delivery.entry_id == undelivered.pop(0)
+            store.start(delivery, consumer)
+            pending[delivery.entry_id] = (delivery, consumer)
+        elif action in ("succeed", "fail", "retry", "claim") and pending:
+            delivery, owner = pending[rng.choice(sorted(pending))]
+            if action == "succeed":
+                store.succeed(delivery, {"text": "ok"})
+                del pending[delivery.entry_id]
+            elif action == "fail":
+                store.fail(delivery, "failed")
+                del pending[delivery.entry_id]
+            elif action == "retry":
+                requeued = store.retry(delivery, owner, "RuntimeError: again")
+                del pending[delivery.entry_id]
+                if requeued:
+                    undelivered.append(stream_ids(store)[-1])
+            else:
+                taker = rng.choice(consumers)
+                store.redis.xclaim(store.stream, store.group, taker, 0, [delivery.entry_id])
+                pending[delivery.entry_id] = (delivery, taker)
+        ids = stream_ids(store)
+        outstanding = sorted(pending, key=entry_key) + undelivered
+        assert set(outstanding) <= set(ids), "an entry still to be done was trimmed"
+        # Exactly the acked prefix is gone: the stream starts at the oldest entry still to be done.
+        if outstanding:
+            assert ids[0] == min(outstanding, key=entry_key)
+        else:
+            assert ids == []
+        assert store.lag() == len(undelivered)
+        assert store.pending() == len(pending)
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
