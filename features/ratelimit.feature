@@ -1,7 +1,7 @@
-@milestone2 @k8s @istio @ratelimit
+@milestone2 @gateway @ratelimit
 Feature: Each API key is limited to 10 requests per second at the gateway
   One noisy client must not starve the others. The ingress gateway counts requests per API key and
-  answers the excess with 429 before it reaches the OCR service.
+  answers the excess with 429 before it reaches the OCR service, whatever host name the client uses.
 
   Background:
     Given the platform is deployed with the "milestone2" profile
@@ -16,3 +16,8 @@ Feature: Each API key is limited to 10 requests per second at the gateway
     When "team-a" sends 20 requests per second and "team-b" sends 5 per second for 10 seconds
     Then some requests from "team-a" are answered 429
     And no request from "team-b" is answered 429
+
+  @k8s
+  Scenario: Another host name of the predictor does not bypass the limit
+    When "team-a" sends 20 requests per second to the predictor's other host name for 10 seconds
+    Then at most 110 of its requests are admitted

@@ -1,20 +1,36 @@
-@milestone2 @k8s @istio
+@milestone2
 Feature: Only clients with a provisioned API key reach the OCR service
-  The ingress gateway is the platform's only door. Inside the mesh every call is mutual TLS and denied
-  unless a policy allows it; at the gateway a request needs an API key the platform provisioned.
+  The ingress gateway is the platform's only door. At the gateway a request needs an API key the platform
+  provisioned; inside the mesh every call is mutual TLS and denied unless a policy allows it, so a pod
+  that bypasses the gateway gets nothing either.
 
   Background:
     Given the platform is deployed with the "milestone2" profile
-    And the API keys "team-a" and "team-b" are provisioned
 
+  @gateway
   Scenario: A request without an API key is refused at the gateway
+    Given the API keys "team-a" and "team-b" are provisioned
     When a client without an API key sends a small image through the gateway
     Then the gateway answers 403
 
+  @gateway
   Scenario: A request with an unknown API key is refused at the gateway
+    Given the API keys "team-a" and "team-b" are provisioned
     When a client with the API key "not-a-provisioned-key" sends a small image through the gateway
     Then the gateway answers 403
 
+  @gateway
   Scenario: A request with a provisioned API key is served
+    Given the API keys "team-a" and "team-b" are provisioned
     When "team-a" sends a small image through the gateway
     Then the gateway answers 200 with the text read
+
+  @k8s @istio
+  Scenario: A pod outside the mesh cannot reach the predictor
+    When a pod outside the mesh calls the predictor directly
+    Then the connection is refused before any HTTP answer
+
+  @k8s @istio
+  Scenario: A pod in the mesh that no policy allows is denied
+    When a pod in the mesh with the service account "ocr-intruder" calls the predictor directly
+    Then the predictor answers 403 to that pod

@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 COMMAND_MODULES = (
     "harness.manifests.cli",
     "harness.image",
-    "harness.kind.cli",
+    "harness.platform.cli",
 )
 
 

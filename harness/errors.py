@@ -5,6 +5,7 @@ The hierarchy::
     HarnessError
     ├── CommandFailed     an external tool exited non-zero (argv, returncode, stderr kept)
     ├── WaitTimeout       a condition did not hold before its deadline (last observation kept)
+    │   └── CommandTimeout    an external tool ran past its deadline (the output's tail kept)
     ├── ToolMissing       a binary the harness needs is not installed (with an install hint)
     └── TargetUnavailable a target cannot provide what was asked of it
 
@@ -35,6 +36,12 @@ class WaitTimeout(HarnessError):
         self.timeout = timeout
         self.last_seen = last_seen
         super().__init__(f"timed out after {timeout:g}s waiting for {what}; last observed: {last_seen!r}")
+
+
+class CommandTimeout(WaitTimeout):
+    def __init__(self, argv: Sequence[str], timeout: float, output_tail: str = "") -> None:
+        self.argv = list(argv)
+        super().__init__(f"`{' '.join(self.argv)}` to finish", timeout, output_tail)
 
 
 class ToolMissing(HarnessError):

@@ -79,6 +79,11 @@ def post_image(
     return client.post(f"{url}/predict", files={"file": (filename, data)}, headers=headers or {})
 
 
+def seconds_of(amount: str | int, unit: str) -> float:
+    """ "5 minutes" -> 300.0; "90 seconds" -> 90.0."""
+    return int(amount) * (60.0 if unit.startswith("minute") else 1.0)
+
+
 def image_reading(text: str) -> samples.Sample:
     return samples.text_line(text)
 
@@ -93,5 +98,11 @@ def platform_running(target: Target, client: httpx.Client, evidence: ScenarioEvi
 
 @given(parsers.parse('the platform is deployed with the "{profile}" profile'))
 def platform_profile(target: Target, client: httpx.Client, evidence: ScenarioEvidence, profile: str) -> Target:
-    evidence.record("profile", profile)
+    # The run deployed the smallest profile serving every selected scenario; it must serve this one too.
+    deployed = target.options.profile
+    evidence.record("profile", {"asked": profile, "deployed": deployed})
+    if deployed is not None:
+        from harness.platform.profiles import profile as named
+
+        assert profile in named(deployed).serves, f"this run deployed the {deployed} profile, not {profile}"
     return platform_running(target, client, evidence)

@@ -13,11 +13,11 @@ from harness.targets import Target
 TINY_IMAGE = samples.text_line("ok").encode()
 
 
-def gateway_post(target: Target, client: httpx.Client, api_key: str | None) -> httpx.Response:
+def gateway_post(target: Target, client: httpx.Client, api_key: str | None, host: str | None = None) -> httpx.Response:
     headers = {}
     if api_key is not None:
         headers["x-api-key"] = api_key
-    host = target.host_header()
+    host = host or target.host_header()
     if host:
         headers["host"] = host
     return client.post(f"{target.gateway_url()}/predict", files={"file": ("tiny.png", TINY_IMAGE)}, headers=headers)
@@ -67,9 +67,11 @@ def gateway_answers_text(ctx: dict, evidence: ScenarioEvidence, status: int) -> 
     assert response.json()["text"] == "ok"
 
 
-def _paced_from(target: Target, client: httpx.Client, key: str, rate: float, seconds: float) -> PacedResult:
+def _paced_from(
+    target: Target, client: httpx.Client, key: str, rate: float, seconds: float, host: str | None = None
+) -> PacedResult:
     ensure_loopback(target.gateway_url())
-    return paced(lambda: gateway_post(target, client, key).status_code, rate=rate, seconds=seconds)
+    return paced(lambda: gateway_post(target, client, key, host).status_code, rate=rate, seconds=seconds)
 
 
 @when(
@@ -111,6 +113,34 @@ def two_clients_paced(
         results = {first: a.result(), second: b.result()}
     evidence.record("paced", {n: r.statuses() for n, r in results.items()})
     return results
+
+
+@when(
+    parsers.parse(
+        '"{name}" sends {rate:d} requests per second to the predictor\'s other host name for {seconds:d} seconds'
+    ),
+    target_fixture="paced_results",
+)
+def other_host_paced(
+    target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, name: str, rate: int, seconds: int
+) -> dict[str, PacedResult]:
+    hosts = target.alternate_hosts()
+    assert hosts, f"target {target.name} names no other host of the predictor"
+    result = _paced_from(target, client, api_keys[name], rate, seconds, host=hosts[0])
+    evidence.record(
+        "paced", {name: {"host": hosts[0], "rate": rate, "seconds": seconds, "statuses": result.statuses()}}
+    )
+    # Every request must have reached the gateway: a transport error (0) would make "admitted" vacuous.
+    assert result.count(0) == 0, result.statuses()
+    return {name: result}
+
+
+@then(parsers.parse("at most {high:d} of its requests are admitted"))
+def admitted_at_most(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, high: int) -> None:
+    (result,) = paced_results.values()
+    admitted = result.count(200)
+    evidence.record("admitted", admitted)
+    assert admitted <= high, result.statuses()
 
 
 @then(parsers.parse("between {low:d} and {high:d} of its requests are admitted"))

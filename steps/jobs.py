@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,8 @@ from harness.targets import Target
 from steps.common import eventually
 
 FINAL = ("succeeded", "failed")
+# Structured worker log events (the `event` field) that mark a job's outcome being stored.
+FINISH_EVENTS = ("job_succeeded", "job_failed")
 
 
 def _number(text: str) -> int:
@@ -86,8 +87,9 @@ def enqueue_pages(client: httpx.Client, target: Target, evidence: ScenarioEviden
 
 @when("a job whose stored image is corrupt is queued", target_fixture="jobs")
 def enqueue_poison(target: Target, evidence: ScenarioEvidence) -> dict[str, str]:
-    # Written straight into the store: the API would refuse these bytes, a damaged record would not.
-    job_id, _ = target.job_store().enqueue(b"\x89PNG damaged record", request_id="poison", tenant_id="tests")
+    # Queued past the API's validation (the service's admin command): the API would refuse these bytes, a
+    # damaged record would not.
+    job_id = target.inject_job(b"\x89PNG damaged record")
     evidence.record("poison_job", job_id)
     return {job_id: ""}
 
@@ -96,16 +98,11 @@ def _running_on(
     client: httpx.Client, target: Target, jobs: dict[str, str], workers: list[str]
 ) -> tuple[str, str] | None:
     for view in job_views(client, target, list(jobs)):
-        if view["status"] == "running":
-            for name in workers:
-                if view.get("result") is None and _worker_of(target, view["job_id"]) == name:
-                    return name, view["job_id"]
+        if view["status"] == "running" and view.get("result") is None:
+            worker = target.job_worker(view["job_id"])
+            if worker in workers:
+                return worker, view["job_id"]
     return None
-
-
-def _worker_of(target: Target, job_id: str) -> str | None:
-    job = target.job_store().get(job_id)
-    return job.worker if job is not None else None
 
 
 @when(
@@ -182,17 +179,12 @@ def lag_within(target: Target, evidence: ScenarioEvidence, n: int, seconds: int)
 def finished_once(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     finishes: dict[str, int] = dict.fromkeys(jobs, 0)
     discarded: list[str] = []
-    for line in target.logs("worker").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        message = str(entry.get("message", ""))
+    for entry in target.log_events("worker"):
         if entry.get("job_id") not in finishes:
             continue
-        if message == "job succeeded" or message.startswith("job failed"):
+        if entry.get("event") in FINISH_EVENTS:
             finishes[entry["job_id"]] += 1
-        elif message.startswith("job already had an outcome"):
+        elif entry.get("event") == "job_outcome_discarded":
             discarded.append(entry["job_id"])
     evidence.record("finishes_per_job", finishes)
     evidence.record("results_discarded", discarded)
@@ -220,13 +212,11 @@ def worker_exits(
 @then("the job it was running succeeds, finished by that worker")
 def interrupted_job_done(client: httpx.Client, target: Target, evidence: ScenarioEvidence, disturbed: dict) -> None:
     view = client.get(f"{target.service_url()}/jobs/{disturbed['job_id']}").json()
-    job = target.job_store().get(disturbed["job_id"])
-    evidence.record(
-        "interrupted_job", {"status": view["status"], "attempts": view["attempts"], "worker": job and job.worker}
-    )
+    worker = target.job_worker(disturbed["job_id"])
+    evidence.record("interrupted_job", {"status": view["status"], "attempts": view["attempts"], "worker": worker})
     assert view["status"] == "succeeded", view
     assert view["attempts"] == 1, view
-    assert job is not None and job.worker == disturbed["worker"]
+    assert worker == disturbed["worker"], (worker, disturbed)
 
 
 @then(parsers.parse("the job is failed within {seconds:d} seconds after {attempts:d} attempts"))
@@ -254,14 +244,14 @@ def failure_reason(client: httpx.Client, target: Target, evidence: ScenarioEvide
 @then("the job is listed among the failed jobs")
 def listed_failed(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     (job_id,) = jobs
-    failed = target.job_store().failed_ids()
+    failed = target.dead_letters()
     evidence.record("failed_list_head", failed[:5])
     assert job_id in failed, failed[:5]
 
 
 @when("a client enqueues a file that is not an image", target_fixture="jobs")
 def enqueue_bad(client: httpx.Client, target: Target, ctx: dict, evidence: ScenarioEvidence) -> dict[str, str]:
-    ctx["added_before"] = target.job_store().entries_added()
+    ctx["added_before"] = target.entries_added()
     ctx["response"] = enqueue(client, target, samples.not_an_image())
     evidence.record("bad_job", {"status": ctx["response"].status_code, "body": ctx["response"].text})
     return {}
@@ -270,6 +260,6 @@ def enqueue_bad(client: httpx.Client, target: Target, ctx: dict, evidence: Scena
 @then("nothing was queued")
 def nothing_queued(target: Target, ctx: dict, evidence: ScenarioEvidence) -> None:
     # Entries ever added, not the lag: idle workers would take a wrongly queued entry within milliseconds.
-    added = target.job_store().entries_added()
+    added = target.entries_added()
     evidence.record("stream_entries_added", {"before": ctx["added_before"], "after": added})
     assert added == ctx["added_before"], (ctx["added_before"], added)

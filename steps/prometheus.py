@@ -12,13 +12,15 @@ from steps.common import eventually
 COMPARISONS = "above|below|at least|at most|equal to"
 
 
-@given(parsers.parse('Prometheus scrapes the "{job}" job'))
-def prometheus_scrapes(target: Target, evidence: ScenarioEvidence, job: str) -> None:
+@given(parsers.re(r"^Prometheus scrapes the OCR (?P<component>service|workers)$"))
+def prometheus_scrapes(target: Target, evidence: ScenarioEvidence, component: str) -> None:
+    # The job label differs between targets (a PodMonitor's is "<namespace>/<name>"): the target names it.
+    job = target.scrape_job({"service": "service", "workers": "worker"}[component])
     prom = target.prometheus()
     health = eventually(
-        evidence, f"scrape job {job} up", prom.targets_up, lambda t: t.get(job) == "up", seconds=30, interval=1
+        evidence, f"scrape job {job} up", prom.targets_up, lambda t: t.get(job) == "up", seconds=120, interval=2
     )
-    evidence.record("scrape_targets", health)
+    evidence.record("scrape_targets", {"job": job, "health": health})
 
 
 @then(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pytest_bdd import given, parsers, then
 
 from harness.evidence import ScenarioEvidence
 from harness.targets import Target
-from steps.common import consistently, eventually
+from steps.common import consistently, eventually, seconds_of
 
 COMPONENTS = {"predictor": "predictor", "workers": "worker"}
 _WHO = r"the (?P<component>predictor|workers) runs?"
@@ -14,12 +16,17 @@ _N = r"(?P<n>\d+) (?:ready )?replicas?"
 _WITHIN = r"within (?P<amount>\d+) (?P<unit>seconds?|minutes?)"
 
 
-def _seconds(amount: str, unit: str) -> float:
-    return int(amount) * (60.0 if unit.startswith("minute") else 1.0)
-
-
 def _replicas(target: Target, component: str) -> int:
     return target.replicas(COMPONENTS[component])
+
+
+def _scaling(target: Target, component: str) -> dict[str, Any]:
+    """Ready replicas and what the autoscaler sees: every probe of a wait lands in its timeline."""
+    return target.scaling(COMPONENTS[component])
+
+
+def _ready(seen: dict[str, Any]) -> int:
+    return int(seen["ready"])
 
 
 @given(parsers.re(rf"^{_WHO} {_N}$"))
@@ -34,8 +41,8 @@ def runs_now(target: Target, evidence: ScenarioEvidence, component: str, n: str)
 @then(parsers.re(rf"^{_WHO} at least {_N} {_WITHIN}$"))
 def scales_out(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     seen = eventually(
-        evidence, f"{component} at least {n} replicas", lambda: _replicas(target, component),
-        lambda r: r >= int(n), seconds=_seconds(amount, unit), interval=3,
+        evidence, f"{component} at least {n} replicas", lambda: _scaling(target, component),
+        lambda s: _ready(s) >= int(n), seconds=seconds_of(amount, unit), interval=3,
     )  # fmt: skip
     evidence.record(f"{component}_replicas_reached", seen)
 
@@ -43,8 +50,8 @@ def scales_out(target: Target, evidence: ScenarioEvidence, component: str, n: st
 @then(parsers.re(rf"^{_WHO} {_N} {_WITHIN}$"))
 def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     seen = eventually(
-        evidence, f"{component} at {n} replicas", lambda: _replicas(target, component),
-        lambda r: r == int(n), seconds=_seconds(amount, unit), interval=3,
+        evidence, f"{component} at {n} replicas", lambda: _scaling(target, component),
+        lambda s: _ready(s) == int(n), seconds=seconds_of(amount, unit), interval=3,
     )  # fmt: skip
     evidence.record(f"{component}_replicas_reached", seen)
 
@@ -53,6 +60,6 @@ def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: str
                  r"(?P<unit>seconds?|minutes?)$"))  # fmt: skip
 def stays_at(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     consistently(
-        evidence, f"{component} stays at {n}", lambda: _replicas(target, component),
-        lambda r: r == int(n), seconds=_seconds(amount, unit), interval=3,
+        evidence, f"{component} stays at {n}", lambda: _scaling(target, component),
+        lambda s: _ready(s) == int(n), seconds=seconds_of(amount, unit), interval=3,
     )  # fmt: skip

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from harness.errors import HarnessError
 from harness.targets.base import CAPABILITIES, Target, TargetOptions
-from harness.targets.cluster import ClusterTarget
 from harness.targets.kind import KindTarget
+from harness.targets.kube import ClusterTarget
 from harness.targets.local import LocalTarget
 
 TARGETS: dict[str, type[Target]] = {"local": LocalTarget, "kind": KindTarget, "cluster": ClusterTarget}

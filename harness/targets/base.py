@@ -1,18 +1,26 @@
-"""The one small interface between the steps and wherever the platform runs."""
+"""The one small interface between the steps and wherever the platform runs.
+
+Steps reach the platform only through these methods, and each method is one a Kubernetes cluster can
+honour as well as local processes: URLs, API keys, PromQL, logs, replica counts, and queue facts read by
+the service's own admin command (``python -m service.jobs_admin``) where the API runs, never by importing
+the service's queue code into the test process.
+"""
 
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from harness.errors import TargetUnavailable
+from harness.errors import HarnessError, TargetUnavailable
 from harness.prom import Prometheus
-from service.jobs import JobStore
 
 # Every capability a scenario can ask for with a tag of the same name.
-CAPABILITIES = frozenset({"k8s", "hpa", "istio", "ratelimit", "keda", "knative", "prometheus", "jobs"})
+CAPABILITIES = frozenset({"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs"})
+# Components a step may name; each target maps them to its processes or workloads.
+COMPONENTS = ("service", "predictor", "worker", "redis", "prometheus", "gateway")
 
 
 @dataclass(frozen=True)
@@ -20,25 +28,27 @@ class TargetOptions:
     artifacts: Path
     keep: bool = False
     kube_context: str | None = None
+    profile: str | None = None  # the platform profile a cluster target deploys or expects
 
 
 class Target(abc.ABC):
-    """A place where the platform runs. Capabilities are declared on the class, known before it starts."""
+    """A place where the platform runs. Capabilities are known before it starts (from the class, or from
+    the profile it will deploy), so scenarios it cannot serve are skipped at collection."""
 
     name: ClassVar[str]
-    capabilities: ClassVar[frozenset[str]]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: TargetOptions) -> None:
         self.options = options
 
     @classmethod
-    def missing(cls, needed: set[str]) -> list[str]:
-        """The capabilities in ``needed`` that this target does not provide, sorted."""
-        return sorted(needed - cls.capabilities)
+    def provides(cls, options: TargetOptions) -> frozenset[str]:
+        """The capabilities this target will have with these options."""
+        return cls.capabilities
 
     @classmethod
-    def skip_reason(cls, needed: set[str]) -> str | None:
-        missing = cls.missing(needed)
+    def skip_reason(cls, options: TargetOptions, needed: set[str], milestones: set[str]) -> str | None:
+        missing = sorted(needed - cls.provides(options))
         if not missing:
             return None
         return f"needs {', '.join(missing)}; target {cls.name} does not provide {'it' if len(missing) == 1 else 'them'}"
@@ -51,9 +61,19 @@ class Target(abc.ABC):
     def stop(self) -> None:
         """Tear down what ``start`` made, in reverse order, unless asked to keep it."""
 
+    def scenario_finished(self) -> None:
+        """Undo what a scenario changed on a platform that outlives it (paused autoscalers, test pods)."""
+        return None
+
+    # -- reaching the service -----------------------------------------------------------------------
+
     @abc.abstractmethod
     def service_url(self) -> str:
         """Base URL of the OCR service as clients reach it directly (no gateway)."""
+
+    def service_headers(self) -> dict[str, str]:
+        """Headers every direct request needs (a Host header where routing needs one)."""
+        return {}
 
     def gateway_url(self) -> str:
         """Base URL of the ingress gateway, where API keys and rate limits apply."""
@@ -63,38 +83,99 @@ class Target(abc.ABC):
         """The Host header that routes a gateway request to the service, where one is needed."""
         return None
 
+    def alternate_hosts(self) -> list[str]:
+        """Other host names that reach the gateway: each must be limited like the main one."""
+        return []
+
     def api_keys(self) -> dict[str, str]:
         """API keys provisioned for named clients (e.g. "team-a")."""
         raise TargetUnavailable(f"target {self.name} provisions no API keys")
+
+    # -- observing ------------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def prometheus(self) -> Prometheus:
         """Query access to the Prometheus that scrapes the platform."""
 
     @abc.abstractmethod
+    def scrape_job(self, component: str) -> str:
+        """The Prometheus ``job`` label of a component's series (it differs between targets)."""
+
+    @abc.abstractmethod
     def logs(self, component: str) -> str:
         """Everything the component has logged so far (all its processes or pods)."""
+
+    def log_events(self, component: str) -> list[dict[str, Any]]:
+        """The component's structured (JSON) log lines; other lines are passed over."""
+        events = []
+        for line in self.logs(component).splitlines():
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                entry = json.loads(line[start:])
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                events.append(entry)
+        return events
 
     def replicas(self, component: str) -> int:
         """Ready replicas of a component."""
         raise TargetUnavailable(f"target {self.name} does not report replicas")
 
+    def scaling(self, component: str) -> dict[str, Any]:
+        """What the component's autoscaler sees (bounds, desired, metric), for the evidence."""
+        return {"ready": self.replicas(component)}
+
     # -- the job path -------------------------------------------------------------------------------
 
-    def job_store(self) -> JobStore:
-        """Direct access to the job queue and store (what the workers see)."""
-        raise TargetUnavailable(f"target {self.name} gives no access to the job store")
+    def jobs_admin(self, *args: str, input: bytes | None = None) -> str:
+        """Run ``python -m service.jobs_admin ARGS`` where the API runs; its stdout."""
+        raise TargetUnavailable(f"target {self.name} gives no access to the job queue")
+
+    def _admin_json(self, *args: str, input: bytes | None = None) -> dict[str, Any]:
+        out = self.jobs_admin(*args, input=input)
+        try:
+            value = json.loads(out)
+        except ValueError as exc:
+            raise HarnessError(f"service.jobs_admin {' '.join(args)} printed no JSON: {out[:300]!r}") from exc
+        if not isinstance(value, dict):
+            raise HarnessError(f"service.jobs_admin {' '.join(args)} printed {value!r}")
+        return value
+
+    def queue_stats(self) -> dict[str, Any]:
+        """Lag, pending entries, entries ever added, dead letters: what the queue holds now."""
+        return self._admin_json("stats")
 
     def queue_lag(self) -> int | None:
-        """Entries not yet delivered to the workers' consumer group."""
-        return self.job_store().lag()
+        """Entries not yet delivered to the workers' consumer group (what KEDA reads)."""
+        lag = self.queue_stats().get("lag")
+        return None if lag is None else int(lag)
+
+    def entries_added(self) -> int:
+        """Entries ever added to the job stream: grows by one per job queued, even once it is taken."""
+        return int(self.queue_stats()["entries_added"])
+
+    def dead_letters(self, limit: int = 100) -> list[str]:
+        """Ids of the jobs that most recently ended failed, newest first."""
+        return [str(x) for x in self._admin_json("stats", "--limit", str(limit))["dead_letter_ids"]]
+
+    def inject_job(self, data: bytes) -> str:
+        """Queue raw bytes as a job, past the API's validation (how a damaged record is made); its id."""
+        return str(self._admin_json("inject", input=data)["job_id"])
+
+    def job_worker(self, job_id: str) -> str | None:
+        """The worker that last ran a job."""
+        worker = self._admin_json("job", job_id).get("worker")
+        return None if worker is None else str(worker)
 
     def workers(self) -> list[str]:
         """Names of the running job workers."""
         raise TargetUnavailable(f"target {self.name} runs no workers")
 
     def ensure_workers(self, count: int) -> list[str]:
-        """Start workers until ``count`` run; returns their names."""
+        """Hold at least ``count`` workers running (until the scenario ends); returns their names."""
         raise TargetUnavailable(f"target {self.name} cannot start workers")
 
     def stop_worker(self, name: str, *, graceful: bool) -> None:
@@ -104,6 +185,21 @@ class Target(abc.ABC):
     def worker_exit_code(self, name: str, timeout: float) -> int:
         """Wait for a stopped worker to exit; its exit code."""
         raise TargetUnavailable(f"target {self.name} does not report exit codes")
+
+    # -- the cluster itself ---------------------------------------------------------------------------
+
+    def cluster_facts(self) -> dict[str, Any]:
+        """Nodes (name, Ready), namespaces and node metrics: what a bootstrapped cluster shows."""
+        raise TargetUnavailable(f"target {self.name} is not a Kubernetes cluster")
+
+    def inference_service(self) -> dict[str, Any]:
+        """The InferenceService's state: Ready, URLs, deployment mode, conditions not yet true."""
+        raise TargetUnavailable(f"target {self.name} runs no InferenceService")
+
+    def call_from_pod(self, *, in_mesh: bool, service_account: str, path: str = "/readyz") -> dict[str, Any]:
+        """GET the predictor from a throwaway pod (inside or outside the mesh, with a service account):
+        ``{"status": int}`` for an HTTP answer, ``{"error": str}`` when the connection itself failed."""
+        raise TargetUnavailable(f"target {self.name} cannot start probe pods")
 
     def collect_evidence(self, dest: Path) -> None:
         """Copy logs and state useful after a failure into ``dest``. Called before teardown."""

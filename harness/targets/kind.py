@@ -1,33 +1,69 @@
-"""The kind target: a local kind cluster with the whole platform, provisioned by the harness."""
+"""The kind target: a local kind cluster with the platform, provisioned by the harness when missing.
+
+``start`` provisions what the selected scenarios' profile needs through the same functions as
+``harness up`` (steps already done are skipped, so a cluster that has the platform is reused quickly),
+then waits for the InferenceService. ``stop`` deletes the cluster only when this run created it and
+``--keep`` was not given; its logs are exported first.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
 
-from harness.errors import TargetUnavailable
-from harness.prom import Prometheus
-from harness.targets.base import CAPABILITIES, Target
+from harness.errors import HarnessError, TargetUnavailable
+from harness.platform.env import gateway_host_port, provision, teardown
+from harness.platform.plan import CLUSTER, Spec
+from harness.platform.run import kind_clusters
+from harness.ports import LOOPBACK, free_port
+from harness.targets.base import TargetOptions
+from harness.targets.kube import ClusterTarget
+
+WORK_DIR = Path(".cache/platform/kind")
 
 
-class KindTarget(Target):
+class KindTarget(ClusterTarget):
     name = "kind"
-    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
+
+    def __init__(self, options: TargetOptions) -> None:
+        super().__init__(options)
+        self.cluster = CLUSTER
+        self._created = False
+
+    @property
+    def context(self) -> str:
+        return f"kind-{self.cluster}"
+
+    def spec(self) -> Spec:
+        port = gateway_host_port(self.cluster) or free_port()
+        return Spec(profile=self.profile, work_dir=WORK_DIR, cluster=self.cluster, host_port=port)
 
     def start(self) -> None:
-        raise TargetUnavailable(
-            "target kind: the features cannot drive a kind cluster yet (port-forwards, replica counts and "
-            "worker control are not implemented); `harness kind up` provisions the platform for use by hand, "
-            "and the local target runs the features: pytest features --target local"
-        )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        spec = self.spec()
+        existed = self._cluster_exists()
+        provision(spec, log_dir=self.options.artifacts / "platform", say=lambda line: print(f"harness: {line}"))
+        self._created = not existed
+        super().start()
+
+    def _cluster_exists(self) -> bool:
+        try:
+            return self.cluster in kind_clusters()
+        except HarnessError:  # no kind yet: provision's preflight names it
+            return False
+
+    def gateway_url(self) -> str:
+        if "istio" not in self.profile.addons:
+            raise TargetUnavailable(f"the {self.profile.name} profile has no ingress gateway")
+        port = gateway_host_port(self.cluster)
+        if port is None:
+            raise TargetUnavailable(
+                f"kind cluster {self.cluster} publishes no gateway port (recreate it with harness up)"
+            )
+        return f"http://{LOOPBACK}:{port}"
 
     def stop(self) -> None:
-        return None
-
-    def service_url(self) -> str:
-        raise TargetUnavailable("target kind is not provisioned")
-
-    def prometheus(self) -> Prometheus:
-        raise TargetUnavailable("target kind is not provisioned")
-
-    def logs(self, component: str) -> str:
-        raise TargetUnavailable("target kind is not provisioned")
+        super().stop()
+        if self._created and not self.options.keep:
+            teardown(self.spec(), log_dir=self.options.artifacts / "platform" / "teardown-logs")
+        elif self._created:
+            print(f"harness: --keep: leaving kind cluster {self.cluster} running (harness down deletes it)")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import atexit
+import os
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import ClassVar
 
 import httpx
 
+from harness import commands
 from harness.components import (
     Endpoint,
     prometheus_config,
@@ -25,8 +28,10 @@ from harness.errors import TargetUnavailable
 from harness.processes import ManagedProcess, stop_all
 from harness.prom import Prometheus
 from harness.targets.base import Target, TargetOptions
-from service.jobs import JobStore
-from service.settings import load_settings
+
+ADMIN_TIMEOUT_S = 30
+# Prometheus job names of the local scrape configuration, by component.
+SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker"}
 
 
 class LocalTarget(Target):
@@ -107,8 +112,12 @@ class LocalTarget(Target):
     def worker_exit_code(self, name: str, timeout: float) -> int:
         return self._workers[name].process.wait_exit(timeout)
 
-    def job_store(self) -> JobStore:
-        return JobStore(load_settings(redis_url=self.redis_url))
+    def jobs_admin(self, *args: str, input: bytes | None = None) -> str:
+        # The password travels in the environment, never on a command line.
+        env = {**os.environ, **self._env()}
+        return commands.run(
+            [sys.executable, "-m", "service.jobs_admin", *args], timeout=ADMIN_TIMEOUT_S, input=input, env=env
+        )
 
     def _track(self, endpoint: Endpoint) -> Endpoint:
         self._started.append(endpoint.process)
@@ -142,7 +151,14 @@ class LocalTarget(Target):
             raise TargetUnavailable("local target not started")
         return Prometheus(self.prom.url)
 
+    def scrape_job(self, component: str) -> str:
+        try:
+            return SCRAPE_JOBS[component]
+        except KeyError:
+            raise TargetUnavailable(f"Prometheus scrapes no {component!r} on target local") from None
+
     def _processes(self, component: str) -> list[ManagedProcess]:
+        component = "service" if component == "predictor" else component
         found = [p for p in self._started if p.name == component or p.name.startswith(f"{component}-")]
         if not found:
             raise TargetUnavailable(

@@ -1,0 +1,1 @@
+"""Kubernetes access for the cluster targets: objects read as JSON, port-forwards, evidence."""

@@ -1,0 +1,390 @@
+"""The Kubernetes targets: ``cluster`` (a cluster that has the platform already) and, built on it, ``kind``.
+
+How each promise is observed on a cluster:
+
+* the service, Prometheus (and the gateway, off kind): ``kubectl port-forward``, restarted when it drops;
+* the gateway on kind: the NodePort kind publishes on 127.0.0.1;
+* replicas, HPA, ScaledObject, InferenceService, nodes: the Kubernetes API (:mod:`harness.kube.facts`);
+* queue facts: the service's admin command run in the predictor's container (``kubectl exec``);
+* worker disruption: deleting worker pods (KEDA owns their count; a scenario that needs workers pins it
+  with KEDA's ``paused-replicas`` annotation, removed when the scenario ends);
+* logs: every pod of a component, followed from when the target first sees it, so a deleted pod's log
+  survives for the steps and the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import wait
+from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
+from harness.kube import facts
+from harness.kube.client import Kube, NotFound
+from harness.kube.portforward import PortForward
+from harness.platform import profiles
+from harness.platform.plan import APP_NAMESPACE, IMAGE, ISVC
+from harness.platform.tools import resolve
+from harness.processes import ManagedProcess
+from harness.prom import Prometheus
+from harness.targets.base import Target, TargetOptions
+
+PREDICTOR = f"{ISVC}-predictor"
+WORKER = "ocr-worker"
+GATEWAY_HOST = f"{ISVC}-{APP_NAMESPACE}.example.com"
+# KServe's raw Ingress would also serve this name (disabled by the plan); the rate-limit scenario proves
+# it does not bypass the limit.
+PREDICTOR_HOST = f"{PREDICTOR}-{APP_NAMESPACE}.example.com"
+PROMETHEUS = ("monitoring", "svc/kube-prometheus-stack-prometheus", 9090)
+GATEWAY = ("istio-system", "svc/istio-ingressgateway", 80)
+PROBE_NAMESPACE = "ocr-probe"
+READY_TIMEOUT_S = 600
+
+# Where each component runs: namespace, label selector, container.
+WORKLOADS = {
+    "predictor": (APP_NAMESPACE, f"serving.kserve.io/inferenceservice={ISVC}", "kserve-container"),
+    "worker": (APP_NAMESPACE, f"app.kubernetes.io/name={WORKER}", "worker"),
+    "redis": (APP_NAMESPACE, "app.kubernetes.io/name=ocr-redis", "redis"),
+    "gateway": ("istio-system", "istio=ingressgateway", "istio-proxy"),
+}
+# A PodMonitor's series carry job="<namespace>/<PodMonitor name>" (prometheus-operator's default).
+SCRAPE_JOBS = {"predictor": f"{APP_NAMESPACE}/{PREDICTOR}", "worker": f"{APP_NAMESPACE}/{WORKER}"}
+API_KEY_CLIENTS = {"team-a": "OCR_API_KEY_PRIMARY", "team-b": "OCR_API_KEY_SECONDARY"}
+PROBE_SCRIPT = (
+    "import json, sys, urllib.error, urllib.request\n"
+    "try:\n"
+    "    r = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
+    "    print(json.dumps({'status': r.status}))\n"
+    "except urllib.error.HTTPError as e:\n"
+    "    print(json.dumps({'status': e.code, 'body': e.read(200).decode(errors='replace')}))\n"
+    "except Exception as e:\n"
+    "    print(json.dumps({'error': type(e).__name__ + ': ' + str(e)}))\n"
+)
+
+
+def component_of(name: str) -> str:
+    return "predictor" if name == "service" else name
+
+
+class ClusterTarget(Target):
+    """A cluster that runs the platform already (``harness up --kube-context CTX`` installs it)."""
+
+    name = "cluster"
+
+    def __init__(self, options: TargetOptions) -> None:
+        super().__init__(options)
+        self.profile = profiles.profile(options.profile or "full")
+        self.log_dir = options.artifacts / "cluster"
+        self._kube: Kube | None = None
+        self._forwards: dict[tuple[str, str, int], PortForward] = {}
+        self._followers: dict[str, ManagedProcess] = {}
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+
+    # -- capabilities ---------------------------------------------------------------------------------
+
+    @classmethod
+    def provides(cls, options: TargetOptions) -> frozenset[str]:
+        return profiles.profile(options.profile or "full").capabilities
+
+    @classmethod
+    def skip_reason(cls, options: TargetOptions, needed: set[str], milestones: set[str]) -> str | None:
+        deployed = profiles.profile(options.profile or "full")
+        return profiles.skip_reason(deployed, milestones, needed)
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    @property
+    def context(self) -> str:
+        if not self.options.kube_context:
+            raise TargetUnavailable("target cluster needs --kube-context NAME (a context of your kubeconfig)")
+        return self.options.kube_context
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube(self.context)
+        return self._kube
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.await_platform()
+
+    def await_platform(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """The InferenceService Ready, or a clear error that says what is missing."""
+        try:
+            self.inference_service()
+        except NotFound:
+            raise TargetUnavailable(
+                f"context {self.context} has no InferenceService {APP_NAMESPACE}/{ISVC}: install the platform "
+                f"with `harness up --profile {self.profile.name} --kube-context {self.context}`"
+            ) from None
+        wait.until(
+            self.inference_service,
+            lambda s: s["ready"],
+            timeout=timeout,
+            interval=5,
+            what=f"InferenceService {APP_NAMESPACE}/{ISVC} Ready",
+        )
+
+    def scenario_finished(self) -> None:
+        while self._undo:
+            what, undo = self._undo.pop()
+            try:
+                undo()
+            except HarnessError as exc:
+                print(f"harness: could not undo {what}: {exc}")
+
+    def stop(self) -> None:
+        self.scenario_finished()
+        for forward in self._forwards.values():
+            forward.stop()
+        for follower in self._followers.values():
+            follower.stop(grace=2)
+        self._forwards.clear()
+        self._followers.clear()
+
+    # -- reaching the service -----------------------------------------------------------------------
+
+    def _forward(self, namespace: str, resource: str, port: int) -> str:
+        key = (namespace, resource, port)
+        if key not in self._forwards:
+            self._forwards[key] = PortForward(self.context, namespace, resource, port, log_dir=self.log_dir)
+        return self._forwards[key].url()
+
+    def service_url(self) -> str:
+        if self.profile.knative:
+            # A Knative predictor at zero has no pod to forward to: requests go through the activator.
+            return self.gateway_url()
+        return self._forward(APP_NAMESPACE, f"svc/{PREDICTOR}", 80)
+
+    def service_headers(self) -> dict[str, str]:
+        if not self.profile.knative:
+            return {}
+        url = self.inference_service().get("predictor_url") or self.inference_service().get("url")
+        if not url:
+            raise TargetUnavailable("the InferenceService reports no URL yet")
+        return {"host": str(url).split("://", 1)[-1].split("/", 1)[0]}
+
+    def gateway_url(self) -> str:
+        if "istio" not in self.profile.addons:
+            raise TargetUnavailable(f"the {self.profile.name} profile has no ingress gateway")
+        return self._forward(*GATEWAY)
+
+    def host_header(self) -> str | None:
+        return GATEWAY_HOST
+
+    def alternate_hosts(self) -> list[str]:
+        return [PREDICTOR_HOST]
+
+    def api_keys(self) -> dict[str, str]:
+        from harness.manifests.secrets import read_api_keys
+
+        keys = read_api_keys()
+        return {client: keys[name] for client, name in API_KEY_CLIENTS.items()}
+
+    # -- observing ------------------------------------------------------------------------------------
+
+    def prometheus(self) -> Prometheus:
+        return Prometheus(self._forward(*PROMETHEUS))
+
+    def scrape_job(self, component: str) -> str:
+        try:
+            return SCRAPE_JOBS[component_of(component)]
+        except KeyError:
+            raise TargetUnavailable(f"no PodMonitor scrapes {component!r}") from None
+
+    def _pods(self, component: str) -> list[dict[str, Any]]:
+        namespace, selector, _ = WORKLOADS[component_of(component)]
+        return self.kube.pods(namespace, selector)
+
+    def _follow(self, component: str) -> None:
+        """Start following the log of every pod of the component not followed yet."""
+        namespace, _, container = WORKLOADS[component_of(component)]
+        for pod in self._pods(component):
+            name = facts.pod_name(pod)
+            if name in self._followers or not (pod.get("status") or {}).get("containerStatuses"):
+                continue
+            argv = [resolve("kubectl"), "--context", self.context, "-n", namespace, "logs", "--follow",
+                    f"pod/{name}", "-c", container]  # fmt: skip
+            log = self.log_dir / "logs" / component_of(component) / f"{name}.log"
+            self._followers[name] = ManagedProcess(f"logs-{name}", argv, log).start()
+
+    def logs(self, component: str) -> str:
+        if component_of(component) not in WORKLOADS:
+            raise TargetUnavailable(f"no component {component!r} on target {self.name}")
+        self._follow(component)
+        time.sleep(1.0)  # kubectl logs --follow prints what the pod logged so far within a moment
+        folder = self.log_dir / "logs" / component_of(component)
+        return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.log")))
+
+    def replicas(self, component: str) -> int:
+        component = component_of(component)
+        if component == "predictor" and self.profile.knative:
+            return facts.ready_pods(self._pods(component))
+        name = {"predictor": PREDICTOR, "worker": WORKER}.get(component)
+        if name is None:
+            return facts.ready_pods(self._pods(component))
+        return max(facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))["ready"], 0)
+
+    def scaling(self, component: str) -> dict[str, Any]:
+        component = component_of(component)
+        seen: dict[str, Any] = {"ready": self.replicas(component)}
+        try:
+            if component == "predictor" and not self.profile.knative:
+                seen["hpa"] = facts.hpa_summary(self.kube.hpa(APP_NAMESPACE, PREDICTOR))
+            elif component == "worker":
+                seen["scaledobject"] = facts.scaledobject_summary(self._scaled_object())
+        except HarnessError as exc:
+            seen["autoscaler_error"] = str(exc)
+        return seen
+
+    # -- the job path -------------------------------------------------------------------------------
+
+    def jobs_admin(self, *args: str, input: bytes | None = None) -> str:
+        if "jobs" not in self.profile.capabilities:
+            raise TargetUnavailable(f"the {self.profile.name} profile has no job queue")
+        return self.kube.exec(
+            APP_NAMESPACE,
+            f"deploy/{PREDICTOR}",
+            "kserve-container",
+            ["python", "-m", "service.jobs_admin", *args],
+            input=input,
+            timeout=60,
+        )
+
+    def _scaled_object(self) -> dict[str, Any]:
+        return self.kube.custom_object("keda.sh", "v1alpha1", APP_NAMESPACE, "scaledobjects", WORKER)
+
+    def workers(self) -> list[str]:
+        self._follow("worker")
+        return sorted(facts.pod_name(p) for p in self._pods("worker") if facts.pod_ready(p))
+
+    def ensure_workers(self, count: int) -> list[str]:
+        # KEDA owns the worker count: pause it at `count` for this scenario (KEDA's own mechanism).
+        self._set_paused_replicas(str(count))
+        self._undo.append(("pausing the workers' ScaledObject", lambda: self._set_paused_replicas(None)))
+        wait.until(
+            self.workers, lambda names: len(names) >= count, timeout=300, interval=2, what=f"{count} ready workers"
+        )
+        return self.workers()
+
+    def _set_paused_replicas(self, value: str | None) -> None:
+        body = {"metadata": {"annotations": {facts.PAUSED_REPLICAS: value}}}
+        self.kube.patch_custom_object("keda.sh", "v1alpha1", APP_NAMESPACE, "scaledobjects", WORKER, body)
+
+    def stop_worker(self, name: str, *, graceful: bool) -> None:
+        self._follow("worker")
+        # No grace is the nearest a cluster offers to SIGKILL: the pod object goes at once and the kubelet
+        # kills the container after its minimum grace; with grace, the worker gets SIGTERM as on scale-in.
+        self.kube.delete_pod(APP_NAMESPACE, name, grace_seconds=None if graceful else 0)
+
+    def worker_exit_code(self, name: str, timeout: float) -> int:
+        last: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.kube.watch_pod(APP_NAMESPACE, name, deadline - time.monotonic()) as events:
+                for kind, pod in events:
+                    last = {"event": kind, "phase": (pod.get("status") or {}).get("phase")}
+                    code = facts.container_exit_code(pod, WORKLOADS["worker"][2])
+                    if code is not None:
+                        return code
+                    if kind == "DELETED":
+                        raise HarnessError(f"worker pod {name} was removed before its exit code was reported")
+        raise WaitTimeout(f"worker pod {name} to exit", timeout, last)
+
+    # -- the cluster itself ---------------------------------------------------------------------------
+
+    def cluster_facts(self) -> dict[str, Any]:
+        seen: dict[str, Any] = {
+            "nodes": facts.nodes_summary(self.kube.nodes()),
+            "namespaces": sorted(self.kube.namespaces()),
+        }
+        try:
+            seen["node_usage"] = facts.node_usage(self.kube.node_metrics())
+        except HarnessError as exc:
+            seen["node_usage_error"] = str(exc)
+        return seen
+
+    def inference_service(self) -> dict[str, Any]:
+        isvc = self.kube.custom_object("serving.kserve.io", "v1beta1", APP_NAMESPACE, "inferenceservices", ISVC)
+        return facts.isvc_summary(isvc)
+
+    def image(self) -> str:
+        return IMAGE
+
+    def call_from_pod(self, *, in_mesh: bool, service_account: str, path: str = "/readyz") -> dict[str, Any]:
+        namespace = APP_NAMESPACE if in_mesh else PROBE_NAMESPACE
+        pod = f"probe-{'mesh' if in_mesh else 'outside'}-{int(time.time())}"
+        manifest = probe_manifests(namespace, pod, service_account, self.image(), in_mesh=in_mesh)
+        self.kube.kubectl("apply", "-f", "-", input=manifest.encode(), timeout=60)
+        self._undo.append((f"probe pod {pod}", lambda: self._delete_probe(namespace, pod)))
+        self.kube.kubectl("wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace, "--timeout=180s", timeout=200)
+        url = f"http://{PREDICTOR}.{APP_NAMESPACE}.svc.cluster.local{path}"
+        out = self.kube.exec(namespace, pod, "probe", ["python", "-c", PROBE_SCRIPT, url], timeout=60)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    def _delete_probe(self, namespace: str, pod: str) -> None:
+        self.kube.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false", "--ignore-not-found")
+
+    def collect_evidence(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        self.kube.dump(APP_NAMESPACE, dest / APP_NAMESPACE)
+        if "istio" in self.profile.addons:
+            self.kube.dump("istio-system", dest / "istio-system")
+
+
+def probe_manifests(namespace: str, pod: str, service_account: str, image: str, *, in_mesh: bool) -> str:
+    """A namespace (outside the mesh) or a service account (inside), and a pod that idles until exec'd into."""
+    docs: list[dict[str, Any]] = []
+    if not in_mesh:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": {"istio-injection": "disabled"}},
+            }
+        )
+    docs.append(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, "namespace": namespace}}
+    )
+    annotations = {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'} if in_mesh else {}
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/name": "ocr-probe", "app.kubernetes.io/part-of": "ocr-platform"},
+                "annotations": annotations,
+            },
+            "spec": {
+                "serviceAccountName": service_account,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {
+                        "name": "probe",
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["python", "-c", "import time; time.sleep(900)"],
+                        "resources": {
+                            "requests": {"cpu": "10m", "memory": "32Mi"},
+                            "limits": {"cpu": "200m", "memory": "128Mi"},
+                        },
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    return "\n---\n".join(json.dumps(d) for d in docs)

@@ -1,0 +1,61 @@
+"""Which platform profile a test run needs, and why a scenario is skipped on the one deployed."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.platform.profiles import PROFILES, profile, profile_for, skip_reason
+from harness.targets import CAPABILITIES, ClusterTarget, KindTarget, LocalTarget, TargetOptions
+
+
+@pytest.mark.parametrize(
+    ("milestones", "capabilities", "expected"),
+    [
+        ({"milestone1"}, {"k8s", "hpa", "prometheus"}, "milestone1"),
+        ({"milestone1"}, {"prometheus"}, "milestone1"),
+        ({"milestone2"}, {"gateway", "ratelimit"}, "milestone2"),
+        ({"milestone1", "milestone2"}, {"k8s", "istio"}, "milestone2"),
+        ({"milestone3"}, {"jobs"}, "milestone3"),
+        ({"milestone3"}, {"k8s", "keda", "jobs"}, "milestone3"),
+        ({"optional"}, {"k8s", "knative"}, "scale-to-zero"),
+        # Knative with anything else: the Standard-mode profile wins, the Knative scenarios are skipped.
+        ({"milestone1", "optional"}, {"k8s", "hpa", "knative"}, "milestone1"),
+        ({"milestone1", "milestone2", "milestone3", "optional"}, set(CAPABILITIES), "milestone3"),
+        (set(), set(), "milestone1"),
+    ],
+)
+def test_the_smallest_profile_that_serves_the_selection(
+    milestones: set[str], capabilities: set[str], expected: str
+) -> None:
+    assert profile_for(milestones, capabilities).name == expected
+
+
+def test_profiles_nest_and_milestone1_has_no_mesh() -> None:
+    assert "istio" not in profile("milestone1").addons and "keda" not in profile("milestone1").addons
+    assert profile("milestone1").capabilities < profile("milestone2").capabilities < profile("milestone3").capabilities
+    assert profile("milestone3").serves >= {"milestone1", "milestone2", "milestone3"}
+    assert "knative" in profile("scale-to-zero").addons
+    assert all(p.cpus <= 4 and p.memory_gib <= 8 for p in PROFILES.values())  # a 4-core, 8 GB laptop
+    with pytest.raises(HarnessError, match="unknown profile"):
+        profile("milestone9")
+
+
+def test_skip_reasons_name_what_is_missing() -> None:
+    m1 = profile("milestone1")
+    assert skip_reason(m1, {"milestone1"}, {"k8s", "hpa"}) is None
+    reason = skip_reason(m1, {"milestone2"}, {"istio", "ratelimit"})
+    assert reason is not None and "istio, ratelimit" in reason and "milestone1 profile" in reason
+    assert skip_reason(profile("milestone3"), {"optional"}, {"knative"}) is not None
+    assert "belongs to milestone2" in str(skip_reason(m1, {"milestone2"}, {"prometheus"}))
+
+
+def test_targets_skip_by_their_capabilities() -> None:
+    local = TargetOptions(artifacts=__import__("pathlib").Path("/tmp"))
+    assert LocalTarget.skip_reason(local, {"istio"}, set()) == "needs istio; target local does not provide it"
+    assert LocalTarget.skip_reason(local, {"jobs", "prometheus"}, {"milestone3"}) is None
+    reason = LocalTarget.skip_reason(local, {"keda", "k8s", "jobs"}, set())
+    assert reason == "needs k8s, keda; target local does not provide them"
+    m3 = TargetOptions(artifacts=local.artifacts, profile="milestone3")
+    assert KindTarget.skip_reason(m3, {"istio", "keda", "hpa"}, {"milestone3"}) is None
+    assert ClusterTarget.skip_reason(m3, {"knative"}, {"optional"}) is not None
