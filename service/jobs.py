@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -46,6 +46,8 @@ STATUSES = ("queued", "running", "succeeded", "failed")
 DEAD_LETTERS = "ocr:jobs:failed"
 DEAD_LETTERS_KEPT = 10_000
 
+RetryResult = Literal["requeued", "not_owner", "ended", "expired"]
+
 # Store an outcome unless the job already has one: a job ends in exactly one final state even when a
 # slow worker and the worker that claimed its entry both finish it.
 _FINISH = """
@@ -58,14 +60,15 @@ return 1
 """
 
 
-# Lua helpers, prepended to the scripts that need them (see JobStore.__init__). ``group_info`` is the group's XINFO GROUPS record as a table
-# (nil when the stream or the group does not exist). ``outstanding`` counts the entries still to be
-# done: pending plus not yet delivered; acked entries kept behind a pending one do not count. It falls
-# back to XLEN (an upper bound) when Redis cannot tell the lag, e.g. tombstones left by an older version.
-# ``trim_acked`` removes the acked prefix of the stream. Pending entries were all delivered, so they sort
+# Lua helpers, prepended to the scripts that need them (see JobStore.__init__).
+# ``group_info``: the group's XINFO GROUPS record as a table (nil when the stream or the group is missing).
+# ``outstanding``: the entries still to be done, pending plus not yet delivered; acked entries kept behind
+# a pending one do not count. It falls back to XLEN (an upper bound) when Redis cannot tell the lag, e.g.
+# while tombstones left by an older version of this code remain.
+# ``trim_acked``: removes the acked prefix of the stream. Pending entries were all delivered, so they sort
 # before every undelivered one: the oldest pending entry, if any, bounds the trim; else the first entry
 # after the last-delivered id; else every entry is acked and the stream is emptied. The stream has one
-# consumer group (the workers'): a second group reading it would need its own entries counted here.
+# consumer group (the workers'): a second group reading it would need its entries counted here too.
 _HELPERS = """
 local function group_info(stream, group)
   if redis.call('EXISTS', stream) == 0 then return nil end
@@ -123,20 +126,25 @@ return 1
 
 # Give a job back to the queue, only by the consumer that still owns its entry (a worker whose entry was
 # claimed by another must not requeue a job the other may have finished), and never once it has an outcome.
+# Returns 1 requeued, 0 not the owner (nothing changed); owned but not requeued, with the entry acked:
+# 2 the job already has an outcome, 3 its record expired.
 _RETRY = """
 local owned = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
 if #owned == 0 then return 0 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 local status = redis.call('HGET', KEYS[1], 'status')
-local requeued = 0
-if status ~= false and status ~= 'succeeded' and status ~= 'failed' then
+local result = 2
+if status == false then
+  result = 3
+elseif status ~= 'succeeded' and status ~= 'failed' then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated_at', ARGV[5])
   redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[6])
-  requeued = 1
+  result = 1
 end
 trim_acked(KEYS[2], ARGV[1])
-return requeued
+return result
 """
+_RETRY_RESULTS: dict[int, RetryResult] = {1: "requeued", 0: "not_owner", 2: "ended", 3: "expired"}
 
 # Ack an entry and trim what is now an acked prefix of the stream, atomically (a trim computed from a
 # stale view could remove an entry delivered or added in between).
@@ -379,15 +387,18 @@ class JobStore:
         """The most recent jobs that ended failed, newest first."""
         return [v.decode() for v in self.redis.lrange(DEAD_LETTERS, 0, limit - 1)]  # type: ignore[union-attr]
 
-    def retry(self, delivery: Delivery, consumer: str, error: str) -> bool:
-        """Give the job back to the queue at once (ack this entry, add a new one), atomically; False when
-        this consumer no longer owns the entry or the job already has an outcome."""
-        return bool(
-            self._retry(
-                keys=[self.job_key(delivery.job_id), self.stream],
-                args=[self.group, delivery.entry_id, consumer, error, now(), delivery.job_id],
-            )
+    def retry(self, delivery: Delivery, consumer: str, error: str) -> RetryResult:
+        """Give the job back to the queue at once (ack this entry, add a new one), atomically.
+
+        ``requeued``: done. ``not_owner``: the entry passed to another consumer (nothing changed: the
+        job is theirs now). ``ended``: the job already has an outcome; ``expired``: its record is gone;
+        in both cases the entry is acked and nothing is requeued.
+        """
+        code = self._retry(
+            keys=[self.job_key(delivery.job_id), self.stream],
+            args=[self.group, delivery.entry_id, consumer, error, now(), delivery.job_id],
         )
+        return _RETRY_RESULTS[int(code)]
 
 
 class QueueCollector(Collector):

@@ -6,6 +6,10 @@ A failure is retried at once until OCR_MAX_ATTEMPTS, then the job is marked fail
 leaves the queue. SIGTERM stops reading, finishes the current job and exits 0. A lost Redis connection
 is retried with capped exponential backoff; the process does not crash-loop and the job is not lost
 (its entry stays pending and is claimed again).
+
+Every log line about a job carries ``event`` (one of ``EVENTS``, a stable name that log queries and the
+acceptance tests count on; the message text is for people and may change), ``job_id``, ``request_id``,
+``worker`` and ``attempt`` (the attempt number this worker is on; null when it never started one).
 """
 
 from __future__ import annotations
@@ -34,6 +38,24 @@ from service.settings import ServiceSettings, SettingsError, load_settings
 
 log = logging.getLogger("service.worker")
 STALLED_AFTER_S = 60.0
+
+# The ``event`` values of job log lines. An attempt that runs (``job_started``) ends in exactly one of
+# succeeded, failed, retried, retry_lost, outcome_discarded or expired, unless its worker dies; a job's
+# outcome is written once, so across all workers a job has at most one succeeded or failed line.
+EVENTS = frozenset(
+    {
+        "job_started",  # an attempt begins
+        "job_succeeded",  # the result is stored: this worker wrote the job's outcome
+        "job_failed",  # the job is marked failed (attempts exhausted): this worker wrote the outcome
+        "job_retried",  # the attempt failed and the job went back to the queue
+        "job_retry_lost",  # the attempt failed after its entry passed to another worker: theirs now
+        "job_outcome_discarded",  # the job already had an outcome: this attempt's is dropped
+        "job_expired",  # the job's record expired before it ran; its entry is dropped
+        "job_claimed",  # taken over from a silent worker after the visibility timeout
+        "job_already_finished",  # an entry delivered again after its outcome was stored; dropped
+        "job_heartbeat_failed",  # the entry's idle time could not be reset (Redis unreachable)
+    }
+)
 
 
 class WorkerMetrics:
@@ -132,14 +154,15 @@ class Worker:
                 if not self.redis_ok:
                     self.store.ensure_group()
                 deliveries = self.store.claim_stale(self.name)
-                if deliveries:
+                claimed = bool(deliveries)
+                if claimed:
                     self.metrics.claimed.inc(len(deliveries))
                 else:
                     deliveries = self.store.read(self.name, block_ms=1000)
                 self._set_redis(True)
                 backoff = 0.5
                 for delivery in deliveries:
-                    self.process(delivery)
+                    self.process(delivery, claimed=claimed)
             except redis.RedisError as exc:
                 self._set_redis(False)
                 log.warning("redis unavailable: %s; retrying in %.1fs", exc, backoff)
@@ -151,28 +174,42 @@ class Worker:
         self.redis_ok = ok
         self.metrics.redis_up.set(1 if ok else 0)
 
-    def process(self, delivery: Delivery) -> None:
+    def _log(self, level: int, event: str, message: str, *args: Any, **fields: Any) -> None:
+        """One log line about a job, with its stable ``event`` name."""
+        assert event in EVENTS, event
+        log.log(level, message, *args, extra={"event": event, "worker": self.name, **fields})
+
+    def process(self, delivery: Delivery, *, claimed: bool = False) -> None:
         job = self.store.start(delivery, self.name)
+        ended = job is not None and job.status in ("succeeded", "failed")
+        # ``attempt`` is the number start() just counted, the attempt this worker is making.
+        fields = {
+            "job_id": delivery.job_id,
+            "request_id": job.request_id if job else None,
+            "attempt": job.attempts if job and not ended else None,
+        }
+        if claimed:
+            self._log(logging.INFO, "job_claimed", "job taken over from a silent worker", **fields)
         if job is None:
-            log.warning("job %s expired before it ran; dropping its entry", delivery.job_id)
+            self._log(logging.WARNING, "job_expired", "job expired before it ran; dropping its entry", **fields)
             self.store.done(delivery)
             return
-        if job.status in ("succeeded", "failed"):
-            self.store.done(delivery)  # delivered again after its outcome was stored
+        if ended:
+            message = "job delivered again after its outcome was stored; dropping its entry"
+            self._log(logging.INFO, "job_already_finished", message, **fields)
+            self.store.done(delivery)
             return
-        fields = {"job_id": job.job_id, "request_id": job.request_id, "attempt": job.attempts, "worker": self.name}
         if job.attempts > self.settings.max_attempts:
+            # Every allowed attempt was taken and none ended (their workers died): no model run.
             reason = f"gave up after {job.attempts - 1} attempts; last error: {job.error or 'worker lost'}"
-            if self.store.fail(delivery, reason):
-                self.metrics.failed.inc()
-                self.metrics.attempts.observe(job.attempts - 1)
-            log.error("job failed: %s", reason, extra=fields)
+            self._fail(delivery, reason, attempts=job.attempts - 1, fields=fields)
             return
+        self._log(logging.INFO, "job_started", "job started", **fields)
         self.metrics.queue_wait.observe(max(0.0, (job.started_at or 0) - job.created_at))
         self.metrics.busy.set(1)
         self.busy = True
         done = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(delivery, done), daemon=True)
+        heartbeat = threading.Thread(target=self._heartbeat, args=(delivery, done, fields), daemon=True)
         heartbeat.start()
         start = time.perf_counter()
         try:
@@ -181,16 +218,9 @@ class Worker:
             error = f"{type(exc).__name__}: {exc}"
             if job.attempts >= self.settings.max_attempts:
                 reason = f"failed after {job.attempts} attempts; last error: {error}"
-                if self.store.fail(delivery, reason):
-                    self.metrics.failed.inc()
-                    self.metrics.attempts.observe(job.attempts)
-                log.error("job failed: %s", reason, extra=fields)
+                self._fail(delivery, reason, attempts=job.attempts, fields=fields)
             else:
-                if self.store.retry(delivery, self.name, error):
-                    self.metrics.retried.inc()
-                    log.warning("job attempt failed, retrying: %s", error, extra=fields)
-                else:
-                    log.warning("job attempt failed after its entry passed to another worker: %s", error, extra=fields)
+                self._retry(delivery, error, fields)
         else:
             elapsed = time.perf_counter() - start
             result["latency_ms"] = round(elapsed * 1000, 2)
@@ -198,9 +228,10 @@ class Worker:
             if self.store.succeed(delivery, result):
                 self.metrics.processed.inc()
                 self.metrics.attempts.observe(job.attempts)
-                log.info("job succeeded", extra={**fields, "latency_ms": result["latency_ms"]})
+                self._log(logging.INFO, "job_succeeded", "job succeeded", **fields, latency_ms=result["latency_ms"])
             else:
-                log.warning("job already had an outcome; this result is discarded", extra=fields)
+                message = "job already had an outcome; this result is discarded"
+                self._log(logging.WARNING, "job_outcome_discarded", message, **fields)
         finally:
             done.set()
             heartbeat.join(timeout=5)
@@ -208,13 +239,45 @@ class Worker:
             self.last_loop = time.monotonic()
             self.metrics.busy.set(0)
 
-    def _heartbeat(self, delivery: Delivery, done: threading.Event) -> None:
+    def _retry(self, delivery: Delivery, error: str, fields: dict[str, Any]) -> None:
+        outcome = self.store.retry(delivery, self.name, error)
+        if outcome == "requeued":
+            self.metrics.retried.inc()
+            self._log(logging.WARNING, "job_retried", "job attempt failed, retrying: %s", error, **fields)
+        elif outcome == "not_owner":
+            message = "job attempt failed after its entry passed to another worker: %s"
+            self._log(logging.WARNING, "job_retry_lost", message, error, **fields)
+        elif outcome == "ended":
+            message = "job already had an outcome; this attempt's failure is discarded: %s"
+            self._log(logging.WARNING, "job_outcome_discarded", message, error, **fields)
+        else:
+            message = "job expired while it ran; this attempt's failure is discarded: %s"
+            self._log(logging.WARNING, "job_expired", message, error, **fields)
+
+    def _fail(self, delivery: Delivery, reason: str, *, attempts: int, fields: dict[str, Any]) -> None:
+        """Mark the job failed; only the worker whose outcome was stored reports (and counts) the failure."""
+        if self.store.fail(delivery, reason):
+            self.metrics.failed.inc()
+            self.metrics.attempts.observe(attempts)
+            self._log(logging.ERROR, "job_failed", "job failed: %s", reason, **fields)
+        else:
+            message = "job already had an outcome; this failure is discarded: %s"
+            self._log(logging.WARNING, "job_outcome_discarded", message, reason, **fields)
+
+    def _heartbeat(self, delivery: Delivery, done: threading.Event, fields: dict[str, Any]) -> None:
         interval = self.settings.visibility_timeout_s / 3
         while not done.wait(interval):
             try:
                 self.store.touch(self.name, delivery)
             except redis.RedisError as exc:
-                log.warning("heartbeat for %s failed: %s", delivery.job_id, exc)
+                self._log(
+                    logging.WARNING,
+                    "job_heartbeat_failed",
+                    "heartbeat for %s failed: %s",
+                    delivery.job_id,
+                    exc,
+                    **fields,
+                )
 
     def _run_model(self, job: Job) -> dict[str, Any]:
         if job.image is None:

@@ -56,7 +56,7 @@ def test_a_worker_that_lost_its_entry_cannot_requeue_a_finished_job(store: JobSt
     store.start(slow, "worker-b")
     assert store.succeed(slow, {"text": "done"})
     # worker-a wakes up with a failure: it must not undo the outcome.
-    assert store.retry(slow, "worker-a", "RuntimeError: late") is False
+    assert store.retry(slow, "worker-a", "RuntimeError: late") == "not_owner"
     job = store.get(job_id)
     assert job is not None and job.status == "succeeded" and job.result == {"text": "done"}
     assert store.redis.xlen(store.stream) == 0 and store.lag() == 0
@@ -66,11 +66,20 @@ def test_retry_by_the_owner_requeues_once(store: JobStore) -> None:
     job_id, _ = store.enqueue(b"img", request_id="r", tenant_id="t")
     delivery = read_one(store, "worker-a")
     store.start(delivery, "worker-a")
-    assert store.retry(delivery, "worker-a", "ValueError: bad") is True
+    assert store.retry(delivery, "worker-a", "ValueError: bad") == "requeued"
     job = store.get(job_id)
     assert job is not None and (job.status, job.attempts, job.error) == ("queued", 1, "ValueError: bad")
     again = read_one(store, "worker-b")
     assert again.job_id == job_id and again.entry_id != delivery.entry_id
+
+
+def test_retry_of_a_job_that_expired_meanwhile_acks_and_does_not_requeue(store: JobStore) -> None:
+    job_id, _ = store.enqueue(b"img", request_id="r", tenant_id="t")
+    delivery = read_one(store, "worker-a")
+    store.start(delivery, "worker-a")
+    store.redis.delete(store.job_key(job_id))
+    assert store.retry(delivery, "worker-a", "RuntimeError: late") == "expired"
+    assert store.redis.xlen(store.stream) == 0 and store.pending() == 0 and store.lag() == 0
 
 
 def test_start_does_not_touch_a_finished_job(store: JobStore) -> None:
@@ -133,7 +142,7 @@ def test_lag_stays_a_number_when_a_job_is_retried_behind_a_pending_one(store: Jo
     flaky = read_one(store, "worker-b")
     store.start(slow, "worker-a")
     store.start(flaky, "worker-b")
-    assert store.retry(flaky, "worker-b", "RuntimeError: once")
+    assert store.retry(flaky, "worker-b", "RuntimeError: once") == "requeued"
     assert store.lag() == 1
     again = read_one(store, "worker-b")
     assert again.job_id == flaky.job_id and store.lag() == 0 and store.pending() == 2
@@ -188,10 +197,9 @@ def test_trimming_never_removes_work_and_keeps_the_lag_exact(store: JobStore) ->
                 store.fail(delivery, "failed")
                 del pending[delivery.entry_id]
             elif action == "retry":
-                requeued = store.retry(delivery, owner, "RuntimeError: again")
+                assert store.retry(delivery, owner, "RuntimeError: again") == "requeued"
                 del pending[delivery.entry_id]
-                if requeued:
-                    undelivered.append(stream_ids(store)[-1])
+                undelivered.append(stream_ids(store)[-1])
             else:
                 taker = rng.choice(consumers)
                 store.redis.xclaim(store.stream, store.group, taker, 0, [delivery.entry_id])
