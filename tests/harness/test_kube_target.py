@@ -1,0 +1,172 @@
+"""The cluster target's wiring: which object it reads for which question, and what it changes and undoes.
+
+The API server is the I/O boundary here: a stand-in answers with the schema-validated fixtures of
+``fixtures/kube`` (see test_kube_facts.py), keyed by the exact kind, namespace and name the target asks
+for, so a target asking for the wrong object gets a NotFound and fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import TargetUnavailable
+from harness.kube.client import NotFound
+from harness.targets import ClusterTarget, TargetOptions
+
+FIXTURES = Path(__file__).parent / "fixtures" / "kube"
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((FIXTURES / name).read_text()))
+
+
+class ApiServer:
+    """Answers the calls ClusterTarget makes of harness.kube.client.Kube, from fixtures."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, ...], dict[str, Any]] = {
+            ("deployment", "ocr-dev", "ocr-predictor"): load("deployment-predictor.json"),
+            ("deployment", "ocr-dev", "ocr-worker"): load("deployment-worker-stale.json"),
+            ("hpa", "ocr-dev", "ocr-predictor"): load("hpa-predictor.json"),
+            ("keda.sh", "v1alpha1", "ocr-dev", "scaledobjects", "ocr-worker"): load("scaledobject-worker.json"),
+            ("serving.kserve.io", "v1beta1", "ocr-dev", "inferenceservices", "ocr"): load(
+                "inferenceservice-ready.json"
+            ),
+        }
+        self.pod_lists: dict[tuple[str, str], list[dict[str, Any]]] = {
+            ("ocr-dev", "serving.kserve.io/inferenceservice=ocr"): [
+                load("pod-predictor-ready.json"),
+                load("pod-predictor-terminating.json"),
+            ],
+        }
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.execs: list[tuple[str, str, str, list[str], bytes | None]] = []
+
+    def _get(self, *key: str) -> dict[str, Any]:
+        if key not in self.objects:
+            raise NotFound(f"{key}: not found")
+        return self.objects[key]
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get("deployment", namespace, name)
+
+    def hpa(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get("hpa", namespace, name)
+
+    def custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> dict[str, Any]:
+        return self._get(group, version, namespace, plural, name)
+
+    def patch_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: dict[str, Any]
+    ) -> None:
+        self._get(group, version, namespace, plural, name)
+        self.patches.append((name, body))
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.pod_lists.get((namespace, selector), [])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [load("node-ready.json")]
+
+    def namespaces(self) -> list[str]:
+        return ["ocr-dev", "kube-system"]
+
+    def node_metrics(self) -> list[dict[str, Any]]:
+        return [load("nodemetrics.json")]
+
+    def exec(self, namespace: str, target: str, container: str, argv: list[str], *, input: bytes | None = None,
+             timeout: float = 60) -> str:  # fmt: skip
+        self.execs.append((namespace, target, container, argv, input))
+        return json.dumps({"lag": 3, "entries_added": 40, "dead_letter_ids": ["a" * 32], "job_id": "b" * 32})
+
+
+def target(tmp_path: Path, profile: str = "milestone3") -> tuple[ClusterTarget, ApiServer]:
+    server = ApiServer()
+    t = ClusterTarget(TargetOptions(artifacts=tmp_path, kube_context="ctx", profile=profile))
+    t._kube = server  # type: ignore[assignment]
+    return t, server
+
+
+def test_replicas_and_what_the_autoscalers_see(tmp_path: Path) -> None:
+    t, _ = target(tmp_path)
+    assert t.replicas("predictor") == 2
+    assert t.replicas("service") == 2  # the service is the predictor on a cluster
+    # The worker Deployment's status is older than its spec: not taken as a count.
+    assert t.replicas("worker") == 0
+    predictor = t.scaling("predictor")
+    assert predictor["hpa"]["desired"] == 5 and predictor["hpa"]["cpu_target"] == 65
+    worker = t.scaling("worker")
+    assert worker["scaledobject"]["paused_replicas"] == "2" and worker["scaledobject"]["ready"] is True
+
+
+def test_a_knative_predictor_is_counted_by_its_ready_pods(tmp_path: Path) -> None:
+    t, _ = target(tmp_path, "scale-to-zero")
+    assert t.replicas("predictor") == 1  # one Ready, one terminating
+    assert t.service_headers() == {"host": "ocr-predictor-ocr-dev.example.com"}
+
+
+def test_the_inference_service_and_the_cluster(tmp_path: Path) -> None:
+    t, _ = target(tmp_path)
+    assert t.inference_service()["ready"] is True
+    facts = t.cluster_facts()
+    assert facts["nodes"][0]["ready"] is True
+    assert facts["namespaces"] == ["kube-system", "ocr-dev"]
+    assert facts["node_usage"][0]["cpu"] == "812345678n"
+
+
+def test_workers_are_pinned_with_keda_and_released_when_the_scenario_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t, server = target(tmp_path)
+    monkeypatch.setattr(t, "_follow", lambda component: None)  # no `kubectl logs -f` against a stand-in
+    ready = load("pod-predictor-ready.json")
+    server.pod_lists[("ocr-dev", "app.kubernetes.io/name=ocr-worker")] = [
+        {**ready, "metadata": {**ready["metadata"], "name": f"ocr-worker-{i}"}} for i in (1, 2)
+    ]
+    assert t.ensure_workers(2) == ["ocr-worker-1", "ocr-worker-2"]
+    t.scenario_finished()
+    assert server.patches == [
+        ("ocr-worker", {"metadata": {"annotations": {"autoscaling.keda.sh/paused-replicas": "2"}}}),
+        ("ocr-worker", {"metadata": {"annotations": {"autoscaling.keda.sh/paused-replicas": None}}}),
+    ]
+    assert t._undo == []
+
+
+def test_queue_facts_come_from_the_admin_command_in_the_predictor(tmp_path: Path) -> None:
+    t, server = target(tmp_path)
+    assert t.queue_lag() == 3
+    assert t.entries_added() == 40
+    assert t.dead_letters() == ["a" * 32]
+    assert t.inject_job(b"\x89PNG damaged") == "b" * 32
+    namespace, where, container, argv, data = server.execs[-1]
+    assert (namespace, where, container) == ("ocr-dev", "deploy/ocr-predictor", "kserve-container")
+    assert argv == ["python", "-m", "service.jobs_admin", "inject"] and data == b"\x89PNG damaged"
+    m1, _ = target(tmp_path, "milestone1")
+    with pytest.raises(TargetUnavailable, match="no job queue"):
+        m1.queue_lag()
+
+
+def test_prometheus_jobs_are_the_podmonitors(tmp_path: Path) -> None:
+    t, _ = target(tmp_path)
+    assert t.scrape_job("service") == "ocr-dev/ocr-predictor"
+    assert t.scrape_job("worker") == "ocr-dev/ocr-worker"
+    with pytest.raises(TargetUnavailable):
+        t.scrape_job("redis")
+
+
+def test_the_gateway_exists_only_with_istio(tmp_path: Path) -> None:
+    t, _ = target(tmp_path, "milestone1")
+    with pytest.raises(TargetUnavailable, match="no ingress gateway"):
+        t.gateway_url()
+    assert ClusterTarget(TargetOptions(artifacts=tmp_path, profile="milestone2")).alternate_hosts() == [
+        "ocr-predictor-ocr-dev.example.com"
+    ]
+
+
+def test_a_cluster_without_a_context_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TargetUnavailable, match="--kube-context"):
+        ClusterTarget(TargetOptions(artifacts=tmp_path)).start()
