@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 from pytest_bdd import given, parsers, then, when
 
@@ -170,7 +168,7 @@ def logged_line(
     target: Target, ctx: dict, evidence: ScenarioEvidence, request_id: str, tenant: str, status: int
 ) -> None:
     def lines() -> list[dict]:
-        return [json.loads(x) for x in target.logs("service").splitlines() if f'"request_id":"{request_id}"' in x]
+        return [e for e in target.log_events("service") if e.get("request_id") == request_id]
 
     found = eventually(evidence, f"log line for {request_id}", lines, lambda ls: len(ls) >= 1, seconds=10)
     evidence.record("log_lines", found)

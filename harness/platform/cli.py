@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.platform import env, preflight, profiles, tools
+from harness.platform.env import WORK_DIR
 from harness.platform.plan import CLUSTER, GROUPS, IMAGE, Spec
 from harness.ports import free_port
-
-WORK_DIR = Path(".cache/platform")
 
 
 def _spec_args(cmd: argparse.ArgumentParser) -> None:

@@ -23,6 +23,8 @@ from harness.platform.run import LIVE_PROBES, StepResult, kind_clusters, run_pla
 from harness.platform.tools import resolve
 
 PLACEHOLDER_MARK = "placeholder-"
+# Generated inputs (kind config, chart values, the rendered overlay with its secrets): git-ignored.
+WORK_DIR = Path(".cache/platform")
 LOCAL_IMAGES = ("ocr:dev", IMAGE)
 
 

@@ -8,17 +8,13 @@ then waits for the InferenceService. ``stop`` deletes the cluster only when this
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.errors import HarnessError, TargetUnavailable
-from harness.platform.env import gateway_host_port, provision, teardown
+from harness.platform.env import WORK_DIR, gateway_host_port, provision, teardown
 from harness.platform.plan import CLUSTER, Spec
 from harness.platform.run import kind_clusters
 from harness.ports import LOOPBACK, free_port
 from harness.targets.base import TargetOptions
 from harness.targets.kube import ClusterTarget
-
-WORK_DIR = Path(".cache/platform/kind")
 
 
 class KindTarget(ClusterTarget):
@@ -35,7 +31,8 @@ class KindTarget(ClusterTarget):
 
     def spec(self) -> Spec:
         port = gateway_host_port(self.cluster) or free_port()
-        return Spec(profile=self.profile, work_dir=WORK_DIR, cluster=self.cluster, host_port=port)
+        # The same work folder as `harness up` uses for this cluster, so both find each other's files.
+        return Spec(profile=self.profile, work_dir=WORK_DIR / self.cluster, cluster=self.cluster, host_port=port)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
