@@ -95,19 +95,27 @@ def spec_from(args: argparse.Namespace) -> Spec:
 
 
 def _is_minikube(context: str) -> bool:
-    """minikube names its kubeconfig context after its profile."""
-    try:
-        tools.resolve("minikube")
-    except Exception:  # noqa: BLE001 - no minikube: not a minikube context
-        return False
+    """minikube marks the contexts it writes with an extension whose provider is minikube.sigs.k8s.io."""
     from harness import commands
+    from harness.errors import HarnessError
 
     try:
-        out = commands.run([tools.resolve("minikube"), "profile", "list", "-o", "json"], timeout=60)
-        valid = json.loads(out).get("valid") or []
-    except Exception:  # noqa: BLE001 - an old or broken minikube: treat the context as a plain cluster
+        out = commands.run([tools.resolve("kubectl"), "config", "view", "-o", "json"], timeout=30)
+    except HarnessError:
         return False
-    return any(p.get("Name") == context for p in valid)
+    return context_provider(json.loads(out), context) == "minikube.sigs.k8s.io"
+
+
+def context_provider(kubeconfig: dict[str, Any], context: str) -> str | None:
+    """The provider a kubeconfig context's extensions name (minikube writes one), or None."""
+    for entry in kubeconfig.get("contexts") or []:
+        if entry.get("name") != context:
+            continue
+        for extension in (entry.get("context") or {}).get("extensions") or []:
+            provider = (extension.get("extension") or {}).get("provider")
+            if provider:
+                return str(provider)
+    return None
 
 
 def _up(args: argparse.Namespace) -> int:

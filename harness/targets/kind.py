@@ -8,8 +8,10 @@ then waits for the InferenceService. ``stop`` deletes the cluster only when this
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness.errors import HarnessError, TargetUnavailable
-from harness.platform.env import WORK_DIR, gateway_host_port, provision, teardown
+from harness.platform.env import WORK_DIR, export_logs, gateway_host_port, provision, teardown
 from harness.platform.plan import CLUSTER, Spec
 from harness.platform.run import kind_clusters
 from harness.ports import LOOPBACK, free_port
@@ -24,6 +26,7 @@ class KindTarget(ClusterTarget):
         super().__init__(options)
         self.cluster = CLUSTER
         self._created = False
+        self._kind_logs_exported = False
 
     @property
     def context(self) -> str:
@@ -57,6 +60,13 @@ class KindTarget(ClusterTarget):
                 f"kind cluster {self.cluster} publishes no gateway port (recreate it with harness up)"
             )
         return f"http://{LOOPBACK}:{port}"
+
+    def collect_evidence(self, dest: Path) -> None:
+        super().collect_evidence(dest)
+        # The nodes' own logs (kubelet, containerd) once per run: the export takes a while.
+        if not self._kind_logs_exported:
+            self._kind_logs_exported = True
+            export_logs(self.spec(), self.options.artifacts / "platform" / "kind-logs-at-first-failure")
 
     def stop(self) -> None:
         super().stop()

@@ -59,3 +59,29 @@ def test_targets_skip_by_their_capabilities() -> None:
     m3 = TargetOptions(artifacts=local.artifacts, profile="milestone3")
     assert KindTarget.skip_reason(m3, {"istio", "keda", "hpa"}, {"milestone3"}) is None
     assert ClusterTarget.skip_reason(m3, {"knative"}, {"optional"}) is not None
+
+
+def test_a_minikube_context_is_known_by_its_kubeconfig_extension() -> None:
+    from harness.platform.cli import context_provider
+
+    kubeconfig = {
+        "contexts": [
+            {"name": "kind-ocr", "context": {"cluster": "kind-ocr", "user": "kind-ocr"}},
+            {
+                "name": "minikube",
+                "context": {
+                    "cluster": "minikube",
+                    "user": "minikube",
+                    "extensions": [
+                        {
+                            "name": "context_info",
+                            "extension": {"provider": "minikube.sigs.k8s.io", "version": "v1.37.0"},
+                        }
+                    ],
+                },
+            },
+        ]
+    }
+    assert context_provider(kubeconfig, "minikube") == "minikube.sigs.k8s.io"
+    assert context_provider(kubeconfig, "kind-ocr") is None
+    assert context_provider(kubeconfig, "absent") is None
