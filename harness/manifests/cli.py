@@ -23,7 +23,7 @@ from harness.manifests.crds import CRD_DIR_ENV, default_crd_dir, download_crds
 from harness.manifests.paths import SECRETS_DIR
 from harness.manifests.render import overlay_names, render
 from harness.manifests.schemas import SchemaCatalog
-from harness.manifests.secrets import generate_api_keys, render_with_keys
+from harness.manifests.secrets import generate_secrets, render_with_keys
 from harness.manifests.validate import validate_overlays
 
 
@@ -52,11 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     show = sub.add_parser("render", help="print the rendered objects of an overlay")
     show.add_argument("overlay", help=f"overlay name ({', '.join(overlay_names())}) or a kustomization directory")
-    show.add_argument("--with-keys", action="store_true", help="use this cluster's API keys (manifests/secrets)")
+    show.add_argument(
+        "--with-keys", action="store_true", help="use this cluster's API keys and Redis password (manifests/secrets)"
+    )
     show.set_defaults(func=run_render)
 
-    keys = sub.add_parser("keys", help=f"generate per-cluster API keys into {SECRETS_DIR} (git-ignored)")
-    keys.add_argument("--force", action="store_true", help="replace existing keys")
+    keys = sub.add_parser(
+        "keys", help=f"generate per-cluster API keys and the job Redis password into {SECRETS_DIR} (git-ignored)"
+    )
+    keys.add_argument("--force", action="store_true", help="replace existing secrets")
     keys.set_defaults(func=run_keys)
 
     fetch = sub.add_parser("fetch-crds", help="download the pinned versions' CRDs (network)")
@@ -82,8 +86,8 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    path = generate_api_keys(force=args.force)
-    print(f"API keys in {path}")
+    for path in generate_secrets(force=args.force):
+        print(f"secrets in {path}")
     return 0
 
 

@@ -82,6 +82,33 @@ def drop(objects: list[Obj], kind: str, name: str, namespace: str | None = None)
             objects.remove(obj)
 
 
+def env_var(entry: Obj, name: str) -> Obj:
+    return next(var for var in entry["env"] if var["name"] == name)
+
+
+def redis_script(objects: list[Obj], old: str, new: str) -> None:
+    command = container(objects, "ocr-redis")["command"]
+    assert old in command[-1]
+    command[-1] = command[-1].replace(old, new)
+
+
+def redis_policy(objects: list[Obj], name: str = "ocr-redis") -> Obj:
+    return the(objects, "NetworkPolicy", name)["spec"]
+
+
+def move_password_after_url(objects: list[Obj]) -> None:
+    env = container(objects, "ocr-worker")["env"]
+    password = env_var(container(objects, "ocr-worker"), "OCR_REDIS_PASSWORD")
+    env.remove(password)
+    env.append(password)
+
+
+def probe_logs_in_with_another_variable(objects: list[Obj]) -> None:
+    redis = container(objects, "ocr-redis")
+    env_var(redis, "REDISCLI_AUTH")["name"] = "REDIS_PASSWORD"
+    redis_script(objects, "$REDISCLI_AUTH", "$REDIS_PASSWORD")
+
+
 def api_key_values(objects: list[Obj]) -> list[str]:
     return the(objects, "AuthorizationPolicy", "ocr-require-api-key")["spec"]["rules"][0]["when"][0]["values"]
 
@@ -101,6 +128,8 @@ ISVC = "InferenceService/ocr-dev/ocr"
 WORKER = "Deployment/ocr-dev/ocr-worker"
 SCALED = "ScaledObject/ocr-dev/ocr-worker"
 RATELIMIT_FILTER = "EnvoyFilter/istio-system/ocr-ratelimit-filter"
+REDIS = "Deployment/ocr-dev/ocr-redis"
+REDIS_FENCE = "NetworkPolicy/ocr-dev/ocr-redis"
 RATELIMIT_CONFIG = (
     "domain: ocr-api\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: second, requests_per_unit: 10}\n"
 )
@@ -380,6 +409,196 @@ CASES = [
         WORKER,
         "is not above the job timeout 30 s",
         "spec.template.spec.terminationGracePeriodSeconds",
+    ),
+    # the job Redis
+    Case(
+        "redis without a password",
+        "milestone3",
+        "redis-auth",
+        lambda o: container(o, "ocr-redis").update(command=["redis-server", "--appendonly", "yes"]),
+        REDIS,
+        "runs without requirepass",
+        "spec.template.spec.containers[0].command",
+    ),
+    Case(
+        "redis password on the command line",
+        "milestone3",
+        "redis-auth",
+        lambda o: container(o, "ocr-redis").update(command=["redis-server", "--requirepass", "$(REDISCLI_AUTH)"]),
+        REDIS,
+        "--requirepass puts the password on the command line",
+    ),
+    Case(
+        "redis password written in the manifest",
+        "milestone3",
+        "redis-auth",
+        lambda o: redis_script(o, "$REDISCLI_AUTH", "hunter2"),
+        REDIS,
+        "given a literal",
+    ),
+    Case(
+        "redis password not from a Secret",
+        "milestone3",
+        "redis-auth",
+        lambda o: env_var(container(o, "ocr-redis"), "REDISCLI_AUTH").update(valueFrom=None, value="hunter2"),
+        REDIS,
+        "is not set from a Secret",
+        "spec.template.spec.containers[0].env",
+    ),
+    Case(
+        "redis Secret missing",
+        "full",
+        "redis-auth",
+        lambda o: drop(o, "Secret", "ocr-redis-auth"),
+        REDIS,
+        "Secret key ocr-dev/ocr-redis-auth/password is not in the render",
+    ),
+    Case(
+        "redis probe does not log in",
+        "milestone3",
+        "redis-auth",
+        probe_logs_in_with_another_variable,
+        REDIS,
+        "the readinessProbe cannot log in",
+    ),
+    Case(
+        "redis probe ignores the answer",
+        "milestone3",
+        "redis-auth",
+        lambda o: container(o, "ocr-redis")["livenessProbe"]["exec"].update(command=["redis-cli", "ping"]),
+        REDIS,
+        "the livenessProbe passes whatever Redis answers",
+        "spec.template.spec.containers[0].livenessProbe.exec.command",
+    ),
+    Case(
+        "workers without the password",
+        "milestone3",
+        "redis-auth-shared",
+        lambda o: set_env(container(o, "ocr-worker"), "OCR_REDIS_URL", "redis://ocr-redis:6379/0"),
+        WORKER,
+        "connects without a password",
+    ),
+    Case(
+        "password written into the URL",
+        "full",
+        "redis-auth-shared",
+        lambda o: set_env(predictor(o)["containers"][0], "OCR_REDIS_URL", "redis://:hunter2@ocr-redis:6379/0"),
+        ISVC,
+        "has the password written into OCR_REDIS_URL",
+    ),
+    Case(
+        "predictor reads another Secret",
+        "milestone3",
+        "redis-auth-shared",
+        lambda o: env_var(predictor(o)["containers"][0], "OCR_REDIS_PASSWORD")["valueFrom"]["secretKeyRef"].update(
+            name="other-secret"
+        ),
+        ISVC,
+        "OCR_REDIS_PASSWORD is not set from Secret key ocr-redis-auth/password",
+    ),
+    Case(
+        "password defined after the URL",
+        "milestone3",
+        "redis-auth-shared",
+        move_password_after_url,
+        WORKER,
+        "is defined after OCR_REDIS_URL, so $(OCR_REDIS_PASSWORD) is not expanded",
+    ),
+    Case(
+        "KEDA without authentication",
+        "milestone3",
+        "redis-auth-shared",
+        lambda o: the(o, "ScaledObject", "ocr-worker")["spec"]["triggers"][0].pop("authenticationRef"),
+        SCALED,
+        "KEDA would connect without the password",
+        "spec.triggers[0].authenticationRef",
+    ),
+    Case(
+        "KEDA reads another key",
+        "full",
+        "redis-auth-shared",
+        lambda o: the(o, "TriggerAuthentication", "ocr-redis-auth")["spec"]["secretTargetRef"][0].update(key="pw"),
+        "TriggerAuthentication/ocr-dev/ocr-redis-auth",
+        "parameter password is ocr-redis-auth/pw, not Secret key ocr-redis-auth/password",
+    ),
+    Case(
+        "redis not fenced",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: [drop(o, "NetworkPolicy", name) for name in ("ocr-redis", "ocr-redis-allow-keda")],
+        REDIS,
+        "no NetworkPolicy selects the job Redis' pods",
+    ),
+    Case(
+        "KEDA fenced out",
+        "full",
+        "redis-network-policy",
+        lambda o: drop(o, "NetworkPolicy", "ocr-redis-allow-keda"),
+        REDIS,
+        "no NetworkPolicy admits KEDA's operator",
+    ),
+    Case(
+        "KEDA looked for in the wrong namespace",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: redis_policy(o, "ocr-redis-allow-keda")["ingress"][0]["from"][0]["namespaceSelector"].update(
+            matchLabels={"kubernetes.io/metadata.name": "kube-system"}
+        ),
+        "NetworkPolicy/ocr-dev/ocr-redis-allow-keda",
+        "selects none of the job Redis' clients",
+        "spec.ingress[0].from[0]",
+    ),
+    Case(
+        "workers' label misspelt",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: redis_policy(o)["ingress"][0]["from"][1]["podSelector"].update(
+            matchLabels={"app.kubernetes.io/name": "ocr-workers"}
+        ),
+        REDIS,
+        "no NetworkPolicy admits the workers",
+    ),
+    Case(
+        "every peer admitted",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: redis_policy(o)["ingress"][0].pop("from"),
+        REDIS_FENCE,
+        "without from admits every peer",
+        "spec.ingress[0]",
+    ),
+    Case(
+        "every port opened",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: redis_policy(o)["ingress"][0].pop("ports"),
+        REDIS_FENCE,
+        "without ports opens every port",
+    ),
+    Case(
+        "another port opened",
+        "full",
+        "redis-network-policy",
+        lambda o: redis_policy(o)["ingress"][0]["ports"].append({"protocol": "TCP", "port": 16379}),
+        REDIS_FENCE,
+        "admits port 16379",
+        "spec.ingress[0].ports[1]",
+    ),
+    Case(
+        "a whole namespace admitted",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: redis_policy(o)["ingress"][0]["from"].append({"namespaceSelector": {}}),
+        REDIS_FENCE,
+        "admits every pod of the selected namespaces",
+    ),
+    Case(
+        "an address block admitted",
+        "milestone3",
+        "redis-network-policy",
+        lambda o: redis_policy(o)["ingress"][0]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}}),
+        REDIS_FENCE,
+        "admits an address block",
     ),
     # mesh
     Case(

@@ -10,11 +10,13 @@ profiles they apply to; :func:`check` runs every rule that applies. The rules, b
   worker-grace-period
 - ``mesh``: mtls-strict, deny-all, sidecar-injection, api-key-required
 - ``ratelimit``: ratelimit-per-key, ratelimit-wiring
+- ``redis``: redis-auth, redis-auth-shared, redis-network-policy
 """
 
 from __future__ import annotations
 
-from harness.manifests.policies import autoscaling, mesh, namespaces, ratelimit, workloads  # noqa: F401  # register
+# Imported to register their rules.
+from harness.manifests.policies import autoscaling, mesh, namespaces, ratelimit, redis, workloads  # noqa: F401
 from harness.manifests.policies.base import RULES, Context, Rule, check, rule
 
 __all__ = ["RULES", "Context", "Rule", "check", "rule"]

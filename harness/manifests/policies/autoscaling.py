@@ -127,7 +127,7 @@ def _scale_target(ctx: Context, scaled: Obj) -> Obj | None:
     return next((obj for obj in candidates if obj.get("apiVersion") == wanted), None)
 
 
-def _redis_triggers(scaled: Obj) -> list[tuple[int, Obj]]:
+def redis_triggers(scaled: Obj) -> list[tuple[int, Obj]]:
     triggers = dig(scaled, "spec", "triggers") or []
     return [(i, t) for i, t in enumerate(triggers) if isinstance(t, dict) and t.get("type") == "redis-streams"]
 
@@ -159,7 +159,7 @@ def keda_stream(ctx: Context) -> Iterator[Finding]:
     """The redis-streams trigger watches the stream and group the workers consume (OCR_JOBS_STREAM/GROUP)."""
     for scaled in find(ctx.objects, "ScaledObject"):
         target = _scale_target(ctx, scaled)
-        triggers = _redis_triggers(scaled)
+        triggers = redis_triggers(scaled)
         if not triggers:
             yield finding(scaled, "keda-stream", "no redis-streams trigger", "spec.triggers")
         if target is None:
@@ -188,7 +188,7 @@ def keda_stream(ctx: Context) -> Iterator[Finding]:
 def keda_lag_mode(ctx: Context) -> Iterator[Finding]:
     """The redis-streams trigger is in lag mode (consumerGroup + lagCount), the mode that can reach zero."""
     for scaled in find(ctx.objects, "ScaledObject"):
-        for index, trigger in _redis_triggers(scaled):
+        for index, trigger in redis_triggers(scaled):
             metadata = trigger.get("metadata") or {}
             for field in ("consumerGroup", "lagCount"):
                 if not metadata.get(field):
@@ -243,7 +243,7 @@ def keda_redis_address(ctx: Context) -> Iterator[Finding]:
         target = _scale_target(ctx, scaled)
         url = _env(target, "OCR_REDIS_URL") if target else None
         namespace = dig(scaled, "metadata", "namespace") or ""
-        for index, trigger in _redis_triggers(scaled):
+        for index, trigger in redis_triggers(scaled):
             path: list[str | int] = ["spec", "triggers", index, "metadata", "address"]
             address = str((trigger.get("metadata") or {}).get("address") or "")
             host, _, port = address.rpartition(":")
@@ -266,7 +266,7 @@ def keda_redis_address(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-def _workers(objects: Sequence[Obj]) -> list[tuple[Obj, list[Container]]]:
+def worker_deployments(objects: Sequence[Obj]) -> list[tuple[Obj, list[Container]]]:
     out = []
     for deployment in find(objects, "Deployment"):
         running = [c for c in containers(deployment) if WORKER_MODULE in (c.spec.get("command") or [])]
@@ -278,7 +278,7 @@ def _workers(objects: Sequence[Obj]) -> list[tuple[Obj, list[Container]]]:
 @rule("worker-grace-period", when=lambda p: p.jobs)
 def worker_grace_period(ctx: Context) -> Iterator[Finding]:
     """A worker told to stop may finish its job: terminationGracePeriodSeconds above OCR_REQUEST_TIMEOUT_S."""
-    workers = _workers(ctx.objects)
+    workers = worker_deployments(ctx.objects)
     if not workers:
         yield finding(RENDER, "worker-grace-period", f"no Deployment runs {WORKER_MODULE}")
     for deployment, running in workers:
