@@ -75,6 +75,10 @@ def rate_limit_action(objects: list[Obj]) -> Obj:
     return patch["patch"]["value"]["rate_limits"][0]["actions"][0]["request_headers"]
 
 
+def rate_limits_patch(objects: list[Obj]) -> Obj:
+    return the(objects, "EnvoyFilter", "ocr-ratelimit-actions")["spec"]["configPatches"][0]
+
+
 def drop(objects: list[Obj], kind: str, name: str, namespace: str | None = None) -> None:
     for obj in list(objects):
         meta = obj["metadata"]
@@ -761,6 +765,45 @@ CASES = [
         lambda o: rate_limit_action(o).update(header_name=":path"),
         "(render)",
         "sends the x-api-key header",
+    ),
+    Case(
+        "rate limit on one host",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: rate_limits_patch(o)["match"].update(
+            routeConfiguration={"vhost": {"name": "ocr-ocr-dev.example.com:80", "route": {"action": "ANY"}}}
+        ),
+        "EnvoyFilter/istio-system/ocr-ratelimit-actions",
+        "only for virtual host name 'ocr-ocr-dev.example.com:80': requests to any other host",
+        "spec.configPatches[0].match.routeConfiguration.vhost.name",
+    ),
+    Case(
+        "rate limit on one domain",
+        "full",
+        "ratelimit-wiring",
+        lambda o: rate_limits_patch(o)["match"].update(
+            routeConfiguration={"vhost": {"domainName": "ocr-ocr-dev.example.com"}}
+        ),
+        "EnvoyFilter/istio-system/ocr-ratelimit-actions",
+        "only for virtual host domainName",
+    ),
+    Case(
+        "rate limit on one port",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: rate_limits_patch(o)["match"].update(routeConfiguration={"portNumber": 80}),
+        "EnvoyFilter/istio-system/ocr-ratelimit-actions",
+        "only for route configuration portNumber 80",
+        "spec.configPatches[0].match.routeConfiguration.portNumber",
+    ),
+    Case(
+        "rate limit on routes only",
+        "milestone2",
+        "ratelimit-wiring",
+        lambda o: rate_limits_patch(o).update(applyTo="HTTP_ROUTE"),
+        "EnvoyFilter/istio-system/ocr-ratelimit-actions",
+        "not every VIRTUAL_HOST",
+        "spec.configPatches[0].applyTo",
     ),
     Case(
         "no filter",

@@ -201,6 +201,9 @@ def ratelimit_wiring(ctx: Context) -> Iterator[Finding]:
             "ratelimit-wiring",
             f"no gateway rate_limits action sends the {API_KEY_HEADER} header as a descriptor",
         )
+    # Once per patch, though one patch may send the key from several actions (patches are dicts: by identity).
+    for patch in {id(p): p for p, _ in sent}.values():
+        yield from _every_host(patch)
     limited = {d.get("key") for c in ratelimit_configs(ctx.objects) for d in c.descriptors if isinstance(d, dict)}
     for patch, key in sent:
         if key not in limited:
@@ -209,4 +212,44 @@ def ratelimit_wiring(ctx: Context) -> Iterator[Finding]:
                 "ratelimit-wiring",
                 f"descriptor_key {key!r} is limited by no ratelimit configuration",
                 patch.path("patch", "value", "rate_limits"),
+            )
+
+
+# What narrows a VIRTUAL_HOST patch in Istio 1.30 (envoyfilter/rc_patch.go): routeConfigurationMatch compares
+# the route configuration's name, port number, port name and gateway; virtualHostMatch compares the vhost's
+# name and domainName (a vhost's route match plays no part for VIRTUAL_HOST patches).
+_ROUTE_CONFIGURATION_NARROWING = ("name", "portNumber", "portName", "gateway")
+_VHOST_NARROWING = ("name", "domainName")
+
+
+def _every_host(patch: Patch) -> Iterator[Finding]:
+    """The rate_limits must reach every virtual host of the gateway: a host left out is a way around the limit
+    (KServe's raw Ingress serves a second host for the predictor)."""
+    if patch.spec.get("applyTo") != "VIRTUAL_HOST":
+        yield finding(
+            patch.envoyfilter,
+            "ratelimit-wiring",
+            f"rate_limits are patched into {patch.spec.get('applyTo')}, not every VIRTUAL_HOST of the gateway",
+            patch.path("applyTo"),
+        )
+        return
+    route_configuration = dig(patch.spec, "match", "routeConfiguration") or {}
+    for field in _ROUTE_CONFIGURATION_NARROWING:
+        if route_configuration.get(field):
+            yield finding(
+                patch.envoyfilter,
+                "ratelimit-wiring",
+                f"rate_limits only for route configuration {field} {route_configuration[field]!r}: the gateway's"
+                " other servers are not limited",
+                patch.path("match", "routeConfiguration", field),
+            )
+    vhost = route_configuration.get("vhost") or {}
+    for field in _VHOST_NARROWING:
+        if vhost.get(field):
+            yield finding(
+                patch.envoyfilter,
+                "ratelimit-wiring",
+                f"rate_limits only for virtual host {field} {vhost[field]!r}: requests to any other host of the"
+                " gateway bypass the limit",
+                patch.path("match", "routeConfiguration", "vhost", field),
             )
