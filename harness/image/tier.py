@@ -310,6 +310,23 @@ class ImageTier:
             raise self._fail_with_logs(self.worker, f"job {job_id} ended {job}")
         return f"job {job_id} succeeded in {time.monotonic() - start:.1f}s, read {text!r}"
 
+    def check_admin(self, redis_url: str) -> str:
+        """The queue admin command, as a cluster runs it through ``kubectl exec``: the image's Python and
+        dependencies alone, one JSON object on stdout."""
+        argv = oneshot_argv(
+            self.image,
+            ["python", "-m", "service.jobs_admin", "stats"],
+            user=str(USER_ID),
+            network="host",
+            env={"OCR_REDIS_URL": redis_url},
+        )
+        out = commands.run(argv, timeout=120)
+        stats = json.loads(out)  # all of stdout: anything else printed there would break the harness
+        done = (stats.get("entries_added", 0) >= 1, stats.get("lag"), stats.get("pending"))
+        if done != (True, 0, 0):
+            raise CheckFailed(f"stats after the job should show it added and nothing waiting: {stats}")
+        return f"stats: {out.strip()}"
+
     def check_sigterm(self) -> str:
         results = []
         for name in (self.worker, self.api):
@@ -338,6 +355,7 @@ class ImageTier:
                 (f"POST /predict reads {WORD!r}", self.check_predict),
                 ("the container's processes are not root", self.check_not_root),
                 ("a worker container sees a job through", lambda: self.check_job(redis.url)),
+                ("python -m service.jobs_admin stats in the image", lambda: self.check_admin(redis.url)),
                 ("SIGTERM stops both with exit code 0", self.check_sigterm),
             ]
             for name, step in steps:
