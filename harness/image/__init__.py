@@ -4,6 +4,9 @@
 - ``harness image build [--offline-base] [--tag ocr:dev]``: the image, from a wheelhouse collected on the
   host (``wheelhouse``), so that the build itself needs neither registry nor index with ``--offline-base``.
 - ``harness image test [--offline-base] [--tag ocr:dev] [--no-build]``: build, then the checks of ``tier``.
+- ``harness image save [--tag ocr:dev] [--output PATH]``: an archive of the image (``docker save``) for
+  ``kind load image-archive``, which works where ``kind load docker-image`` does not (Docker 29's containerd
+  image store; see ``docker``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from harness.image import base
 from harness.image.build import DEFAULT_TAG, REPO, build_image, default_cache_dir, load_pyproject
-from harness.image.docker import engine_version
+from harness.image.docker import engine_version, save_image
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +66,11 @@ def register(subparsers: Any) -> None:
     _build_options(test_cmd)
     test_cmd.add_argument("--no-build", dest="build", action="store_false", help="test the image --tag as it is")
     test_cmd.set_defaults(func=_cmd_test)
+
+    save_cmd = sub.add_parser("save", help="write the image as an archive for `kind load image-archive`")
+    save_cmd.add_argument("--tag", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
+    save_cmd.add_argument("--output", type=Path, default=None, help="archive path (default: artifacts/image/<tag>.tar)")
+    save_cmd.set_defaults(func=_cmd_save)
 
 
 def _say(line: str) -> None:
@@ -116,3 +124,15 @@ def _cmd_test(args: argparse.Namespace) -> int:
     _say(f"report: {write_report(report, args.artifacts)}")
     _say(report.closing_line())
     return 0 if report.failed == 0 and report.checks else 1
+
+
+def archive_path(tag: str) -> Path:
+    """Where ``harness image save`` writes ``tag`` by default: ``artifacts/image/<tag, / and : as _>.tar``."""
+    return Path("artifacts/image") / (tag.replace("/", "_").replace(":", "_") + ".tar")
+
+
+def _cmd_save(args: argparse.Namespace) -> int:
+    engine_version()
+    path = save_image(args.tag, args.output or archive_path(args.tag))
+    _say(f"{args.tag}: {path} ({path.stat().st_size / 1e6:.1f} MB); load it with `kind load image-archive {path}`")
+    return 0

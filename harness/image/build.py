@@ -21,7 +21,7 @@ from typing import Any
 from harness import versions
 from harness.errors import CommandFailed, HarnessError
 from harness.image import base, commands, wheelhouse
-from harness.image.docker import build_argv, docker
+from harness.image.docker import attestation_flags, build_argv, docker
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = Path("service/Dockerfile")
@@ -203,7 +203,13 @@ def build_image(
     try:
         stage_context(repo, context, wheels)
         say(f"build: {tag} on {base_image} (log {log_dir / 'build.log'})")
-        argv = build_argv(context=context, dockerfile=context / DOCKERFILE, tag=tag, build_args=args)
+        argv = build_argv(
+            context=context,
+            dockerfile=context / DOCKERFILE,
+            tag=tag,
+            build_args=args,
+            extra_flags=attestation_flags(),
+        )
         try:
             commands.run_logged(argv, log=log_dir / "build.log", timeout=BUILD_TIMEOUT_S)
         except CommandFailed as exc:

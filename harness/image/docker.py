@@ -1,17 +1,24 @@
-"""The docker command line, as argv lists built from keyword options, and the engine check.
+"""The docker command line, as argv lists built from keyword options, the engine check, and image archives.
 
 The builders are pure (unit-tested); :func:`docker` runs one of them. Every container the tier starts uses
 the host network (the CI engine runs with ``--bridge=none``) and listens on loopback only.
+
+Images are built without attestations where the builder would add them (:func:`attestation_flags`), and
+:func:`save_image` writes an image archive: both for kind, whose ``kind load docker-image`` fails
+(``ctr: content digest ... not found``) on images with provenance attestations under Docker 29's containerd
+image store (kubernetes-sigs/kind#3795, #4236), and whose ``kind load image-archive`` takes the archive.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import TargetUnavailable
+from harness.errors import HarnessError, TargetUnavailable
 from harness.image import commands
 from harness.processes import require_binary
 
@@ -45,6 +52,9 @@ def docker(*args: str, timeout: float = 120.0) -> str:
     return commands.run([DOCKER, *args], timeout=timeout).strip()
 
 
+NO_ATTESTATIONS = ("--provenance=false", "--sbom=false")
+
+
 def build_argv(
     *,
     context: Path,
@@ -52,12 +62,37 @@ def build_argv(
     tag: str,
     build_args: Mapping[str, str],
     network: str = "host",
+    extra_flags: Sequence[str] = (),
 ) -> list[str]:
-    """``docker build`` of ``context`` with ``dockerfile``; build args in a stable (sorted) order."""
+    """``docker build`` of ``context`` with ``dockerfile``; build args in a stable (sorted) order, then
+    ``extra_flags`` (e.g. :func:`attestation_flags`)."""
     argv = [DOCKER, "build", "--network", network, "--force-rm", "--file", str(dockerfile), "--tag", tag]
     for key in sorted(build_args):
         argv += ["--build-arg", f"{key}={build_args[key]}"]
-    return [*argv, str(context)]
+    return [*argv, *extra_flags, str(context)]
+
+
+def flags_from_help(help_text: str) -> list[str]:
+    """The no-attestation flags, if the ``docker build --help`` text offers both: buildx's does (it makes
+    provenance attestations by default), the legacy builder's does not (it makes none, and refuses the
+    flags as unknown)."""
+    offered = set(re.findall(r"--[a-z][a-z-]*", help_text))
+    return list(NO_ATTESTATIONS) if {"--provenance", "--sbom"} <= offered else []
+
+
+def attestation_flags(timeout: float = 60.0) -> list[str]:
+    """``--provenance=false --sbom=false`` when ``docker build`` runs BuildKit through buildx, else nothing.
+
+    Asked of ``docker build --help`` itself: the CLI picks the builder for ``--help`` exactly as for a build
+    (``DOCKER_BUILDKIT``, the daemon's default builder, whether buildx is installed), so the answer holds for
+    the build that follows. Docker 29's ``docker build`` is buildx; an engine whose default is the legacy
+    builder (Debian's docker.io 20.10, as CI runs) gets no flags. If the question itself fails, no flags:
+    the build then reports what is wrong.
+    """
+    try:
+        return flags_from_help(docker("build", "--help", timeout=timeout))
+    except HarnessError:
+        return []
 
 
 @dataclass(frozen=True)
@@ -86,9 +121,19 @@ def run_argv(spec: ContainerSpec) -> list[str]:
     return [*argv, spec.image, *spec.command]
 
 
-def oneshot_argv(image: str, command: Sequence[str], *, user: str = "10001") -> list[str]:
-    """``docker run --rm`` of one command, with no network, read-only, as ``user``."""
-    return [DOCKER, "run", "--rm", "--network", "none", "--read-only", "--user", user, image, *command]
+def oneshot_argv(
+    image: str,
+    command: Sequence[str],
+    *,
+    user: str = "10001",
+    network: str = "none",
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``docker run --rm`` of one command, read-only, as ``user``, with no network unless given one."""
+    argv = [DOCKER, "run", "--rm", "--network", network, "--read-only", "--user", user]
+    for key in sorted(env or {}):
+        argv += ["--env", f"{key}={(env or {})[key]}"]
+    return [*argv, image, *command]
 
 
 def stop_argv(name: str, *, grace_s: int) -> list[str]:
@@ -118,3 +163,26 @@ def import_argv(tarball: Path, tag: str, *, changes: Sequence[str] = ()) -> list
     for change in changes:
         argv += ["--change", change]
     return [*argv, str(tarball), tag]
+
+
+def save_argv(tag: str, path: Path) -> list[str]:
+    return [DOCKER, "save", "--output", str(path), tag]
+
+
+SAVE_TIMEOUT_S = 900.0
+
+
+def save_image(tag: str, path: Path, *, timeout: float = SAVE_TIMEOUT_S) -> Path:
+    """Write image ``tag`` to the archive ``path`` (``docker save``) for ``kind load image-archive``.
+
+    The archive is written beside ``path`` under a temporary name and renamed into place once complete, so
+    an interrupted save never leaves a truncated archive where a cluster would load it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        commands.run(save_argv(tag, partial), timeout=timeout)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

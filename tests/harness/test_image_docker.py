@@ -1,11 +1,56 @@
+import json
 import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.errors import TargetUnavailable
-from harness.image import docker
-from harness.image.docker import ContainerSpec, build_argv, import_argv, oneshot_argv, run_argv, stop_argv
+from harness.errors import HarnessError, TargetUnavailable
+from harness.image import commands, docker
+from harness.image.docker import (
+    NO_ATTESTATIONS,
+    ContainerSpec,
+    attestation_flags,
+    build_argv,
+    flags_from_help,
+    import_argv,
+    oneshot_argv,
+    run_argv,
+    save_image,
+    stop_argv,
+)
+
+# Excerpts of `docker build --help`: buildx's (BuildKit; it adds provenance attestations by default) and the
+# legacy builder's, as Debian's docker.io 20.10 engine answers it.
+BUILDX_HELP = """
+Usage:  docker buildx build [OPTIONS] PATH | URL | -
+
+Start a build
+
+Options:
+      --add-host strings              Add a custom host-to-IP mapping (format: "host:ip")
+      --attest stringArray            Attestation parameters (format: "type=sbom,generator=image")
+      --build-arg stringArray         Set build-time variables
+  -o, --output stringArray            Output destination (format: "type=local,dest=path")
+      --provenance string             Shorthand for "--attest=type=provenance"
+      --pull                          Always attempt to pull all referenced images
+      --sbom string                   Shorthand for "--attest=type=sbom"
+  -t, --tag stringArray               Name and optionally a tag (format: "name:tag")
+"""
+LEGACY_HELP = """
+Usage:  docker build [OPTIONS] PATH | URL | -
+
+Build an image from a Dockerfile
+
+Options:
+      --add-host list           Add a custom host-to-IP mapping (host:ip)
+      --build-arg list          Set build-time variables
+      --force-rm                Always remove intermediate containers
+      --network string          Set the networking mode for the RUN instructions during build (default "default")
+  -t, --tag list                Name and optionally a tag in the 'name:tag' format
+"""
 
 
 def test_build_argv_uses_host_network_and_sorted_build_args() -> None:
@@ -22,6 +67,24 @@ def test_build_argv_uses_host_network_and_sorted_build_args() -> None:
     args = [argv[i + 1] for i, a in enumerate(argv) if a == "--build-arg"]
     assert args == ["BASE_IMAGE=ocr-base:bookworm", "WHEELHOUSE=1"]
     assert argv[-1] == "/ctx"
+
+
+def test_build_argv_puts_extra_flags_before_the_context() -> None:
+    argv = build_argv(
+        context=Path("/ctx"),
+        dockerfile=Path("/ctx/Dockerfile"),
+        tag="t",
+        build_args={"A": "1"},
+        extra_flags=NO_ATTESTATIONS,
+    )
+    assert argv[-3:] == ["--provenance=false", "--sbom=false", "/ctx"]
+    assert "--provenance=false" not in build_argv(context=Path("/c"), dockerfile=Path("/c/D"), tag="t", build_args={})
+
+
+def test_no_attestation_flags_only_where_the_builder_offers_both() -> None:
+    assert flags_from_help(BUILDX_HELP) == ["--provenance=false", "--sbom=false"]
+    assert flags_from_help(LEGACY_HELP) == []  # the legacy builder refuses them: "unknown flag: --provenance"
+    assert flags_from_help(BUILDX_HELP.replace("--sbom", "--something")) == []
 
 
 def test_run_argv_is_hardened_and_puts_the_command_after_the_image() -> None:
@@ -46,6 +109,9 @@ def test_run_argv_without_read_only() -> None:
 def test_oneshot_and_stop_argv() -> None:
     assert oneshot_argv("i", ["id", "-u"])[-3:] == ["i", "id", "-u"]
     assert "none" in oneshot_argv("i", ["true"])
+    argv = oneshot_argv("i", ["true"], network="host", env={"B": "2", "A": "1"})
+    assert argv[argv.index("--network") + 1] == "host"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--env"] == ["A=1", "B=2"]
     assert stop_argv("c", grace_s=30) == ["docker", "stop", "--time", "30", "c"]
 
 
@@ -76,3 +142,65 @@ def test_engine_version_returns_the_server_version(monkeypatch: pytest.MonkeyPat
         docker.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0, "20.10.24\n", "")
     )
     assert docker.engine_version() == "20.10.24"
+
+
+def test_a_failed_save_leaves_no_archive_behind(tmp_path: Path) -> None:
+    """With or without an engine, saving an image that does not exist fails, and neither the archive nor
+    its temporary file is left where a cluster would load it."""
+    archive = tmp_path / "images" / "missing.tar"
+    with pytest.raises(HarnessError):
+        save_image(f"ocr-test-missing-{uuid.uuid4().hex[:8]}:none", archive)
+    assert list(archive.parent.iterdir()) == []
+
+
+# --- against the Docker engine, when one answers -------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_image(tmp_path: Path) -> Iterator[str]:
+    """An image built here from scratch (no registry, no base image) with the tier's own build command line."""
+    try:
+        docker.engine_version(timeout=10)
+    except TargetUnavailable as exc:
+        pytest.skip(f"needs a Docker engine: {exc}")
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    (context / "hello.txt").write_text("hello\n")
+    tag = f"ocr-test-tiny:{uuid.uuid4().hex[:8]}"
+    argv = build_argv(
+        context=context,
+        dockerfile=context / "Dockerfile",
+        tag=tag,
+        build_args={},
+        extra_flags=attestation_flags(),
+    )
+    commands.run(argv, timeout=300)  # this engine's builder accepts what attestation_flags chose
+    yield tag
+    docker.docker("image", "rm", "--force", tag)
+
+
+def test_save_image_writes_an_archive_that_loads_back(tiny_image: str, tmp_path: Path) -> None:
+    archive = save_image(tiny_image, tmp_path / "out" / "tiny.tar")
+    assert archive == tmp_path / "out" / "tiny.tar" and archive.is_file()
+    assert [p.name for p in archive.parent.iterdir()] == ["tiny.tar"]
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == [tiny_image]
+    image_id = docker.docker("image", "inspect", "--format", "{{.Id}}", tiny_image)
+    docker.docker("image", "rm", tiny_image)
+    docker.docker("load", "--input", str(archive))
+    assert docker.docker("image", "inspect", "--format", "{{.Id}}", tiny_image) == image_id
+
+
+def test_the_save_command_writes_the_archive(tiny_image: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from harness.image import archive_path, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["image", "save", "--tag", tiny_image, "--output", str(tmp_path / "a.tar")])
+    assert args.func(args) == 0
+    assert (tmp_path / "a.tar").is_file() and "kind load image-archive" in capsys.readouterr().out
+    assert archive_path("dev.local/ocr:dev") == Path("artifacts/image/dev.local_ocr_dev.tar")
