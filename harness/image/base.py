@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import commands
 from harness.errors import HarnessError, TargetUnavailable
-from harness.image import commands
 from harness.image.docker import docker, import_argv
 from harness.processes import require_binary
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import versions
+from harness import commands, versions
 from harness.errors import CommandFailed, HarnessError
-from harness.image import base, commands, wheelhouse
+from harness.image import base, wheelhouse
 from harness.image.docker import attestation_flags, build_argv, docker
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import commands
 from harness.errors import HarnessError, TargetUnavailable
-from harness.image import commands
 from harness.processes import require_binary
 
 DOCKER = "docker"

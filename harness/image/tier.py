@@ -29,9 +29,8 @@ from typing import Any
 
 import httpx
 
-from harness import wait
+from harness import commands, wait
 from harness.errors import CommandFailed, HarnessError
-from harness.image import commands
 from harness.image.build import BuildResult
 from harness.image.docker import (
     ContainerSpec,

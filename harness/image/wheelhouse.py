@@ -30,8 +30,8 @@ from typing import Any
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 
+from harness import commands
 from harness.errors import HarnessError, ToolMissing
-from harness.image import commands
 
 PYTHON = (3, 11)
 MACHINE = "x86_64"

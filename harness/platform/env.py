@@ -51,8 +51,8 @@ def render_for(spec: Spec) -> Callable[[Path], None]:
     def render(dest: Path) -> None:
         from harness.manifests import secrets
 
-        if secrets.uses_api_keys(spec.profile.name):
-            secrets.generate_api_keys(secrets.SECRETS_DIR)
+        if secrets.uses_secrets(spec.profile.name):
+            secrets.generate_secrets(secrets.SECRETS_DIR)  # API keys, the job Redis password; kept once made
         objects = with_image([dict(o) for o in secrets.render_with_keys(spec.profile.name)], spec.image)
         text = yaml.safe_dump_all(objects, sort_keys=False)
         if PLACEHOLDER_MARK in text:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import commands
 from harness.errors import HarnessError, TargetUnavailable
-from harness.image import commands, docker
+from harness.image import docker
 from harness.image.docker import (
     NO_ATTESTATIONS,
     ContainerSpec,

@@ -285,36 +285,43 @@ def test_runner_retries_only_what_the_step_allows(tmp_path: Path, monkeypatch: p
     assert counter.read_text().strip() == "1"  # not retried: the object is wrong, waiting will not help
 
 
-def test_deploy_render_has_real_keys_and_never_a_placeholder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("overlay", ["milestone1", "milestone2", "full"])
+def test_deploy_render_has_real_secrets_and_never_a_placeholder(
+    overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     import harness.manifests.secrets as secrets
     from harness.errors import HarnessError
     from harness.manifests.render import render
-    from harness.platform.env import PLACEHOLDER_MARK as PLACEHOLDER_KEY_MARK
-    from harness.platform.env import render_for
+    from harness.platform.env import PLACEHOLDER_MARK, render_for
 
-    example = (secrets.MANIFESTS_DIR / "components/istio/api-keys.env.example").read_text()
-    assert PLACEHOLDER_KEY_MARK in example  # the committed keys are marked, so the guard below can see them
-    # Render with fresh keys, in a temporary copy of manifests/: nothing is written to the repository.
+    for example in ("components/istio/api-keys.env.example", "components/jobs/redis-auth.env.example"):
+        # The committed secrets are marked, so the guard below can see them.
+        assert PLACEHOLDER_MARK in (secrets.MANIFESTS_DIR / example).read_text()
+    # Render in a temporary copy of manifests/: nothing is written to the repository. The render makes the
+    # per-cluster secrets itself.
     copy = tmp_path / "manifests"
     shutil.copytree(secrets.MANIFESTS_DIR, copy, ignore=shutil.ignore_patterns("secrets"))
     monkeypatch.setattr(secrets, "MANIFESTS_DIR", copy)
     monkeypatch.setattr(secrets, "SECRETS_DIR", copy / "secrets")
-    secrets.generate_api_keys(copy / "secrets")
     original = secrets.render_with_keys
     monkeypatch.setattr(secrets, "render_with_keys", lambda overlay: original(overlay, manifests_dir=copy))
-    render_for(spec("milestone2", tmp_path))(tmp_path / "out.yaml")
+    render_for(spec(overlay, tmp_path))(tmp_path / "out.yaml")
     text = (tmp_path / "out.yaml").read_text()
-    assert PLACEHOLDER_KEY_MARK not in text
-    keys = secrets.read_api_keys(copy / "secrets" / "api-keys.env")
-    assert all(value in text for value in keys.values())
+    assert PLACEHOLDER_MARK not in text
+    if overlay != "milestone1":
+        keys = secrets.read_api_keys(copy / "secrets" / "api-keys.env")
+        assert all(value in text for value in keys.values())
+    if overlay == "full":
+        assert secrets.read_redis_password(copy / "secrets" / "redis-auth.env") in text
     # The service image is the one loaded into the cluster (dev.local: Knative resolves no tag there).
     images = {line.split("image:", 1)[1].strip() for line in text.splitlines() if "image: " in line and "ocr" in line}
     assert images == {"dev.local/ocr:dev"}, images
 
+    if overlay == "milestone1":
+        return
     # A render that kept the committed placeholders is refused.
     monkeypatch.setattr(secrets, "render_with_keys", lambda overlay: render(copy / "overlays" / overlay))
-
     with pytest.raises(HarnessError, match="placeholder"):
-        render_for(spec("milestone2", tmp_path))(tmp_path / "refused.yaml")
+        render_for(spec(overlay, tmp_path))(tmp_path / "refused.yaml")

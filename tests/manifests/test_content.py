@@ -102,3 +102,11 @@ def test_promtool_accepts_the_rules(rendered: Rendered, tmp_path: Path) -> None:
 def test_the_dashboard_file_is_the_one_rendered(rendered: Rendered) -> None:
     committed = json.loads((MANIFESTS_DIR / "components" / "monitoring" / "dashboards" / "ocr.json").read_text())
     assert dashboard(rendered("milestone1")) == committed
+
+
+def test_a_worker_names_itself_after_its_pod(rendered: Rendered) -> None:
+    """The cluster target maps a job's worker (the stream consumer) to the pod that ran it, to stop that pod."""
+    worker = the(rendered("milestone3"), "Deployment", "ocr-worker")
+    (container,) = [c for c in containers(worker) if c.spec["name"] == "worker"]
+    env = {e["name"]: e for e in container.spec["env"]}
+    assert env["OCR_WORKER_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
