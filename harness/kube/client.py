@@ -8,6 +8,7 @@ this boundary into :class:`~harness.errors.HarnessError`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,8 @@ class Kube:
 
         self.context = context
         try:
-            self.api = config.new_client_from_config(context=context)
+            # $KUBECONFIG read now (the client reads it once, at import); a ':'-separated list is merged.
+            self.api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
         except Exception as exc:
             raise TargetUnavailable(f"cannot use kubeconfig context {context!r}: {exc}") from exc
         self.core = client.CoreV1Api(self.api)
