@@ -25,6 +25,10 @@ def load(name: str) -> dict[str, Any]:
     return dict(json.loads((FIXTURES / name).read_text()))
 
 
+def a_list(kind: str, items: list[dict[str, Any]], api_version: str = "v1") -> dict[str, Any]:
+    return {"kind": kind, "apiVersion": api_version, "metadata": {}, "items": items}
+
+
 class ApiServer(BaseHTTPRequestHandler):
     routes: dict[str, Any] = {}
     seen: list[tuple[str, str, str, bytes]] = []
@@ -68,18 +72,17 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kube]:
         "/apis/apps/v1/namespaces/ocr-dev/deployments/ocr-predictor": load("deployment-predictor.json"),
         "/apis/autoscaling/v2/namespaces/ocr-dev/horizontalpodautoscalers/ocr-predictor": load("hpa-predictor.json"),
         "/apis/keda.sh/v1alpha1/namespaces/ocr-dev/scaledobjects/ocr-worker": load("scaledobject-worker.json"),
-        "/apis/serving.kserve.io/v1beta1/namespaces/ocr-dev/inferenceservices/ocr": load(
-            "inferenceservice-ready.json"
+        "/apis/serving.kserve.io/v1beta1/namespaces/ocr-dev/inferenceservices/ocr": load("inferenceservice-ready.json"),
+        "/api/v1/namespaces/ocr-dev/pods": a_list("PodList", [load("pod-predictor-ready.json")]),
+        "/api/v1/nodes": a_list("NodeList", [load("node-ready.json")]),
+        "/api/v1/namespaces": a_list(
+            "NamespaceList", [{"metadata": {"name": "ocr-dev"}}, {"metadata": {"name": "keda"}}]
         ),
-        "/api/v1/namespaces/ocr-dev/pods": {"kind": "PodList", "apiVersion": "v1", "metadata": {},
-                                            "items": [load("pod-predictor-ready.json")]},  # fmt: skip
-        "/api/v1/nodes": {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [load("node-ready.json")]},
-        "/api/v1/namespaces": {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
-                               "items": [{"metadata": {"name": "ocr-dev"}}, {"metadata": {"name": "keda"}}]},
-        "/apis/metrics.k8s.io/v1beta1/nodes": {"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
-                                               "metadata": {}, "items": [load("nodemetrics.json")]},
+        "/apis/metrics.k8s.io/v1beta1/nodes": a_list(
+            "NodeMetricsList", [load("nodemetrics.json")], "metrics.k8s.io/v1beta1"
+        ),
         "/api/v1/namespaces/ocr-dev/pods/ocr-worker-1/log": b'{"event": "job_succeeded"}\n',
-    }  # fmt: skip
+    }
     server = ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -125,7 +128,7 @@ def test_objects_come_back_as_the_api_sent_them(kube: Kube) -> None:
 
 
 def test_a_missing_object_is_not_found(kube: Kube) -> None:
-    with pytest.raises(NotFound, match="inferenceservices.serving.kserve.io ocr-dev/absent"):
+    with pytest.raises(NotFound, match=r"inferenceservices\.serving\.kserve\.io ocr-dev/absent"):
         kube.custom_object("serving.kserve.io", "v1beta1", "ocr-dev", "inferenceservices", "absent")
 
 
