@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from harness import commands
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ToolMissing
 from harness.platform import preflight
 from harness.platform.plan import APP_NAMESPACE, GATEWAY_NODE_PORT, IMAGE, Spec, install_plan, teardown_plan
 from harness.platform.run import LIVE_PROBES, StepResult, kind_clusters, run_plan
@@ -111,9 +111,17 @@ def export_logs(spec: Spec, dest: Path, *, say: Callable[[str], None] = print) -
 
 
 def teardown(spec: Spec, *, log_dir: Path | None, say: Callable[[str], None] = print) -> None:
-    """Export logs (best effort), then always delete the kind cluster."""
+    """Export logs (best effort), then always delete the kind cluster; no cluster is nothing to do."""
     if not spec.owns_cluster:
         raise HarnessError("down deletes only the kind cluster the harness made; this spec names an existing context")
+    try:
+        exists = spec.cluster in kind_clusters()
+    except ToolMissing:
+        say(f"kind is not installed: there is no kind cluster {spec.cluster} to delete")
+        return
+    if not exists:
+        say(f"no kind cluster {spec.cluster}: nothing to delete")
+        return
     try:
         if log_dir is not None:
             where = export_logs(spec, log_dir, say=say)

@@ -142,3 +142,35 @@ def test_versions_are_read_from_what_tools_print() -> None:
     assert tools.parse_version("kind v0.31.0 go1.25.5 linux/amd64") == (0, 31, 0)
     assert tools.parse_version(json.dumps({"gitVersion": "v1.35.0"})) == (1, 35, 0)
     assert tools.parse_version("no version here") is None
+
+
+def test_down_always_deletes_an_existing_cluster_even_when_the_log_export_fails(bin_dir: Path, tmp_path: Path) -> None:
+    from harness.platform.env import teardown
+
+    calls = tmp_path / "calls"
+    fake_tool(
+        bin_dir,
+        "kind",
+        f'echo "$@" >> {calls}\n'
+        'case "$1" in get) echo ocr-platform;; export) echo "export failed: disk full" >&2; exit 1;; esac\n',
+    )
+    said: list[str] = []
+    teardown(kind_spec(tmp_path), log_dir=tmp_path / "logs", say=said.append)
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "get clusters"
+    assert any(line.startswith("export logs") for line in lines)
+    assert lines[-1] == "delete cluster --name ocr-platform"
+    assert any("kind export logs failed" in line for line in said)
+
+
+def test_down_without_a_cluster_is_nothing_to_do(bin_dir: Path, tmp_path: Path) -> None:
+    from harness.platform.env import teardown
+
+    said: list[str] = []
+    teardown(kind_spec(tmp_path), log_dir=None, say=said.append)
+    assert said == ["kind is not installed: there is no kind cluster ocr-platform to delete"]
+    calls = tmp_path / "calls"
+    fake_tool(bin_dir, "kind", f'echo "$@" >> {calls}\ncase "$1" in get) echo other-cluster;; esac\n')
+    teardown(kind_spec(tmp_path), log_dir=None, say=said.append)
+    assert calls.read_text().splitlines() == ["get clusters"]
+    assert said[-1] == "no kind cluster ocr-platform: nothing to delete"
