@@ -253,105 +253,53 @@ def platform_steps(spec: Spec, probes: Probes) -> list[Step]:
     ctx = spec.context
     addons = spec.profile.addons
     work = spec.work_dir
+
+    def helm(
+        name: str,
+        release: str,
+        chart: Chart,
+        namespace: str,
+        values: dict[str, str] | None = None,
+        values_file: Path | None = None,
+        timeout: str = HELM_TIMEOUT,
+    ) -> Step:
+        argv = helm_install(
+            release, chart, namespace=namespace, context=ctx, values=values, values_file=values_file, timeout=timeout
+        )
+        return _helm_step(name, argv, probes)
+
     steps: list[Step] = []
     if "metrics-server" in addons:
+        # kind's kubelets serve certificates without IP SANs.
         steps.append(
-            _helm_step(
-                "metrics-server",
-                helm_install(
-                    "metrics-server",
-                    versions.METRICS_SERVER,
-                    namespace="kube-system",
-                    context=ctx,
-                    # kind's kubelets serve certificates without IP SANs.
-                    values={"args": "{--kubelet-insecure-tls}"},
-                ),
-                probes,
-            )
-        )
+            helm("metrics-server", "metrics-server", versions.METRICS_SERVER, "kube-system",
+                 values={"args": "{--kubelet-insecure-tls}"})
+        )  # fmt: skip
     if "cert-manager" in addons:
         steps.append(
-            _helm_step(
-                "cert-manager",
-                helm_install(
-                    "cert-manager",
-                    versions.CERT_MANAGER,
-                    namespace="cert-manager",
-                    context=ctx,
-                    values={"crds.enabled": "true"},
-                ),
-                probes,
-            )
+            helm("cert-manager", "cert-manager", versions.CERT_MANAGER, "cert-manager", values={"crds.enabled": "true"})
         )
     if "istio" in addons:
         steps += [
-            _helm_step(
-                "istio base",
-                helm_install(
-                    "istio-base",
-                    versions.ISTIO_BASE,
-                    namespace="istio-system",
-                    context=ctx,
-                    values={"defaultRevision": "default"},
-                ),
-                probes,
-            ),
-            _helm_step(
-                "istiod",
-                helm_install(
-                    "istiod",
-                    versions.ISTIOD,
-                    namespace="istio-system",
-                    context=ctx,
-                    values=ISTIOD_VALUES,
-                ),
-                probes,
-            ),
+            helm("istio base", "istio-base", versions.ISTIO_BASE, "istio-system",
+                 values={"defaultRevision": "default"}),
+            helm("istiod", "istiod", versions.ISTIOD, "istio-system", values=ISTIOD_VALUES),
             # The release name gives the gateway its istio=ingressgateway label and its service account.
-            _helm_step(
-                "istio ingress gateway",
-                helm_install(
-                    "istio-ingressgateway",
-                    versions.ISTIO_GATEWAY,
-                    namespace="istio-system",
-                    context=ctx,
-                    values_file=work / "gateway-values.yaml",
-                ),
-                probes,
-            ),
+            helm("istio ingress gateway", "istio-ingressgateway", versions.ISTIO_GATEWAY, "istio-system",
+                 values_file=work / "gateway-values.yaml"),
             Step("ingress class istio", kubectl("apply", "-f", str(work / "ingressclass.yaml"), context=ctx)),
-        ]
+        ]  # fmt: skip
     if "prometheus" in addons:
         steps.append(
-            _helm_step(
-                "kube-prometheus-stack",
-                helm_install(
-                    "kube-prometheus-stack",
-                    versions.KUBE_PROMETHEUS_STACK,
-                    namespace="monitoring",
-                    context=ctx,
-                    values=KUBE_PROMETHEUS_STACK_VALUES,
-                    timeout="15m",
-                ),
-                probes,
-            )
-        )
+            helm("kube-prometheus-stack", "kube-prometheus-stack", versions.KUBE_PROMETHEUS_STACK, "monitoring",
+                 values=KUBE_PROMETHEUS_STACK_VALUES, timeout="15m")
+        )  # fmt: skip
     if "keda" in addons:
-        steps.append(
-            _helm_step(
-                "keda",
-                helm_install("keda", versions.KEDA, namespace="keda", context=ctx, values=KEDA_VALUES),
-                probes,
-            )
-        )
+        steps.append(helm("keda", "keda", versions.KEDA, "keda", values=KEDA_VALUES))
     # KServe's controller looks for the Knative Service CRD once, at start-up: Knative comes first.
     if "knative" in addons:
         steps += [
-            _helm_step(
-                "knative operator",
-                helm_install("knative-operator", versions.KNATIVE_OPERATOR, namespace="knative-operator", context=ctx),
-                probes,
-            ),
+            helm("knative operator", "knative-operator", versions.KNATIVE_OPERATOR, "knative-operator"),
             Step(
                 "knative serving with net-istio",
                 kubectl("apply", "-f", str(work / "knative-serving.yaml"), context=ctx),
@@ -360,36 +308,16 @@ def platform_steps(spec: Spec, probes: Probes) -> list[Step]:
             ),
             Step(
                 "knative serving ready",
-                kubectl(
-                    "wait",
-                    "--for=condition=Ready",
-                    "knativeserving/knative-serving",
-                    "-n",
-                    "knative-serving",
-                    "--timeout=600s",
-                    context=ctx,
-                ),
+                kubectl("wait", "--for=condition=Ready", "knativeserving/knative-serving", "-n", "knative-serving",
+                        "--timeout=600s", context=ctx),
             ),
-        ]
+        ]  # fmt: skip
     if "kserve" in addons:
         steps += [
-            _helm_step(
-                "kserve crds",
-                helm_install("kserve-crd", versions.KSERVE_CRD, namespace="kserve", context=ctx),
-                probes,
-            ),
-            _helm_step(
-                "kserve controller (Standard mode)",
-                helm_install(
-                    "kserve",
-                    versions.KSERVE_RESOURCES,
-                    namespace="kserve",
-                    context=ctx,
-                    values=KSERVE_VALUES,
-                ),
-                probes,
-            ),
-        ]
+            helm("kserve crds", "kserve-crd", versions.KSERVE_CRD, "kserve"),
+            helm("kserve controller (Standard mode)", "kserve", versions.KSERVE_RESOURCES, "kserve",
+                 values=KSERVE_VALUES),
+        ]  # fmt: skip
     return steps
 
 
