@@ -10,6 +10,7 @@ import pytest
 from harness.manifests import policies
 from harness.manifests.objects import Finding, Obj
 from harness.manifests.overlays import OVERLAYS, Profile, infer_profile
+from harness.manifests.policies import tenant
 from harness.manifests.schemas import CLUSTER_SCOPED_BUILTINS, SchemaCatalog
 from harness.manifests.validate import check_objects
 from tests.manifests.helpers import the
@@ -117,6 +118,22 @@ def api_key_values(objects: list[Obj]) -> list[str]:
     return the(objects, "AuthorizationPolicy", "ocr-require-api-key")["spec"]["rules"][0]["when"][0]["values"]
 
 
+def gateway_routes(objects: list[Obj]) -> list[Obj]:
+    """The HTTP routes of the VirtualService on the ingress gateway: team-a, team-b, then no-tenant."""
+    routes = the(objects, "VirtualService", "ocr")["spec"]["http"]
+    assert [r["name"] for r in routes] == ["team-a", "team-b", "no-tenant"]
+    return routes
+
+
+def route_key(objects: list[Obj], index: int) -> Obj:
+    return gateway_routes(objects)[index]["match"][0]["headers"]["x-api-key"]
+
+
+def catch_all_first(objects: list[Obj]) -> None:
+    routes = gateway_routes(objects)
+    routes.insert(0, routes.pop())
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -131,6 +148,8 @@ class Case:
 ISVC = "InferenceService/ocr-dev/ocr"
 WORKER = "Deployment/ocr-dev/ocr-worker"
 SCALED = "ScaledObject/ocr-dev/ocr-worker"
+GATEWAY_ROUTES = "VirtualService/ocr-dev/ocr"
+API_KEY_POLICY = "AuthorizationPolicy/istio-system/ocr-require-api-key"
 RATELIMIT_FILTER = "EnvoyFilter/istio-system/ocr-ratelimit-filter"
 REDIS = "Deployment/ocr-dev/ocr-redis"
 REDIS_FENCE = "NetworkPolicy/ocr-dev/ocr-redis"
@@ -682,6 +701,105 @@ CASES = [
         "(render)",
         "with a request.headers[x-api-key] condition",
     ),
+    # tenant from the API key
+    Case(
+        "a route forwards the client's tenant",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[2].pop("headers"),
+        GATEWAY_ROUTES,
+        "neither sets nor removes x-tenant-id",
+        "spec.http[2].headers.request",
+    ),
+    Case(
+        "a keyed route without the header rule",
+        "full",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[1].pop("headers"),
+        GATEWAY_ROUTES,
+        "neither sets nor removes x-tenant-id",
+        "spec.http[1].headers.request",
+    ),
+    Case(
+        "its key then maps to no tenant",
+        "full",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[1].pop("headers"),
+        API_KEY_POLICY,
+        "allows a key that reaches no route setting x-tenant-id",
+        "spec.rules[0].when[0].values[1]",
+    ),
+    Case(
+        "the tenant set without a key match",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[2].update(headers={"request": {"set": {"x-tenant-id": "team-a"}}}),
+        GATEWAY_ROUTES,
+        "on a route without a match",
+        "spec.http[2].headers.request.set",
+    ),
+    Case(
+        "the tenant set on a key prefix",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: route_key(o, 0).update(prefix=route_key(o, 0).pop("exact")),
+        GATEWAY_ROUTES,
+        "on a match without an exact x-api-key",
+        "spec.http[0].match[0]",
+    ),
+    Case(
+        "a key the policy does not allow",
+        "milestone3",
+        "tenant-from-api-key",
+        lambda o: route_key(o, 1).update(exact="a-key-nobody-allowed"),
+        GATEWAY_ROUTES,
+        "that the gateway's API-key policy does not allow",
+        "spec.http[1].match[0].headers.x-api-key.exact",
+    ),
+    Case(
+        "an allowed key without a route",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: api_key_values(o).append("a-third-key"),
+        API_KEY_POLICY,
+        "allows a key that reaches no route setting x-tenant-id",
+        "spec.rules[0].when[0].values[2]",
+    ),
+    Case(
+        "the tenant appended",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[0]["headers"]["request"].update(add={"x-tenant-id": "team-a"}),
+        GATEWAY_ROUTES,
+        "appended to the value a client sent",
+        "spec.http[0].headers.request.add",
+    ),
+    Case(
+        "an empty tenant",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[0]["headers"]["request"]["set"].update({"x-tenant-id": ""}),
+        GATEWAY_ROUTES,
+        "not a tenant the service accepts",
+        "spec.http[0].headers.request.set",
+    ),
+    Case(
+        "the tenant set for one destination",
+        "milestone2",
+        "tenant-from-api-key",
+        lambda o: gateway_routes(o)[0]["route"][0].update(headers=gateway_routes(o)[0].pop("headers")),
+        GATEWAY_ROUTES,
+        "handled for one destination",
+        "spec.http[0].route[0].headers.request",
+    ),
+    Case(
+        "the catch-all route first",
+        "milestone2",
+        "tenant-from-api-key",
+        catch_all_first,
+        GATEWAY_ROUTES,
+        "never used for this key: route no-tenant comes first",
+    ),
     # rate limit
     Case(
         "100 per second",
@@ -863,3 +981,49 @@ def test_an_unknown_rule_name_is_refused(rendered: Rendered) -> None:
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_declared_profiles_match_what_the_overlays_render(overlay: str, rendered: Rendered) -> None:
     assert infer_profile(rendered(overlay)) == OVERLAYS[overlay]
+
+
+# --- tenant-from-api-key, beyond breaking it -----------------------------------------------------------------
+
+
+def test_the_tenant_pattern_is_the_services() -> None:
+    from service.context import TENANT_RE
+
+    assert tenant.TENANT_PATTERN.pattern == TENANT_RE.pattern
+
+
+def test_header_names_count_whatever_their_case(rendered: Rendered) -> None:
+    """Envoy lowercases request header names and the matcher's: X-Api-Key matches x-api-key."""
+    objects = rendered("milestone2")
+    routes = gateway_routes(objects)
+    for route in routes[:2]:
+        route["match"][0]["headers"] = {"X-Api-Key": route["match"][0]["headers"]["x-api-key"]}
+        route["headers"]["request"]["set"] = {"X-Tenant-ID": route["headers"]["request"]["set"]["x-tenant-id"]}
+    routes[2]["headers"]["request"]["remove"] = ["X-Tenant-Id"]
+    assert run(objects, "milestone2", "tenant-from-api-key") == []
+
+
+def test_only_virtual_services_on_the_ingress_gateway_are_held_to_it(rendered: Rendered) -> None:
+    objects = rendered("milestone2")
+    service = the(objects, "VirtualService", "ocr")
+    gateway_routes(objects)[2].pop("headers")
+    service["spec"]["gateways"] = ["mesh"]
+    assert [f.obj for f in run(objects, "milestone2", "tenant-from-api-key")] == [API_KEY_POLICY] * 2
+    service["spec"]["gateways"] = ["ocr-dev/ocr-gateway"]
+    assert [f.path for f in run(objects, "milestone2", "tenant-from-api-key")] == ["spec.http[2].headers.request"]
+
+
+def test_a_redirect_forwards_no_tenant(rendered: Rendered) -> None:
+    objects = rendered("milestone2")
+    routes = gateway_routes(objects)
+    routes.insert(2, {"name": "docs", "match": [{"uri": {"prefix": "/docs"}}], "redirect": {"uri": "/"}})
+    assert run(objects, "milestone2", "tenant-from-api-key") == []
+
+
+def test_findings_never_name_a_key(rendered: Rendered) -> None:
+    objects = rendered("milestone2")
+    route_key(objects, 0)["exact"] = "a-secret-nobody-allowed"
+    api_key_values(objects).append("another-secret")
+    findings = [str(f) for f in run(objects, "milestone2", "tenant-from-api-key")]
+    assert len(findings) == 3
+    assert not [f for f in findings if "secret" in f or "placeholder" in f]

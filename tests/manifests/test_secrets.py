@@ -28,11 +28,22 @@ from harness.manifests.secrets import (
     uses_secrets,
 )
 from harness.manifests.validate import check_objects
+from harness.targets.kube import API_KEY_CLIENTS
 from tests.manifests.helpers import the
 
 
 def policy_keys(objects: list[dict]) -> list[str]:
     return the(objects, "AuthorizationPolicy", "ocr-require-api-key")["spec"]["rules"][0]["when"][0]["values"]
+
+
+def route_keys(objects: list[dict]) -> dict[str, tuple[str, str]]:
+    """Each keyed route of the gateway's VirtualService: its name -> (the key it matches, the tenant it sets)."""
+    routes = the(objects, "VirtualService", "ocr")["spec"]["http"]
+    return {
+        r["name"]: (r["match"][0]["headers"]["x-api-key"]["exact"], r["headers"]["request"]["set"]["x-tenant-id"])
+        for r in routes
+        if r.get("match")
+    }
 
 
 def redis_password(objects: list[dict]) -> str:
@@ -77,8 +88,11 @@ def test_an_incomplete_keys_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_committed_tree_renders_placeholders() -> None:
-    keys = policy_keys(render("milestone2"))
+    objects = render("milestone2")
+    keys = policy_keys(objects)
     assert keys and all(key.startswith("placeholder-") for key in keys)
+    assert sorted(key for key, _ in route_keys(objects).values()) == sorted(keys)
+    assert "set-by-replacement" not in str(objects)  # every slot the replacements fill is filled
     # The deploy's guard looks for "placeholder-" in the render's text: the Secret keeps it readable.
     assert redis_password(render("milestone3")).startswith("placeholder-")
 
@@ -91,21 +105,25 @@ def test_a_cluster_render_carries_its_secrets_and_nothing_else_does(
     password = read_redis_password(manifests_copy / "secrets" / "redis-auth.env")
     objects = render_with_keys("full", manifests_dir=manifests_copy)
     assert policy_keys(objects) == [keys[name] for name in API_KEY_NAMES]
+    # Each key names its client as the tenant, the client the acceptance harness sends that key for.
+    assert route_keys(objects) == {client: (keys[name], client) for client, name in API_KEY_CLIENTS.items()}
     assert redis_password(objects) == password
     # The sources' ConfigMaps are local config: replacement sources, never applied to the cluster.
     sources = {"ocr-api-keys", "ocr-redis-auth-source"}
     assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] in sources]
     text = "\n".join(str(o) for o in objects)
-    assert sum(text.count(value) for value in keys.values()) == 2
+    # Each key twice: the gateway's policy, and its route in the gateway's VirtualService.
+    assert {value: text.count(value) for value in keys.values()} == {value: 2 for value in keys.values()}
     assert text.count(password) == 1  # the Secret alone; everyone else refers to it
-    assert "placeholder-" not in text
+    assert "placeholder-" not in text and "set-by-replacement" not in text
     assert [str(f) for f in check_objects(objects, catalog, OVERLAYS["full"])] == []
 
 
 def test_an_overlay_without_jobs_needs_no_redis_password(manifests_copy: Path) -> None:
-    generate_api_keys(manifests_copy / "secrets")
+    keys = read_api_keys(generate_api_keys(manifests_copy / "secrets"))
     objects = render_with_keys("milestone2", manifests_dir=manifests_copy)
     assert policy_keys(objects) and not [o for o in objects if o["kind"] == "Secret"]
+    assert sorted(key for key, _ in route_keys(objects).values()) == sorted(keys.values())
     assert not (manifests_copy / "secrets" / "redis-auth.env").exists()
 
 

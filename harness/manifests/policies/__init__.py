@@ -11,12 +11,21 @@ profiles they apply to; :func:`check` runs every rule that applies. The rules, b
 - ``mesh``: mtls-strict, deny-all, sidecar-injection, api-key-required
 - ``ratelimit``: ratelimit-per-key, ratelimit-wiring
 - ``redis``: redis-auth, redis-auth-shared, redis-network-policy
+- ``tenant``: tenant-from-api-key
 """
 
 from __future__ import annotations
 
 # Imported to register their rules.
-from harness.manifests.policies import autoscaling, mesh, namespaces, ratelimit, redis, workloads  # noqa: F401
+from harness.manifests.policies import (  # noqa: F401
+    autoscaling,
+    mesh,
+    namespaces,
+    ratelimit,
+    redis,
+    tenant,
+    workloads,
+)
 from harness.manifests.policies.base import RULES, Context, Rule, check, rule
 
 __all__ = ["RULES", "Context", "Rule", "check", "rule"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from harness.manifests.objects import Finding, Obj, dig, find, finding, is_workload
 from harness.manifests.policies.base import Context, rule
@@ -90,33 +92,45 @@ def sidecar_injection(ctx: Context) -> Iterator[Finding]:
                 )
 
 
+@dataclass(frozen=True)
+class ApiKeyCondition:
+    """A ``request.headers[x-api-key]`` condition of an ALLOW policy on the ingress gateway."""
+
+    policy: Obj
+    path: list[str | int]  # of the condition's values
+    values: list[Any]
+
+
+def api_key_conditions(objects: Sequence[Obj]) -> list[ApiKeyCondition]:
+    """The x-api-key conditions of ALLOW AuthorizationPolicies in istio-system that select the gateway."""
+    out = []
+    for policy in find(objects, "AuthorizationPolicy", namespace=MESH_ROOT_NAMESPACE):
+        if dig(policy, "spec", "selector", "matchLabels") != GATEWAY_SELECTOR:
+            continue
+        if dig(policy, "spec", "action") not in (None, "ALLOW"):
+            continue
+        for r_index, entry in enumerate(dig(policy, "spec", "rules") or []):
+            for w_index, condition in enumerate((entry or {}).get("when") or []):
+                if (condition or {}).get("key") == API_KEY_CONDITION:
+                    values = condition.get("values") or []
+                    path: list[str | int] = ["spec", "rules", r_index, "when", w_index, "values"]
+                    out.append(ApiKeyCondition(policy, path, values if isinstance(values, list) else []))
+    return out
+
+
 @rule("api-key-required", when=lambda p: p.mesh)
 def api_key_required(ctx: Context) -> Iterator[Finding]:
     """The ingress gateway allows only requests with a known x-api-key (an ALLOW AuthorizationPolicy in
     istio-system selecting the gateway, conditioned on the header's value)."""
-    candidates = [
-        p
-        for p in find(ctx.objects, "AuthorizationPolicy", namespace=MESH_ROOT_NAMESPACE)
-        if dig(p, "spec", "selector", "matchLabels") == GATEWAY_SELECTOR and dig(p, "spec", "action") in (None, "ALLOW")
-    ]
-    for policy in candidates:
-        for r_index, entry in enumerate(dig(policy, "spec", "rules") or []):
-            for w_index, condition in enumerate((entry or {}).get("when") or []):
-                if (condition or {}).get("key") != API_KEY_CONDITION:
-                    continue
-                values = condition.get("values") or []
-                if values and all(isinstance(v, str) and v.strip() for v in values):
-                    return
-                yield finding(
-                    policy,
-                    "api-key-required",
-                    "the x-api-key condition lists no usable key",
-                    ["spec", "rules", r_index, "when", w_index, "values"],
-                )
-                return
-    yield finding(
-        RENDER,
-        "api-key-required",
-        f"no ALLOW AuthorizationPolicy in {MESH_ROOT_NAMESPACE} selecting istio=ingressgateway with a "
-        f"{API_KEY_CONDITION} condition",
-    )
+    conditions = api_key_conditions(ctx.objects)
+    if not conditions:
+        yield finding(
+            RENDER,
+            "api-key-required",
+            f"no ALLOW AuthorizationPolicy in {MESH_ROOT_NAMESPACE} selecting istio=ingressgateway with a "
+            f"{API_KEY_CONDITION} condition",
+        )
+        return
+    first = conditions[0]
+    if not (first.values and all(isinstance(v, str) and v.strip() for v in first.values)):
+        yield finding(first.policy, "api-key-required", "the x-api-key condition lists no usable key", first.path)
