@@ -1,7 +1,8 @@
 @milestone2 @gateway @ratelimit
 Feature: Each API key is limited to 10 requests per second at the gateway
   One noisy client must not starve the others. The ingress gateway counts requests per API key and
-  answers the excess with 429 before it reaches the OCR service, whatever host name the client uses.
+  answers the excess with 429 before it reaches the OCR service, whatever host name the client uses. The
+  count restarts every second, as Envoy's global rate limit counts on the cluster.
 
   Background:
     Given the platform is deployed with the "milestone2" profile
@@ -16,6 +17,19 @@ Feature: Each API key is limited to 10 requests per second at the gateway
     When "team-a" sends 20 requests per second and "team-b" sends 5 per second for 10 seconds
     Then some requests from "team-a" are answered 429
     And no request from "team-b" is answered 429
+
+  Scenario: Two clients over their limits are limited independently
+    When "team-a" and "team-b" each send 20 requests per second for 10 seconds
+    Then between 90 and 110 requests from "team-a" are admitted
+    And between 90 and 110 requests from "team-b" are admitted
+    And every other request is answered 429
+
+  Scenario: A throttled client is admitted again after a pause of 2 seconds
+    When "team-a" sends 20 requests per second with a tiny image for 3 seconds
+    Then some requests from "team-a" are answered 429
+    When "team-a" pauses for 2 seconds
+    And "team-a" sends a small image through the gateway
+    Then the gateway answers 200 with the text read
 
   @k8s
   Scenario: Another host name of the predictor does not bypass the limit

@@ -1,8 +1,9 @@
 @milestone2
 Feature: Only clients with a provisioned API key reach the OCR service
   The ingress gateway is the platform's only door. At the gateway a request needs an API key the platform
-  provisioned; inside the mesh every call is mutual TLS and denied unless a policy allows it, so a pod
-  that bypasses the gateway gets nothing either.
+  provisioned, and the tenant a request is logged under is the key's, never one the client names. Inside
+  the mesh every call is mutual TLS and denied unless a policy allows it, so a pod that bypasses the
+  gateway gets nothing either.
 
   Background:
     Given the platform is deployed with the "milestone2" profile
@@ -24,6 +25,13 @@ Feature: Only clients with a provisioned API key reach the OCR service
     Given the API keys "team-a" and "team-b" are provisioned
     When "team-a" sends a small image through the gateway
     Then the gateway answers 200 with the text read
+
+  @gateway
+  Scenario: The tenant is the API key's client, whatever the client claims
+    Given the API keys "team-a" and "team-b" are provisioned
+    When "team-a" sends a small image through the gateway claiming to be tenant "team-b"
+    Then the gateway answers 200 with the text read
+    And the service logs that request with tenant "team-a"
 
   @k8s @istio
   Scenario: A pod outside the mesh cannot reach the predictor

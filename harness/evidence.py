@@ -78,6 +78,8 @@ class RunEvidence:
     root: Path
     target: str
     outcomes: list[ScenarioOutcome] = field(default_factory=list)
+    # Where the run's platform was: its profile and what served as its gateway, once the target knows.
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def scenario(self, feature: str, scenario: str) -> ScenarioEvidence:
         return ScenarioEvidence(self.root / slug(feature) / slug(scenario), feature, scenario)
@@ -90,10 +92,17 @@ class RunEvidence:
         for o in self.outcomes:
             counts[o.outcome] = counts.get(o.outcome, 0) + 1
         self.root.mkdir(parents=True, exist_ok=True)
-        data = {"target": self.target, "counts": counts, "scenarios": [vars(o) for o in self.outcomes]}
+        data = {
+            "target": self.target,
+            **self.facts,
+            "counts": counts,
+            "scenarios": [vars(o) for o in self.outcomes],
+        }
         (self.root / "summary.json").write_text(json.dumps(_jsonable(data), indent=2) + "\n")
         lines = [
             f"# Acceptance run on target `{self.target}`",
+            "",
+            *[f"- {key}: {value}" for key, value in self.facts.items() if value is not None],
             "",
             ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no scenarios",
             "",

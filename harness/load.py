@@ -46,7 +46,8 @@ def ensure_loopback(url: str) -> None:
 
 @dataclass
 class PacedResult:
-    """Each request's send time (seconds from start) and status code (0 for a transport error)."""
+    """Each request's send time (seconds from start, as sent, not as scheduled) and status code (0 for a
+    transport error)."""
 
     sent: list[tuple[float, int]] = field(default_factory=list)
 
@@ -60,10 +61,11 @@ class PacedResult:
         return dict(sorted(out.items()))
 
 
-def paced(send: Callable[[], int], *, rate: float, seconds: float, max_in_flight: int = 32) -> PacedResult:
+def paced(send: Callable[[], int], *, rate: float, seconds: float, max_in_flight: int = 256) -> PacedResult:
     """Call ``send`` ``rate`` times a second for ``seconds`` seconds, on schedule, whatever it returns.
 
-    Exactly ``round(rate * seconds)`` calls are made; a slow answer does not delay the next send.
+    Exactly ``round(rate * seconds)`` calls are made; a slow answer does not delay the next send (up to
+    ``max_in_flight`` answers outstanding at once).
     """
     if rate <= 0 or seconds <= 0:
         raise ValueError("rate and seconds must be positive")
@@ -77,12 +79,13 @@ def paced(send: Callable[[], int], *, rate: float, seconds: float, max_in_flight
         delay = scheduled - time.monotonic()
         if delay > 0:
             time.sleep(delay)  # pacing to a schedule, not waiting for a condition
+        sent_at = time.monotonic() - start
         try:
             status = send()
         except Exception:  # noqa: BLE001 - a transport error is an observation (status 0)
             status = 0
         with lock:
-            result.sent.append((round(scheduled - start, 3), status))
+            result.sent.append((round(sent_at, 3), status))
 
     with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
         list(pool.map(one, range(total)))

@@ -24,12 +24,17 @@ INSTALL_HINTS = {
     "prometheus": "apt-get install prometheus (Debian/Ubuntu) or brew install prometheus (macOS)",
     "promtool": "apt-get install prometheus (Debian/Ubuntu) or brew install prometheus (macOS)",
     "docker": "apt-get install docker.io (Debian/Ubuntu) or install Docker Desktop (macOS)",
+    "haproxy": "apt-get install haproxy (Debian/Ubuntu) or brew install haproxy (macOS)",
 }
 
 
+# Debian installs daemons (haproxy) in sbin folders, which a non-root user's PATH often lacks.
+SBIN = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
+
+
 def require_binary(name: str) -> str:
-    """The path of ``name`` on PATH, or ToolMissing naming the package that provides it."""
-    path = shutil.which(name)
+    """The path of ``name`` on PATH (or in the sbin folders), or ToolMissing naming the package that provides it."""
+    path = shutil.which(name) or shutil.which(name, path=SBIN)
     if path is None:
         raise ToolMissing(name, INSTALL_HINTS.get(name, f"install {name} and put it on PATH"))
     return path

@@ -304,8 +304,11 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     options = config.stash.get(OPTIONS_KEY, None) or target_options(config, [])
     platform = target_class(config.getoption("target"))(options)
     config.stash[TARGET_KEY] = platform
+    run = config.stash[RUN_KEY]
+    run.facts["profile"] = options.profile
     try:
         platform.start()
+        run.facts["gateway"] = platform.describe_gateway()
     except HarnessError as exc:
         try:
             platform.stop()
@@ -327,7 +330,9 @@ def evidence(request: pytest.FixtureRequest) -> ScenarioEvidence:
 def client(target: Target) -> Iterator[httpx.Client]:
     """An HTTP client that never retries and never follows redirects: a 429 or 503 is seen as it is. It
     carries the headers the target's routing needs (a Host header for a Knative predictor)."""
-    transport = httpx.HTTPTransport(retries=0)
+    # Connections enough for paced gateway traffic (20 requests a second per client, answers that queue).
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+    transport = httpx.HTTPTransport(retries=0, limits=limits)
     with httpx.Client(
         transport=transport, timeout=httpx.Timeout(60.0), follow_redirects=False, headers=target.service_headers()
     ) as c:

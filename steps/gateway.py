@@ -1,6 +1,15 @@
-"""Steps at the ingress gateway: API keys and the per-key rate limit."""
+"""Steps at the gateway: API keys, the tenant taken from the key, and the per-key rate limit.
+
+The same words run on every target that has a gateway: HAProxy on loopback locally, the Istio ingress
+gateway on a cluster. The target says where the gateway is; the steps never do.
+"""
 
 from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 from pytest_bdd import given, parsers, then, when
@@ -9,18 +18,42 @@ from harness import samples
 from harness.evidence import ScenarioEvidence
 from harness.load import PacedResult, ensure_loopback, paced
 from harness.targets import Target
+from steps.common import eventually
 
 TINY_IMAGE = samples.text_line("ok").encode()
 
 
-def gateway_post(target: Target, client: httpx.Client, api_key: str | None, host: str | None = None) -> httpx.Response:
-    headers = {}
+def gateway_post(
+    target: Target,
+    client: httpx.Client,
+    api_key: str | None,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    sent = dict(headers or {})
     if api_key is not None:
-        headers["x-api-key"] = api_key
+        sent["x-api-key"] = api_key
     host = host or target.host_header()
     if host:
-        headers["host"] = host
-    return client.post(f"{target.gateway_url()}/predict", files={"file": ("tiny.png", TINY_IMAGE)}, headers=headers)
+        sent["host"] = host
+    return client.post(f"{target.gateway_url()}/predict", files={"file": ("tiny.png", TINY_IMAGE)}, headers=sent)
+
+
+def per_second(result: PacedResult) -> dict[int, dict[str, int]]:
+    """Admitted (200) and refused (429) requests in each second since the first was sent, and anything else."""
+    seconds: dict[int, dict[str, int]] = {}
+    for at, status in result.sent:
+        bucket = seconds.setdefault(int(at), {"admitted": 0, "refused": 0, "other": 0})
+        bucket["admitted" if status == 200 else "refused" if status == 429 else "other"] += 1
+    return seconds
+
+
+def record_paced(evidence: ScenarioEvidence, results: dict[str, PacedResult], **about: Any) -> None:
+    """Counts per key, and per key per second, in the evidence; each request's time and status in a file."""
+    evidence.record("paced", {name: {**about, "statuses": r.statuses()} for name, r in results.items()})
+    evidence.record("per_second", {name: per_second(r) for name, r in results.items()})
+    for name, result in results.items():
+        evidence.write_json(f"requests-{name}", result.sent)
 
 
 @given(parsers.parse('the API keys "{first}" and "{second}" are provisioned'), target_fixture="api_keys")
@@ -29,6 +62,7 @@ def keys_provisioned(target: Target, evidence: ScenarioEvidence, first: str, sec
     missing = [name for name in (first, second) if name not in keys]
     assert not missing, f"API keys not provisioned for {missing}; have {sorted(keys)}"
     evidence.record("api_key_clients", sorted(keys))  # names only: key values never go to evidence
+    evidence.record("gateway", target.describe_gateway())
     return keys
 
 
@@ -52,11 +86,34 @@ def named_client(
     evidence.record("gateway_status", ctx["response"].status_code)
 
 
+@when(parsers.parse('"{name}" sends a small image through the gateway claiming to be tenant "{claimed}"'))
+def claims_tenant(
+    target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, api_keys: dict, name: str,
+    claimed: str,
+) -> None:  # fmt: skip
+    request_id = f"tenant-claim-{uuid.uuid4().hex[:12]}"
+    ctx["request_id"] = request_id
+    ctx["response"] = gateway_post(
+        target, client, api_keys[name], headers={"X-Tenant-ID": claimed, "X-Request-ID": request_id}
+    )
+    evidence.record("claimed_tenant", {"client": name, "claimed": claimed, "request_id": request_id})
+
+
+@when(parsers.parse('"{name}" pauses for {seconds:d} seconds'))
+def pauses(evidence: ScenarioEvidence, name: str, seconds: int) -> None:
+    evidence.record("paused_s", seconds)
+    time.sleep(seconds)  # the scenario's own pause, said in its text
+
+
 @then(parsers.parse("the gateway answers {status:d}"))
 def gateway_answers(ctx: dict, evidence: ScenarioEvidence, status: int) -> None:
     response: httpx.Response = ctx["response"]
     evidence.record("gateway_answer", {"status": response.status_code, "body": response.text[:300]})
     assert response.status_code == status, (response.status_code, response.text[:300])
+    if status >= 400:
+        # Refused at the door with a JSON error, as the service refuses: code, message, request id.
+        error = response.json()["error"]
+        assert error["code"] and error["message"] and "request_id" in error, error
 
 
 @then(parsers.parse("the gateway answers {status:d} with the text read"))
@@ -67,11 +124,31 @@ def gateway_answers_text(ctx: dict, evidence: ScenarioEvidence, status: int) -> 
     assert response.json()["text"] == "ok"
 
 
+@then(parsers.parse('the service logs that request with tenant "{tenant}"'))
+def logged_tenant(target: Target, ctx: dict, evidence: ScenarioEvidence, tenant: str) -> None:
+    request_id = ctx["request_id"]
+    lines = eventually(
+        evidence, f"service log line for {request_id}",
+        lambda: [e for e in target.log_events("service") if e.get("request_id") == request_id],
+        lambda found: len(found) >= 1, seconds=15, interval=0.5,
+    )  # fmt: skip
+    evidence.record("logged_tenants", [e.get("tenant_id") for e in lines])
+    assert [e.get("tenant_id") for e in lines] == [tenant], lines
+
+
 def _paced_from(
     target: Target, client: httpx.Client, key: str, rate: float, seconds: float, host: str | None = None
 ) -> PacedResult:
     ensure_loopback(target.gateway_url())
     return paced(lambda: gateway_post(target, client, key, host).status_code, rate=rate, seconds=seconds)
+
+
+def _concurrently(
+    target: Target, client: httpx.Client, api_keys: dict, rates: dict[str, int], seconds: int
+) -> dict[str, PacedResult]:
+    with ThreadPoolExecutor(len(rates)) as pool:
+        futures = {n: pool.submit(_paced_from, target, client, api_keys[n], r, seconds) for n, r in rates.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @when(
@@ -81,10 +158,9 @@ def _paced_from(
 def one_client_paced(
     target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, name: str, rate: int, seconds: int
 ) -> dict[str, PacedResult]:
-    result = _paced_from(target, client, api_keys[name], rate, seconds)
-    evidence.record("paced", {name: {"rate": rate, "seconds": seconds, "statuses": result.statuses()}})
-    evidence.write_json(f"requests-{name}", result.sent)
-    return {name: result}
+    results = {name: _paced_from(target, client, api_keys[name], rate, seconds)}
+    record_paced(evidence, results, rate=rate, seconds=seconds)
+    return results
 
 
 @when(
@@ -95,23 +171,24 @@ def one_client_paced(
     target_fixture="paced_results",
 )
 def two_clients_paced(
-    target: Target,
-    client: httpx.Client,
-    evidence: ScenarioEvidence,
-    api_keys: dict,
-    first: str,
-    rate1: int,
-    second: str,
-    rate2: int,
-    seconds: int,
-) -> dict[str, PacedResult]:
-    from concurrent.futures import ThreadPoolExecutor
+    target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, first: str, rate1: int,
+    second: str, rate2: int, seconds: int,
+) -> dict[str, PacedResult]:  # fmt: skip
+    results = _concurrently(target, client, api_keys, {first: rate1, second: rate2}, seconds)
+    record_paced(evidence, results, seconds=seconds)
+    return results
 
-    with ThreadPoolExecutor(2) as pool:
-        a = pool.submit(_paced_from, target, client, api_keys[first], rate1, seconds)
-        b = pool.submit(_paced_from, target, client, api_keys[second], rate2, seconds)
-        results = {first: a.result(), second: b.result()}
-    evidence.record("paced", {n: r.statuses() for n, r in results.items()})
+
+@when(
+    parsers.parse('"{first}" and "{second}" each send {rate:d} requests per second for {seconds:d} seconds'),
+    target_fixture="paced_results",
+)
+def both_clients_paced(
+    target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, first: str, second: str,
+    rate: int, seconds: int,
+) -> dict[str, PacedResult]:  # fmt: skip
+    results = _concurrently(target, client, api_keys, {first: rate, second: rate}, seconds)
+    record_paced(evidence, results, rate=rate, seconds=seconds)
     return results
 
 
@@ -126,37 +203,45 @@ def other_host_paced(
 ) -> dict[str, PacedResult]:
     hosts = target.alternate_hosts()
     assert hosts, f"target {target.name} names no other host of the predictor"
-    result = _paced_from(target, client, api_keys[name], rate, seconds, host=hosts[0])
-    evidence.record(
-        "paced", {name: {"host": hosts[0], "rate": rate, "seconds": seconds, "statuses": result.statuses()}}
-    )
+    results = {name: _paced_from(target, client, api_keys[name], rate, seconds, host=hosts[0])}
+    record_paced(evidence, results, host=hosts[0], rate=rate, seconds=seconds)
     # Every request must have reached the gateway: a transport error (0) would make "admitted" vacuous.
-    assert result.count(0) == 0, result.statuses()
-    return {name: result}
+    assert results[name].count(0) == 0, results[name].statuses()
+    return results
+
+
+def _admitted(result: PacedResult) -> int:
+    return result.count(200)
 
 
 @then(parsers.parse("at most {high:d} of its requests are admitted"))
 def admitted_at_most(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, high: int) -> None:
     (result,) = paced_results.values()
-    admitted = result.count(200)
-    evidence.record("admitted", admitted)
-    assert admitted <= high, result.statuses()
+    evidence.record("admitted", _admitted(result))
+    assert _admitted(result) <= high, result.statuses()
 
 
 @then(parsers.parse("between {low:d} and {high:d} of its requests are admitted"))
 def admitted_between(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, low: int, high: int) -> None:
     (result,) = paced_results.values()
-    admitted = result.count(200)
-    evidence.record("admitted", admitted)
-    assert low <= admitted <= high, result.statuses()
+    evidence.record("admitted", _admitted(result))
+    assert low <= _admitted(result) <= high, result.statuses()
+
+
+@then(parsers.parse('between {low:d} and {high:d} requests from "{name}" are admitted'))
+def admitted_between_for(
+    paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, low: int, high: int, name: str
+) -> None:
+    result = paced_results[name]
+    evidence.record(f"admitted_{name}", _admitted(result))
+    assert low <= _admitted(result) <= high, result.statuses()
 
 
 @then(parsers.parse("every other request is answered {status:d}"))
 def others_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, status: int) -> None:
-    (result,) = paced_results.values()
-    others = {s: n for s, n in result.statuses().items() if s != 200}
+    others = {name: {s: n for s, n in r.statuses().items() if s != 200} for name, r in paced_results.items()}
     evidence.record("not_admitted", others)
-    assert set(others) <= {status}, result.statuses()
+    assert all(set(o) <= {status} for o in others.values()), others
 
 
 @then(parsers.parse('some requests from "{name}" are answered {status:d}'))

@@ -83,6 +83,10 @@ class Target(abc.ABC):
         """The Host header that routes a gateway request to the service, where one is needed."""
         return None
 
+    def describe_gateway(self) -> str | None:
+        """What serves as the gateway (for the run's summary), or None without one."""
+        return None
+
     def alternate_hosts(self) -> list[str]:
         """Other host names that reach the gateway: each must be limited like the main one."""
         return []

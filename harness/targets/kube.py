@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import wait
+from harness import versions, wait
 from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.kube import facts
 from harness.kube.client import Kube, NotFound
@@ -175,6 +175,11 @@ class ClusterTarget(Target):
 
     def host_header(self) -> str | None:
         return GATEWAY_HOST
+
+    def describe_gateway(self) -> str | None:
+        if "istio" not in self.profile.addons:
+            return None
+        return f"Istio {versions.ISTIO_VERSION} ingress gateway with Envoy's global rate limit"
 
     def alternate_hosts(self) -> list[str]:
         return [PREDICTOR_HOST]

@@ -25,6 +25,8 @@ from harness.components import (
     start_worker,
 )
 from harness.errors import TargetUnavailable
+from harness.gateway import Gateway, new_keys, start_gateway
+from harness.gateway import version as gateway_version
 from harness.processes import ManagedProcess, stop_all
 from harness.prom import Prometheus
 from harness.targets.base import Target, TargetOptions
@@ -36,7 +38,7 @@ SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "
 
 class LocalTarget(Target):
     name = "local"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"prometheus", "jobs"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"prometheus", "jobs", "gateway", "ratelimit"})
     initial_workers = 2
     request_timeout_s = 6
     visibility_timeout_s = 8
@@ -50,6 +52,7 @@ class LocalTarget(Target):
         self.redis: Endpoint | None = None
         self.service: Endpoint | None = None
         self.prom: Endpoint | None = None
+        self.gateway: Gateway | None = None
         self._workers: dict[str, Endpoint] = {}
         self._worker_seq = 0
 
@@ -59,7 +62,13 @@ class LocalTarget(Target):
             # Authenticated like the platform's Redis should be: the job path is exercised with a password.
             password = secrets.token_urlsafe(24)
             self.redis = self._track(start_redis(self.log_dir, self._work / "redis", password=password))
-            self.service = self._track(start_service(self.log_dir, env=self._env()))
+            # The gateway scenarios let 10 requests per key through at the start of each second: they wait in
+            # the service's queue rather than being refused as overload.
+            self.service = self._track(start_service(self.log_dir, env={**self._env(), "OCR_MAX_QUEUE": "64"}))
+            self.gateway = start_gateway(
+                self.log_dir, self._work / "gateway", upstream=self.service.url, keys=new_keys()
+            )
+            self._started.append(self.gateway.process)
             self.ensure_workers(self.initial_workers, reload=False)
             self.prom = self._track(start_prometheus(self.log_dir, self._work / "prometheus", self._scrape_jobs()))
         except BaseException:
@@ -145,6 +154,19 @@ class LocalTarget(Target):
         if self.service is None:
             raise TargetUnavailable("local target not started")
         return self.service.url
+
+    def gateway_url(self) -> str:
+        if self.gateway is None:
+            raise TargetUnavailable("local target not started")
+        return self.gateway.url
+
+    def api_keys(self) -> dict[str, str]:
+        if self.gateway is None:
+            raise TargetUnavailable("local target not started")
+        return dict(self.gateway.keys)
+
+    def describe_gateway(self) -> str:
+        return f"{gateway_version()} on loopback (harness.gateway)"
 
     def prometheus(self) -> Prometheus:
         if self.prom is None:

@@ -31,7 +31,9 @@ def test_paced_sends_exactly_rate_times_seconds_on_schedule() -> None:
     result = paced(send, rate=20, seconds=1)
     assert len(result.sent) == 20
     assert result.statuses() == {200: 10, 429: 10}
-    assert [t for t, _ in result.sent] == [round(i / 20, 3) for i in range(20)]
+    # Each request is recorded when it was really sent: on schedule, within a small tolerance.
+    sent = [t for t, _ in result.sent]
+    assert all(abs(t - i / 20) < 0.04 for i, t in enumerate(sent)), sent
     assert calls[-1] - calls[0] >= 0.9  # spread over the second, not a burst
 
 

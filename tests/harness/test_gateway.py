@@ -1,0 +1,144 @@
+"""The local gateway: its configuration passes HAProxy's own checker, and a real HAProxy in front of a
+recording upstream keeps each promise (keys, the per-second limit, the tenant, the access log)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from harness import gateway
+from harness.errors import CommandFailed, HarnessError
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)"
+)
+
+
+class Upstream(BaseHTTPRequestHandler):
+    seen: list[dict[str, str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.seen.append({k.lower(): v for k, v in self.headers.items()})
+        body = b'{"text": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[gateway.Gateway]:
+    Upstream.seen = []
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    started = gateway.start_gateway(
+        tmp_path / "logs", tmp_path / "work", upstream=f"http://127.0.0.1:{upstream.server_port}",
+        keys={"team-a": "key-of-team-a", "team-b": "key-of-team-b"},
+    )  # fmt: skip
+    try:
+        yield started
+    finally:
+        started.process.stop()
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def test_the_limit_is_the_clusters(tmp_path: Path) -> None:
+    assert gateway.requests_per_second() == 10
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "domain: ocr-api\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 5}\n"
+    )
+    with pytest.raises(HarnessError, match="per 'minute'"):
+        gateway.requests_per_second(config)
+    config.write_text("domain: ocr-api\ndescriptors: []\n")
+    with pytest.raises(HarnessError, match="no per-API-key descriptor"):
+        gateway.requests_per_second(config)
+
+
+def test_the_config_passes_haproxys_checker_and_a_broken_one_does_not(tmp_path: Path) -> None:
+    keys = gateway.write_keys_map(tmp_path / "keys.map", gateway.new_keys())
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(gateway.haproxy_config(port=18080, upstream="http://127.0.0.1:18081", keys_map=keys, limit=10))
+    gateway.check_config("haproxy", config)
+    config.write_text(config.read_text().replace("track-sc0", "track-sc9"))
+    with pytest.raises(CommandFailed):
+        gateway.check_config("haproxy", config)
+
+
+def test_a_request_needs_a_known_key(running: gateway.Gateway) -> None:
+    for headers in ({}, {"x-api-key": "guessed"}, {"x-api-key": ""}):
+        response = httpx.post(f"{running.url}/predict", headers={"X-Request-ID": "rid-1", **headers}, timeout=10)
+        assert response.status_code == 403, headers
+        assert response.json() == {
+            "error": {
+                "code": "invalid_api_key",
+                "message": "a known API key is required in the x-api-key header",
+                "request_id": "rid-1",
+            }
+        }
+    assert Upstream.seen == []
+
+
+def test_the_tenant_is_the_keys_client_and_the_key_goes_no_further(running: gateway.Gateway) -> None:
+    headers = {"x-api-key": "key-of-team-a", "X-Tenant-ID": "team-b", "X-Request-ID": "rid-2"}
+    assert httpx.post(f"{running.url}/predict", headers=headers, timeout=10).status_code == 200
+    (seen,) = Upstream.seen
+    assert seen["x-tenant-id"] == "team-a"
+    assert seen["x-request-id"] == "rid-2"
+    assert "x-api-key" not in seen
+
+
+def test_each_key_gets_its_limit_per_second_and_an_injected_request_id_stays_json(running: gateway.Gateway) -> None:
+    # Start just after a second begins, so all 24 requests fall in one window.
+    time.sleep(1.05 - time.time() % 1)
+    statuses: dict[str, list[int]] = {"team-a": [], "team-b": []}
+    responses = []
+    with httpx.Client(timeout=10) as client:  # one connection: 24 requests well inside one second
+        for i in range(12):
+            for name in ("team-a", "team-b"):
+                headers = {"x-api-key": f"key-of-{name}", "X-Request-ID": 'evil"}} ' + str(i)}
+                response = client.post(f"{running.url}/predict", headers=headers)
+                statuses[name].append(response.status_code)
+                responses.append(response)
+    assert statuses["team-a"] == [200] * 10 + [429] * 2
+    assert statuses["team-b"] == [200] * 10 + [429] * 2
+    refused = responses[-1]
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.json()["error"]["request_id"] == 'evil"}} 11'
+    # A new second, a new window.
+    time.sleep(1.05 - time.time() % 1)
+    assert httpx.post(f"{running.url}/predict", headers={"x-api-key": "key-of-team-a"}, timeout=10).status_code == 200
+
+
+def test_the_access_log_names_the_client_never_the_key(running: gateway.Gateway) -> None:
+    httpx.post(f"{running.url}/predict", headers={"x-api-key": "key-of-team-b", "X-Request-ID": "rid-3"}, timeout=10)
+    httpx.post(f"{running.url}/predict", headers={"x-api-key": "nope"}, timeout=10)
+    deadline = time.monotonic() + 5
+    entries: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len(entries) < 3:
+        entries = [json.loads(line) for line in running.process.log_text().splitlines() if line.startswith("{")]
+        time.sleep(0.1)
+    by_id = {e["request_id"]: e for e in entries}
+    assert by_id["rid-3"]["client"] == "team-b" and by_id["rid-3"]["status"] == 200
+    assert by_id["rid-3"]["latency_ms"] >= 0 and by_id["rid-3"]["path"] == "/predict"
+    assert any(e["status"] == 403 and e["client"] == "-" for e in entries)  # HAProxy's "no value"
+    assert "key-of-team-b" not in running.process.log_text()
