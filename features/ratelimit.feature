@@ -35,3 +35,11 @@ Feature: Each API key is limited to 10 requests per second at the gateway
   Scenario: Another host name of the predictor does not bypass the limit
     When "team-a" sends 20 requests per second to the predictor's other host name for 10 seconds
     Then at most 110 of its requests are admitted
+
+  @k8s
+  Scenario: With the rate-limit service down, requests are served unlimited and keys still checked
+    Given the rate-limit service is down
+    When "team-a" sends 15 requests per second with a tiny image for 4 seconds
+    Then no request from "team-a" is refused with 429
+    When a client without an API key sends a small image through the gateway
+    Then the gateway answers 403

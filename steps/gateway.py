@@ -99,6 +99,11 @@ def claims_tenant(
     evidence.record("claimed_tenant", {"client": name, "claimed": claimed, "request_id": request_id})
 
 
+@given("the rate-limit service is down")
+def rate_limit_down(target: Target, evidence: ScenarioEvidence) -> None:
+    evidence.record("stopped", target.stop_rate_limit_service())  # restarted when the scenario ends
+
+
 @when(parsers.parse('"{name}" pauses for {seconds:d} seconds'))
 def pauses(evidence: ScenarioEvidence, name: str, seconds: int) -> None:
     evidence.record("paused_s", seconds)
@@ -249,6 +254,13 @@ def some_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvide
     result = paced_results[name]
     evidence.record(f"statuses_{name}", result.statuses())
     assert result.count(status) > 0, result.statuses()
+
+
+@then(parsers.parse('no request from "{name}" is refused with {status:d}'))
+def none_refused(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
+    result = paced_results[name]
+    evidence.record(f"statuses_{name}", result.statuses())
+    assert result.count(status) == 0 and result.count(0) == 0, result.statuses()
 
 
 @then(parsers.parse('no request from "{name}" is answered {status:d}'))

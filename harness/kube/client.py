@@ -80,6 +80,12 @@ class Kube:
     def pod(self, namespace: str, name: str) -> Obj:
         return dict(self._raw(f"pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace))
 
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        body = {"spec": {"replicas": replicas}}
+        self._raw(
+            f"scale deployment {namespace}/{name}", self.apps.patch_namespaced_deployment_scale, name, namespace, body
+        )
+
     def hpa(self, namespace: str, name: str) -> Obj:
         return dict(
             self._raw(

@@ -91,6 +91,10 @@ class Target(abc.ABC):
         """Other host names that reach the gateway: each must be limited like the main one."""
         return []
 
+    def stop_rate_limit_service(self) -> str:
+        """Take the gateway's rate-limit service away until the scenario ends; what was stopped."""
+        raise TargetUnavailable(f"target {self.name} has no separate rate-limit service (its limiter is in-process)")
+
     def api_keys(self) -> dict[str, str]:
         """API keys provisioned for named clients (e.g. "team-a")."""
         raise TargetUnavailable(f"target {self.name} provisions no API keys")

@@ -41,6 +41,8 @@ PREDICTOR_HOST = f"{PREDICTOR}-{APP_NAMESPACE}.example.com"
 PROMETHEUS = ("monitoring", "svc/kube-prometheus-stack-prometheus", 9090)
 GATEWAY = ("istio-system", "svc/istio-ingressgateway", 80)
 PROBE_NAMESPACE = "ocr-probe"
+RATELIMIT = ("ocr-ratelimit", "ratelimit")
+RATELIMIT_SELECTOR = "app.kubernetes.io/name=ratelimit"
 READY_TIMEOUT_S = 600
 
 # Where each component runs: namespace, label selector, container.
@@ -183,6 +185,24 @@ class ClusterTarget(Target):
 
     def alternate_hosts(self) -> list[str]:
         return [PREDICTOR_HOST]
+
+    def stop_rate_limit_service(self) -> str:
+        if "istio" not in self.profile.addons:
+            raise TargetUnavailable(f"the {self.profile.name} profile has no rate-limit service")
+        namespace, name = RATELIMIT
+        before = facts.deployment_replicas(self.kube.deployment(namespace, name))["desired"]
+        self.kube.scale_deployment(namespace, name, 0)
+        self._undo.append((f"restarting {namespace}/{name}", lambda: self._restore_rate_limit(before)))
+        wait.until(lambda: len(self.kube.pods(namespace, RATELIMIT_SELECTOR)), lambda n: n == 0, timeout=120,
+                   interval=2, what=f"no {namespace}/{name} pod left")  # fmt: skip
+        return f"{namespace}/{name} scaled from {before} to 0"
+
+    def _restore_rate_limit(self, replicas: int) -> None:
+        namespace, name = RATELIMIT
+        self.kube.scale_deployment(namespace, name, replicas)
+        wait.until(lambda: facts.deployment_replicas(self.kube.deployment(namespace, name))["ready"],
+                   lambda ready: ready >= replicas, timeout=180, interval=2,
+                   what=f"{namespace}/{name} ready again")  # fmt: skip
 
     def api_keys(self) -> dict[str, str]:
         from harness.manifests.secrets import read_api_keys

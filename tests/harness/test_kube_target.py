@@ -44,6 +44,7 @@ class ApiServer:
             ],
         }
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.scaled: list[tuple[str, str, int]] = []
         self.execs: list[tuple[str, str, str, list[str], bytes | None]] = []
 
     def _get(self, *key: str) -> dict[str, Any]:
@@ -65,6 +66,12 @@ class ApiServer:
     ) -> None:
         self._get(group, version, namespace, plural, name)
         self.patches.append((name, body))
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        deployment = self._get("deployment", namespace, name)
+        deployment["spec"]["replicas"] = replicas
+        deployment["status"]["readyReplicas"] = replicas
+        self.scaled.append((namespace, name, replicas))
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.pod_lists.get((namespace, selector), [])
@@ -170,3 +177,18 @@ def test_the_gateway_exists_only_with_istio(tmp_path: Path) -> None:
 def test_a_cluster_without_a_context_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TargetUnavailable, match="--kube-context"):
         ClusterTarget(TargetOptions(artifacts=tmp_path)).start()
+
+
+def test_the_rate_limit_service_is_stopped_for_a_scenario_and_restarted_after(tmp_path: Path) -> None:
+    t, server = target(tmp_path, "milestone2")
+    ratelimit = load("deployment-predictor.json")
+    ratelimit["metadata"].update(name="ratelimit", namespace="ocr-ratelimit")
+    ratelimit["spec"]["replicas"] = 1
+    server.objects[("deployment", "ocr-ratelimit", "ratelimit")] = ratelimit
+    assert t.stop_rate_limit_service() == "ocr-ratelimit/ratelimit scaled from 1 to 0"
+    assert server.scaled == [("ocr-ratelimit", "ratelimit", 0)]
+    t.scenario_finished()
+    assert server.scaled[-1] == ("ocr-ratelimit", "ratelimit", 1)
+    m1, _ = target(tmp_path, "milestone1")
+    with pytest.raises(TargetUnavailable, match="no rate-limit service"):
+        m1.stop_rate_limit_service()
