@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "harness.manifests.cli",
     "harness.image",
     "harness.platform.cli",
+    "harness.report",
 )
 
 

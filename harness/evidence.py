@@ -35,6 +35,7 @@ class ScenarioEvidence:
     feature: str
     scenario: str
     observations: dict[str, Any] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
 
     def record(self, key: str, value: Any) -> None:
         """Keep ``value`` under ``key`` (a key recorded twice becomes a list of values)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -50,6 +51,23 @@ class Prometheus:
             raise PromQueryError(f"PromQL {expr!r} returned {len(samples)} series; aggregate it to one")
         v = samples[0].value
         return None if math.isnan(v) else v
+
+    def range(self, expr: str, *, start: float, end: float, step: float) -> list[dict[str, object]]:
+        """``expr`` over [start, end] (epoch seconds) every ``step`` seconds: one ``{"labels", "points"}``
+        per series, points as ``[epoch, value]``; what a report draws."""
+        try:
+            data = self._client.custom_query_range(
+                query=expr,
+                start_time=datetime.fromtimestamp(start, UTC),
+                end_time=datetime.fromtimestamp(end, UTC),
+                step=f"{step:g}s",
+            )
+        except (PrometheusApiClientException, requests.RequestException) as exc:
+            raise PromQueryError(f"PromQL range {expr!r} failed at {self.url}: {exc}") from exc
+        return [
+            {"labels": dict(item.get("metric", {})), "points": [[float(t), float(v)] for t, v in item["values"]]}
+            for item in data
+        ]
 
     def ready(self) -> bool:
         try:

@@ -14,14 +14,17 @@ run needs, skips, the target, evidence, and the fixtures every step can ask for.
 from __future__ import annotations
 
 import os
+import time
 import types
 from collections.abc import Generator, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from harness import report
 from harness.errors import HarnessError
 from harness.evidence import RunEvidence, ScenarioEvidence, ScenarioOutcome, new_run_id
 from harness.load import LocustRun
@@ -33,6 +36,8 @@ EVIDENCE_KEY = pytest.StashKey[ScenarioEvidence]()
 TARGET_KEY = pytest.StashKey[Target]()
 OPTIONS_KEY = pytest.StashKey[TargetOptions]()
 SUMMARY_KEY = pytest.StashKey[str]()
+STARTED_KEY = pytest.StashKey[float]()
+REPORT_KEY = pytest.StashKey[str]()
 # Observations that every scenario makes; the summary shows what the scenario itself checked.
 _BACKGROUND_KEYS = frozenset({"readyz", "profile", "scrape_targets", "api_key_clients"})
 
@@ -72,7 +77,10 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = os.environ.get("HARNESS_RUN_ID") or new_run_id()
     root = Path(config.getoption("artifacts")).resolve() / run_id
     root.mkdir(parents=True, exist_ok=True)
-    config.stash[RUN_KEY] = RunEvidence(root=root, target=config.getoption("target"))
+    run = RunEvidence(root=root, target=config.getoption("target"))
+    run.facts["started_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    config.stash[RUN_KEY] = run
+    config.stash[STARTED_KEY] = time.time()
     # JUnit XML and cucumber JSON beside the summary, unless the user chose other paths.
     if getattr(config.option, "xmlpath", None) is None:
         config.option.xmlpath = str(root / "junit.xml")
@@ -283,14 +291,21 @@ def pytest_bdd_after_scenario(request: pytest.FixtureRequest, feature: Any, scen
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None and run.outcomes:
+        run.facts["duration_s"] = round(time.time() - session.config.stash[STARTED_KEY], 1)
         path = run.write_summary()
         session.config.stash[SUMMARY_KEY] = str(path)
+        try:
+            session.config.stash[REPORT_KEY] = str(report.build(run.root))
+            report.point_latest(run.root)
+        except Exception as exc:  # noqa: BLE001 - the run's outcome stands; the report's failure is said
+            session.config.stash[REPORT_KEY] = f"not written: {type(exc).__name__}: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     path = config.stash.get(SUMMARY_KEY, None)
     if path:
         terminalreporter.write_line(f"acceptance evidence: {Path(path).parent} (summary: {path})")
+        terminalreporter.write_line(f"report: {config.stash.get(REPORT_KEY, 'not written')}")
 
 
 # -- fixtures -----------------------------------------------------------------------------------------

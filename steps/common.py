@@ -22,20 +22,44 @@ T = TypeVar("T")
 
 
 class _Timeline:
-    """Wraps a probe so every observation lands in the evidence, pass or fail."""
+    """Wraps a probe so every observation lands in the evidence, pass or fail, with the time it was made
+    (seconds since the wait began and wall-clock time) and the threshold the step asserts, so a report can
+    draw the line the values had to cross."""
 
-    def __init__(self, evidence: ScenarioEvidence, what: str, probe: Callable[[], T]) -> None:
+    def __init__(
+        self, evidence: ScenarioEvidence, what: str, probe: Callable[[], T], *, mode: str, seconds: float,
+        threshold: float | None,
+    ) -> None:  # fmt: skip
         self.evidence, self.what, self.probe = evidence, what, probe
+        self.mode, self.seconds, self.threshold = mode, seconds, threshold
         self.start = time.monotonic()
+        self.started_at = time.time()
         self.observed: list[dict[str, Any]] = []
 
     def __call__(self) -> T:
-        value = self.probe()
-        self.observed.append({"t": round(time.monotonic() - self.start, 2), "value": value})
+        try:
+            value = self.probe()
+        except Exception as exc:
+            self.observed.append(self._sample({"error": f"{type(exc).__name__}: {exc}"[:300]}))
+            raise
+        self.observed.append(self._sample(value))
         return value
 
+    def _sample(self, value: Any) -> dict[str, Any]:
+        return {"t": round(time.monotonic() - self.start, 2), "at": round(time.time(), 3), "value": value}
+
     def save(self) -> None:
-        self.evidence.write_json(f"timeline-{slug(self.what, 60)}", self.observed)
+        self.evidence.write_json(
+            f"timeline-{slug(self.what, 60)}",
+            {
+                "what": self.what,
+                "mode": self.mode,  # "within": eventually; "for": consistently
+                "seconds": self.seconds,
+                "threshold": self.threshold,
+                "started_at": round(self.started_at, 3),
+                "samples": self.observed,
+            },
+        )
 
 
 def eventually(
@@ -46,9 +70,10 @@ def eventually(
     *,
     seconds: float,
     interval: float = 0.5,
+    threshold: float | None = None,
 ) -> T:
     """ "within N seconds": poll until ``accept`` holds; the timeline goes to the evidence."""
-    timeline = _Timeline(evidence, what, probe)
+    timeline = _Timeline(evidence, what, probe, mode="within", seconds=seconds, threshold=threshold)
     try:
         obs = wait.until(timeline, accept, timeout=seconds, interval=interval, what=what)
     finally:
@@ -64,9 +89,10 @@ def consistently(
     *,
     seconds: float,
     interval: float = 0.5,
+    threshold: float | None = None,
 ) -> None:
     """ "for N seconds": fail at the first observation that breaks the condition."""
-    timeline = _Timeline(evidence, what, probe)
+    timeline = _Timeline(evidence, what, probe, mode="for", seconds=seconds, threshold=threshold)
     try:
         wait.holds_for(timeline, accept, duration=seconds, interval=interval, what=what)
     finally:

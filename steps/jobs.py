@@ -150,7 +150,7 @@ def all_succeed(
 
     last = eventually(
         evidence, f"{n} jobs succeeded", summary, lambda s: s["counts"].get("succeeded", 0) == n,
-        seconds=seconds, interval=1,
+        seconds=seconds, interval=1, threshold=n,
     )  # fmt: skip
     views = job_views(client, target, ids)
     evidence.write_json("jobs", job_timings(views))
@@ -171,7 +171,9 @@ def results_match(client: httpx.Client, target: Target, evidence: ScenarioEviden
 
 @then(parsers.parse("the queue lag is {n:d} within {seconds:d} seconds"))
 def lag_within(target: Target, evidence: ScenarioEvidence, n: int, seconds: int) -> None:
-    lag = eventually(evidence, f"queue lag {n}", target.queue_lag, lambda v: v == n, seconds=seconds, interval=0.5)
+    lag = eventually(
+        evidence, f"queue lag {n}", target.queue_lag, lambda v: v == n, seconds=seconds, interval=0.5, threshold=n
+    )
     evidence.record("queue_lag", lag)
 
 

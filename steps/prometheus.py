@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import time
+
 from pytest_bdd import given, parsers, then
 
-from harness.evidence import ScenarioEvidence
-from harness.prom import compare
+from harness.evidence import ScenarioEvidence, slug
+from harness.prom import Prometheus, PromQueryError, compare
 from harness.targets import Target
 from steps.common import eventually
 
 COMPARISONS = "above|below|at least|at most|equal to"
+
+
+def record_range(evidence: ScenarioEvidence, prom: Prometheus, expr: str, threshold: float) -> None:
+    """The expression over the scenario so far (a line for the report, not one number)."""
+    end = time.time()
+    start = min(evidence.started_at, end - 60)
+    try:
+        series = prom.range(expr, start=start, end=end, step=max((end - start) / 200, 1.0))
+    except PromQueryError as exc:
+        evidence.record("promql_range_error", str(exc))
+        return
+    evidence.write_json(
+        f"promql-range-{slug(expr, 60)}", {"expr": expr, "threshold": threshold, "start": start, "series": series}
+    )
 
 
 @given(parsers.re(r"^Prometheus scrapes the OCR (?P<component>service|workers)$"))
@@ -38,8 +54,10 @@ def promql_within(target: Target, evidence: ScenarioEvidence, expr: str, op: str
         lambda v: compare(v, op, limit),
         seconds=float(seconds),
         interval=1.0,
+        threshold=limit,
     )
     evidence.record("promql", {"expr": expr, "op": op, "threshold": limit, "value": value})
+    record_range(evidence, prom, expr, limit)
 
 
 @then(
@@ -59,5 +77,7 @@ def promql_for(target: Target, evidence: ScenarioEvidence, expr: str, op: str, t
         lambda v: compare(v, op, limit),
         seconds=float(seconds),
         interval=1.0,
+        threshold=limit,
     )
     evidence.record("promql_held", {"expr": expr, "op": op, "threshold": limit, "seconds": float(seconds)})
+    record_range(evidence, prom, expr, limit)

@@ -42,7 +42,7 @@ def runs_now(target: Target, evidence: ScenarioEvidence, component: str, n: str)
 def scales_out(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     seen = eventually(
         evidence, f"{component} at least {n} replicas", lambda: _scaling(target, component),
-        lambda s: _ready(s) >= int(n), seconds=seconds_of(amount, unit), interval=3,
+        lambda s: _ready(s) >= int(n), seconds=seconds_of(amount, unit), interval=3, threshold=int(n),
     )  # fmt: skip
     evidence.record(f"{component}_replicas_reached", seen)
 
@@ -51,7 +51,7 @@ def scales_out(target: Target, evidence: ScenarioEvidence, component: str, n: st
 def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     seen = eventually(
         evidence, f"{component} at {n} replicas", lambda: _scaling(target, component),
-        lambda s: _ready(s) == int(n), seconds=seconds_of(amount, unit), interval=3,
+        lambda s: _ready(s) == int(n), seconds=seconds_of(amount, unit), interval=3, threshold=int(n),
     )  # fmt: skip
     evidence.record(f"{component}_replicas_reached", seen)
 
@@ -61,5 +61,5 @@ def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: str
 def stays_at(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
     consistently(
         evidence, f"{component} stays at {n}", lambda: _scaling(target, component),
-        lambda s: _ready(s) == int(n), seconds=seconds_of(amount, unit), interval=3,
+        lambda s: _ready(s) == int(n), seconds=seconds_of(amount, unit), interval=3, threshold=int(n),
     )  # fmt: skip
