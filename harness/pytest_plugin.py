@@ -76,16 +76,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     run_id = os.environ.get("HARNESS_RUN_ID") or new_run_id()
     root = Path(config.getoption("artifacts")).resolve() / run_id
-    root.mkdir(parents=True, exist_ok=True)
     run = RunEvidence(root=root, target=config.getoption("target"))
     run.facts["started_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     config.stash[RUN_KEY] = run
     config.stash[STARTED_KEY] = time.time()
-    # JUnit XML and cucumber JSON beside the summary, unless the user chose other paths.
+    # JUnit XML and cucumber JSON beside the summary, unless the user chose other paths; a run of unit
+    # tests alone (no features/ or .feature argument) leaves no run folder behind.
+    if getattr(config.option, "generate_missing", False) or not any(_names_features(a) for a in config.args):
+        return
+    root.mkdir(parents=True, exist_ok=True)
     if getattr(config.option, "xmlpath", None) is None:
         config.option.xmlpath = str(root / "junit.xml")
     if getattr(config.option, "cucumber_json_path", None) is None:
         config.option.cucumber_json_path = str(root / "cucumber.json")
+
+
+def _names_features(arg: str) -> bool:
+    """Whether a command-line path is, or directly holds, feature files (never a deep search)."""
+    path = Path(arg.split("::")[0])
+    if path.suffix == ".feature" or "features" in path.parts:
+        return True
+    return path.is_dir() and any(next(p.glob("*.feature"), None) for p in (path, path / "features"))
 
 
 # -- collection -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -15,6 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_pytest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """An inner pytest run; its evidence goes to a temporary folder, never the repository's artifacts/."""
+    if "--artifacts" not in args and "--generate-missing" not in args:
+        args = (*args, "--artifacts", tempfile.mkdtemp(prefix="inner-run-"))
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=cwd,
