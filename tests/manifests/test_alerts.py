@@ -1,90 +1,114 @@
-"""The alerts fire when they should and stay quiet when they should not (promtool's rule unit tests)."""
+"""The rules load in promtool, and its unit tests (rules.test.yaml) show every alert firing and quiet.
+
+The rules are the PrometheusRule's ``spec.groups``, extracted into a plain rule file by harness.monitoring;
+the same unit tests run in CI through ``python -m harness.monitoring promtool``.
+"""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
+from harness import monitoring
 from harness.manifests.objects import Obj
 from tests.manifests.helpers import the
 
 Rendered = Callable[[str], list[Obj]]
-EVAL_TIME = "25m"
 
-
-def requests(errors_per_min: int, ok_per_min: int) -> list[dict[str, str]]:
-    route = 'route="/predict",method="POST"'
-    return [
-        {"series": f'ocr_http_requests_total{{{route},status="500"}}', "values": f"0+{errors_per_min}x30"},
-        {"series": f'ocr_http_requests_total{{{route},status="200"}}', "values": f"0+{ok_per_min}x30"},
-    ]
-
-
-def latency(bucket: str) -> list[dict[str, str]]:
-    """60 requests a minute, all slower than the previous bucket bound and within ``bucket``."""
-    bounds = ["1", "5", "10", "+Inf"]
-    series = []
-    for bound in bounds:
-        rate = 60 if bounds.index(bound) >= bounds.index(bucket) else 0
-        labels = f'route="/predict",method="POST",le="{bound}"'
-        series.append({"series": f"ocr_http_request_duration_seconds_bucket{{{labels}}}", "values": f"0+{rate}x30"})
-    return series
-
-
-def jobs(failed_per_min: int, processed_per_min: int) -> list[dict[str, str]]:
-    return [
-        {"series": "ocr_jobs_failed_total", "values": f"0+{failed_per_min}x30"},
-        {"series": "ocr_jobs_processed_total", "values": f"0+{processed_per_min}x30"},
-    ]
-
-
-WARNING = {"severity": "warning"}
-# (alert, input series, labels of the alert expected to fire, or None for no alert)
-CASES = [
-    ("OcrHighErrorRatio", requests(10, 90), WARNING),
-    ("OcrHighErrorRatio", requests(1, 99), None),
-    ("OcrHighLatencyP95", latency("10"), {**WARNING, "route": "/predict"}),
-    ("OcrHighLatencyP95", latency("1"), None),
-    ("OcrJobsQueueLagHigh", [{"series": 'ocr_jobs_queue_lag{pod="w"}', "values": "500x30"}], WARNING),
-    ("OcrJobsQueueLagHigh", [{"series": 'ocr_jobs_queue_lag{pod="w"}', "values": "50x30"}], None),
-    ("OcrJobsFailing", jobs(20, 80), WARNING),
-    ("OcrJobsFailing", jobs(1, 99), None),
-]
-
-
-@pytest.mark.parametrize(
-    ("alert", "series", "labels"), CASES, ids=[f"{a}-{'fires' if f else 'quiet'}" for a, _, f in CASES]
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)"
 )
-def test_alert(
-    alert: str, series: list[dict[str, str]], labels: dict[str, str] | None, rendered: Rendered, tmp_path: Path
-) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    groups = the(rendered("milestone1"), "PrometheusRule", "ocr")["spec"]["groups"]
-    for group in groups:
-        for entry in group["rules"]:
-            entry.pop("annotations", None)  # their wording is not under test here; promtool check covers syntax
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    expected = [{"exp_labels": labels}] if labels else []
-    test = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [{"eval_time": EVAL_TIME, "alertname": alert, "exp_alerts": expected}],
-            }
-        ],
+
+
+def test_the_extracted_rules_are_the_rendered_ones(rendered: Rendered) -> None:
+    rule = the(rendered("milestone1"), "PrometheusRule", "ocr")
+    assert rule["spec"]["groups"] == monitoring.rule_groups()
+
+
+@needs_promtool
+def test_promtool_checks_the_rules() -> None:
+    result = monitoring.promtool_check()
+    assert result.ok, result.output
+
+
+@needs_promtool
+def test_promtool_unit_tests_pass() -> None:
+    result = monitoring.promtool_test()
+    assert result.ok, result.output
+
+
+def test_every_alert_is_shown_firing_and_quiet() -> None:
+    shown: dict[str, set[str]] = {}
+    for case in monitoring.rules_tests()["tests"]:
+        for check in case.get("alert_rule_test", []):
+            shown.setdefault(check["alertname"], set()).add("fires" if check["exp_alerts"] else "quiet")
+    missing = {a: {"fires", "quiet"} - shown.get(a, set()) for a in monitoring.alerts()}
+    assert not {a: m for a, m in missing.items() if m}, "alerts without a firing or a quiet unit test"
+
+
+def test_every_recording_rule_is_checked_with_a_value() -> None:
+    checked = {
+        record
+        for case in monitoring.rules_tests()["tests"]
+        for check in case.get("promql_expr_test", [])
+        if check["exp_samples"]
+        for record in monitoring.recording_rules()
+        if record in check["expr"]
     }
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
-    done = subprocess.run(
-        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(monitoring.recording_rules()) - checked == set()
+
+
+def test_the_slo_is_stated_once() -> None:
+    """99.5 %: every burn-rate threshold is a multiple of its 0.5 % error budget."""
+    assert monitoring.SLO_TARGET == 0.995
+    budget = f"{monitoring.ERROR_BUDGET:.3f}"
+    for name in ("OcrSLOBurnRateFast", "OcrSLOBurnRateSlow"):
+        rule = monitoring.alerts()[name]
+        assert rule["expr"].count(f"* {budget})") == 4, rule["expr"]
+        assert rule["labels"]["slo"] == "predict-availability"
+    assert "99.5 %" in monitoring.PROMETHEUS_RULE.read_text()
+
+
+# (what is broken, the rule, the text replaced, its replacement): each must make the unit tests fail.
+BREAKAGES = [
+    ("budget doubled", "OcrSLOBurnRateFast", "(14.4 * 0.005)", "(14.4 * 0.01)"),
+    ("no short windows", "OcrSLOBurnRateFast", "ratio_rate5m", "ratio_rate1h"),
+    ("slow burn's budget tenfold", "OcrSLOBurnRateSlow", " * 0.005)", " * 0.05)"),
+    ("not ready when any process is", "OcrServiceNotReady", "sum by", "min by"),
+    ("at max only above it", "OcrPredictorAtMaxReplicas", ">=", ">"),
+    ("scaled-to-zero revision unavailable", "OcrPredictorUnavailable", "> 0", ">= 0"),
+    ("latency threshold raised", "OcrHighLatencyP95", "> 5", "> 10"),
+    ("lag summed over exporters", "OcrJobsQueueLagHigh", "max by (namespace) (ocr_jobs_queue_lag) > 100",
+     "sum by (namespace) (ocr_jobs_queue_lag) > 600"),
+    ("failing ratio threshold raised", "OcrJobsFailing", "> 0.1", "> 0.25"),
+    ("error ratio absent without errors", "ocr:http_request_errors:ratio5m",
+     'or sum by (namespace) (rate(ocr_http_requests_total[5m])) * 0', ""),
+]  # fmt: skip
+
+
+def unit_tests_of(name: str) -> dict[str, Any]:
+    """The unit tests that evaluate one alert or recorded series (a faster run than all of them)."""
+    suite = monitoring.rules_tests()
+    suite["tests"] = [
+        case
+        for case in suite["tests"]
+        if any(check["alertname"] == name for check in case.get("alert_rule_test", []))
+        or any(name in check["expr"] for check in case.get("promql_expr_test", []))
+    ]
+    assert suite["tests"], f"no unit test evaluates {name}"
+    return suite
+
+
+@needs_promtool
+@pytest.mark.parametrize(("what", "name", "old", "new"), BREAKAGES, ids=[b[0] for b in BREAKAGES])
+def test_the_unit_tests_catch_a_broken_rule(what: str, name: str, old: str, new: str) -> None:
+    groups = monitoring.rule_groups()
+    (rule,) = [r for g in groups for r in g["rules"] if name in (r.get("alert"), r.get("record"))]
+    assert old in rule["expr"], f"{what}: {old!r} not in {name}"
+    rule["expr"] = rule["expr"].replace(old, new)
+    assert monitoring.promtool_check(groups).ok
+    result = monitoring.promtool_test(groups=groups, test=unit_tests_of(name))
+    assert not result.ok, f"{what}: the unit tests still pass"
