@@ -18,10 +18,10 @@ from types import FrameType
 
 import uvicorn
 
-from service import logs
-from service.app import ServiceState, create_app
-from service.model import ModelFiles, ModelLoadError
-from service.settings import ServiceSettings, SettingsError, load_settings
+from service.app import create_app
+from service.model import ModelLoadError
+from service.startup import EXIT_NO_MODEL, boot, check_model_files
+from service.state import ServiceState
 
 log = logging.getLogger("service")
 
@@ -59,26 +59,13 @@ class DrainingServer(uvicorn.Server):
         timer.start()
 
 
-def _check_model(settings: ServiceSettings) -> None:
-    """Fail fast, before the port opens, when the model files are not there."""
-    if settings.model_dir is not None:
-        ModelFiles.from_dir(settings.model_dir)
-    else:
-        ModelFiles.bundled()
-
-
 def main() -> int:
+    settings = boot("service")
     try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"service: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings.log_level)
-    try:
-        _check_model(settings)
+        check_model_files(settings)  # fail fast, before the port opens
     except ModelLoadError as exc:
         log.critical("cannot start: %s", exc)
-        return 3
+        return EXIT_NO_MODEL
 
     def fatal(exc: BaseException) -> None:
         log.critical("stopping: the model could not be loaded (%s)", exc)
@@ -96,7 +83,7 @@ def main() -> int:
     )
     server = DrainingServer(config, app.state.service)
     server.run()
-    return 3 if app.state.service.load_error else 0
+    return EXIT_NO_MODEL if app.state.service.load_error else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ refused before a byte is read, and a chunked body is cut off as soon as it passe
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -14,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service.errors import InvalidTenant, PayloadTooLarge, ServiceError
+from service.errors import InvalidTenant, PayloadTooLarge, ServiceError, error_bytes
 from service.metrics import ApiMetrics
 
 Scope = MutableMapping[str, Any]
@@ -32,10 +31,6 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DEFAULT_TENANT = "anonymous"
 UNMATCHED_ROUTE = "unmatched"
-
-
-def error_body(exc: ServiceError, request_id: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
 
 
 class RequestContext:
@@ -103,7 +98,7 @@ class RequestContext:
             self._observe(scope, start, seen["status"], seen["received"] or _int(declared))
 
     async def _reply(self, send: Send, exc: ServiceError, request_id: str) -> None:
-        body = json.dumps(error_body(exc, request_id)).encode()
+        body = error_bytes(exc, request_id)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         # A refused upload is not read: ask the client to close rather than drain it.

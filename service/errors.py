@@ -1,10 +1,22 @@
-"""Domain errors of the service and their HTTP mapping, in one place.
+"""Domain errors of the service, their JSON body and their HTTP mapping, in one place.
 
 Every error reaches the client as ``{"error": {"code", "message", "request_id"}}`` with the status below;
 ``reason`` is the label under which ``ocr_rejections_total`` counts it (None: not a rejection).
+
+:func:`install_handlers` maps what FastAPI and Starlette raise (validation errors, unknown routes and
+methods) onto these errors; :func:`queue_unavailable` is the one mapping of a Redis failure to a 503,
+for the routes and the job store alike. Unexpected exceptions are answered by the request-context
+middleware (``service.context``), which is where the request id lives.
 """
 
 from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
 
 class ServiceError(Exception):
@@ -26,6 +38,12 @@ class InvalidTenant(BadRequest):
     code = "invalid_tenant"
 
 
+class MalformedRequest(BadRequest):
+    """Not valid HTTP/1.1: answered by the server protocol, before the application sees a request."""
+
+    code = "malformed_request"
+
+
 class InvalidImage(ServiceError):
     status, code, reason = 400, "invalid_image", "bad_image"
 
@@ -44,6 +62,12 @@ class ImageTooLarge(ServiceError):
 
 class MissingField(ServiceError):
     status, code, reason = 422, "validation_error", "bad_request"
+
+
+class UploadTimeout(ServiceError):
+    """The request body did not arrive in time: the client is too slow, or stalled."""
+
+    status, code, reason = 408, "upload_timeout", "timeout"
 
 
 class ModelNotReady(ServiceError):
@@ -69,6 +93,10 @@ class QueueUnavailable(ServiceError):
     status, code, reason = 503, "queue_unavailable", "queue_unavailable"
 
 
+class QueueFull(QueueUnavailable):
+    code = "queue_full"
+
+
 class JobNotFound(ServiceError):
     status, code, reason = 404, "job_not_found", None
 
@@ -79,3 +107,71 @@ class RouteNotFound(ServiceError):
 
 class MethodNotAllowed(ServiceError):
     status, code, reason = 405, "method_not_allowed", None
+
+
+def queue_unavailable(exc: BaseException, *, what: str = "the job queue") -> QueueUnavailable:
+    """The error for a Redis failure (``redis.RedisError``), wherever it happens: ``raise
+    queue_unavailable(exc) from exc``. The message names the failure, never the Redis password."""
+    return QueueUnavailable(f"{what} is unavailable: {type(exc).__name__}: {exc}")
+
+
+def error_body(exc: ServiceError, request_id: str) -> dict[str, dict[str, str]]:
+    """The JSON body of every error the service answers."""
+    return {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
+
+
+def error_bytes(exc: ServiceError, request_id: str) -> bytes:
+    return json.dumps(error_body(exc, request_id)).encode()
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def error_response(request: Request, exc: ServiceError) -> JSONResponse:
+    """The response for ``exc``; the error is kept on the request for the access log and the metrics."""
+    from fastapi.responses import JSONResponse
+
+    request.state.error = exc
+    return JSONResponse(error_body(exc, request_id_of(request)), status_code=exc.status, headers=exc.headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Answer domain errors, request validation errors and Starlette's 404/405 in the service's shape."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return error_response(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(request, MissingField("; ".join(parts)))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        # FastAPI wraps errors raised while it parses a body; the upload limit raises one of ours there.
+        cause = exc.__cause__
+        if isinstance(cause, ServiceError):
+            return error_response(request, cause)
+        mapped: ServiceError
+        if exc.status_code == 404:
+            mapped = RouteNotFound(f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            allow = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow")
+            mapped = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}", headers={"Allow": allow} if allow else None
+            )
+        else:
+            mapped = BadRequest(str(exc.detail))
+            mapped.status = exc.status_code
+        return error_response(request, mapped)
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from service.model import ModelInfo, OcrResult
 
 
 class ModelRef(BaseModel):
@@ -50,6 +55,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         404: "Not found",
         413: "Upload or image too large",
         415: "Not an image in a supported format",
+        408: "The upload did not arrive within the upload deadline",
         422: "A required field is missing",
         503: "Not ready, overloaded (with Retry-After) or queue unavailable",
         504: "Inference took longer than the request timeout",
@@ -72,3 +78,18 @@ class JobView(BaseModel):
     finished_at: str | None = None
     result: PredictResponse | None = Field(None, description="The /predict response, once succeeded")
     error: str | None = Field(None, description="Why the job failed (or why the last attempt failed)")
+
+
+def build_predict_response(
+    result: OcrResult, model: ModelInfo, *, request_id: str, latency_ms: float
+) -> PredictResponse:
+    """The /predict answer for one OCR result: the API returns it, the worker stores its ``model_dump()``
+    as a job's result, so both give the same shape."""
+    return PredictResponse(
+        request_id=request_id,
+        text=result.text,
+        confidence=result.confidence,
+        latency_ms=latency_ms,
+        boxes=[BoxOut(**vars(b)) for b in result.boxes],
+        model=ModelRef(name=model.name, version=model.version),
+    )

@@ -9,7 +9,11 @@ from fastapi.testclient import TestClient
 
 from harness import samples, wait
 from harness.components import Endpoint
+from harness.ports import free_port
 from service.app import create_app
+from service.deps import get_job_store
+from service.errors import QueueUnavailable, queue_unavailable
+from service.jobs import JobStore
 from service.model import ModelInfo
 from service.settings import load_settings
 
@@ -60,3 +64,24 @@ def test_unknown_http_methods_share_one_metric_label() -> None:
 def test_405_names_the_allowed_methods(service: Endpoint) -> None:
     response = httpx.get(f"{service.url}/predict")
     assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
+def test_a_job_store_that_cannot_reach_redis_answers_503_queue_unavailable() -> None:
+    # The job store is a dependency: here one whose Redis is a loopback port nobody listens on.
+    down = JobStore(load_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    app = create_app(load_settings(), model_factory=lambda s: BrokenModel())  # type: ignore[arg-type,return-value]
+    app.dependency_overrides[get_job_store] = lambda: down
+    with TestClient(app) as client:
+        lookup = client.get(f"/jobs/{'0' * 32}", headers={"X-Request-ID": "redis-down-1"})
+        submit = client.post("/jobs", files={"file": ("a.png", samples.text_line("Queued").encode())})
+    for response in (lookup, submit):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "queue_unavailable"
+        assert "unavailable" in response.json()["error"]["message"]
+    assert lookup.json()["error"]["request_id"] == "redis-down-1"
+
+
+def test_queue_unavailable_names_the_failure() -> None:
+    error = queue_unavailable(ConnectionRefusedError("refused"), what="the job store")
+    assert isinstance(error, QueueUnavailable) and error.status == 503
+    assert error.message == "the job store is unavailable: ConnectionRefusedError: refused"

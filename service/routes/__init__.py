@@ -1,0 +1,9 @@
+"""The API's routes, one module per concern; ``create_app`` includes every router listed here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.routes import health, jobs, metrics, predict
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, predict.router, jobs.router)

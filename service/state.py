@@ -1,0 +1,44 @@
+"""What the API holds while it runs: settings, metrics, the admission gates, the model and the job store.
+
+One :class:`ServiceState` per application, made by ``create_app`` and filled by its lifespan (gates and job
+store at start-up, the model once it is loaded and warm). Routes never reach it directly: they ask for it,
+or for a part of it, through the dependencies in ``service.deps``, which tests can override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from service.schemas import ModelRef
+
+if TYPE_CHECKING:
+    from service.jobs import JobStore
+    from service.limits import InferenceGate
+    from service.metrics import ApiMetrics
+    from service.model import OcrModel
+    from service.settings import ServiceSettings
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    metrics: ApiMetrics
+    gate: InferenceGate | None = None
+    job_store: JobStore | None = None
+    job_group_ready: bool = False
+    model: OcrModel | None = None
+    load_error: str | None = None
+    shutting_down: bool = False
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.model.ready and not self.shutting_down
+
+    def model_ref(self) -> ModelRef | None:
+        return ModelRef(**vars(self.model.info)) if self.model is not None else None
+
+    def begin_shutdown(self) -> None:
+        self.shutting_down = True
+        self.metrics.ready.set(0)
