@@ -40,6 +40,21 @@ def require_binary(name: str) -> str:
     return path
 
 
+# The service's settings: a process the harness starts gets exactly the ones the harness gives it.
+SETTINGS_PREFIX = "OCR_"
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without the service's settings (``OCR_*``): a value left in the user's
+    shell (say ``OCR_MAX_UPLOAD_BYTES=1000``) must not change what the scenarios test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIX)}
+
+
+def ignored_settings() -> list[str]:
+    """The ``OCR_*`` names in this environment that started processes do not inherit."""
+    return sorted(k for k in os.environ if k.startswith(SETTINGS_PREFIX))
+
+
 class ProcessExited(HarnessError):
     def __init__(self, name: str, returncode: int, log_tail: str) -> None:
         self.name = name
@@ -64,7 +79,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**inherited_env(), **self.env},
                 cwd=self.cwd,
                 start_new_session=True,  # Ctrl-C in the terminal reaches the harness, which stops us in order
             )

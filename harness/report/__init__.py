@@ -96,9 +96,16 @@ def scenario_figures(folder: Path) -> list[Figure]:
 
 
 def _model_version(run_dir: Path) -> str | None:
+    """The model that answered, from any scenario's /readyz observation."""
+
+    def dig(node: Any, *keys: str) -> Any:
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
     for path in run_dir.glob("*/*/observations.json"):
-        body = ((_read_json(path) or {}).get("readyz") or {}).get("body") or {}
-        model = body.get("model") if isinstance(body, dict) else None
+        observations = _read_json(path)
+        model = dig(observations, "readyz", "body", "model") or dig(observations, "readyz", "model")
         if isinstance(model, dict) and model.get("version"):
             return f"{model.get('name')} {model.get('version')}"
     return None

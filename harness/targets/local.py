@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import os
 import secrets
 import shutil
 import signal
@@ -27,7 +26,7 @@ from harness.components import (
 from harness.errors import TargetUnavailable
 from harness.gateway import Gateway, new_keys, start_gateway
 from harness.gateway import version as gateway_version
-from harness.processes import ManagedProcess, stop_all
+from harness.processes import ManagedProcess, ignored_settings, inherited_env, stop_all
 from harness.prom import Prometheus
 from harness.targets.base import Target, TargetOptions
 
@@ -58,6 +57,9 @@ class LocalTarget(Target):
 
     def start(self) -> None:
         atexit.register(self.stop)
+        if ignored := ignored_settings():
+            print(f"harness: target local ignores {', '.join(ignored)} from your environment: its processes get "
+                  "the settings the scenarios rely on")  # fmt: skip
         try:
             # Authenticated like the platform's Redis should be: the job path is exercised with a password.
             password = secrets.token_urlsafe(24)
@@ -123,7 +125,7 @@ class LocalTarget(Target):
 
     def jobs_admin(self, *args: str, input: bytes | None = None) -> str:
         # The password travels in the environment, never on a command line.
-        env = {**os.environ, **self._env()}
+        env = {**inherited_env(), **self._env()}
         return commands.run(
             [sys.executable, "-m", "service.jobs_admin", *args], timeout=ADMIN_TIMEOUT_S, input=input, env=env
         )
