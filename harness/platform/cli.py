@@ -18,7 +18,9 @@ from harness.ports import free_port
 
 def _spec_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--profile", choices=list(profiles.PROFILES), default="full", help="the overlay to deploy")
-    cmd.add_argument("--cluster", default=CLUSTER, help="kind cluster name (without --kube-context)")
+    cmd.add_argument(
+        "--cluster", default=CLUSTER, help=f"kind cluster name, without --kube-context (default {CLUSTER})"
+    )
     cmd.add_argument(
         "--kube-context", default=None, help="install onto this existing cluster instead of creating a kind cluster"
     )
@@ -29,7 +31,12 @@ def _spec_args(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument("--host-port", type=int, default=0, help="loopback port of the gateway on kind (0: a free one)")
     cmd.add_argument("--offline-base", action="store_true", help="build the image on the offline base")
-    cmd.add_argument("--work-dir", type=Path, default=WORK_DIR)
+    cmd.add_argument(
+        "--work-dir",
+        type=Path,
+        default=WORK_DIR,
+        help=f"generated inputs and the rendered overlay (default {WORK_DIR})",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -37,8 +44,12 @@ def register(subparsers: Any) -> None:
     for prefix in ("", "kind "):
         sub = subparsers
         if prefix:
-            kind = subparsers.add_parser("kind", help="aliases: harness kind up|down|plan")
-            sub = kind.add_subparsers(dest="kind_command", required=True)
+            kind = subparsers.add_parser(
+                "kind",
+                help="aliases: harness kind up|down|plan",
+                description="The same as harness up, harness plan and harness down, kept under their old names.",
+            )
+            sub = kind.add_subparsers(dest="kind_command", required=True, metavar="{up,plan,down}")
         for name, help_text in (
             ("up", "provision the platform (idempotent: steps already done are skipped)"),
             ("plan", "print every provisioning command in order (dry run)"),
@@ -51,7 +62,7 @@ def register(subparsers: Any) -> None:
             cmd.set_defaults(func=_up, dry_run=name == "plan")
             parsers[prefix + name] = cmd
         down = sub.add_parser("down", help="export the cluster's logs, then delete the kind cluster")
-        down.add_argument("--cluster", default=CLUSTER)
+        down.add_argument("--cluster", default=CLUSTER, help=f"the kind cluster to delete (default {CLUSTER})")
         down.add_argument("--logs", type=Path, default=None, help="where the logs go (default artifacts/platform-*)")
         down.set_defaults(func=_down)
     status = subparsers.add_parser("status", help="what is provisioned: cluster, releases, InferenceService")
