@@ -40,9 +40,11 @@ class ServiceSettings(BaseSettings):
     shutdown_drain_s: float = Field(2.0, ge=0, le=300)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_s: float = Field(2.0, ge=0.2, le=60, description="deadline of one Redis call")
     jobs_stream: str = Field("ocr:jobs", min_length=1)
     jobs_group: str = Field("ocr-workers", min_length=1)
     jobs_stream_maxlen: int = Field(100_000, ge=100)
+    jobs_queue_max_bytes: int = Field(128 * 1024 * 1024, ge=1, description="image bytes of the jobs still to do")
     job_ttl_s: int = Field(86_400, ge=1)
     max_attempts: int = Field(3, ge=1, le=100)
     visibility_timeout_s: float = Field(60.0, gt=0)
@@ -62,6 +64,15 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "OCR_VISIBILITY_TIMEOUT_S must be longer than OCR_REQUEST_TIMEOUT_S, or a live worker's job"
                 " would be claimed by another"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _largest_upload_fits_the_queue(self) -> ServiceSettings:
+        if self.jobs_queue_max_bytes < self.max_upload_bytes:
+            raise ValueError(
+                "OCR_JOBS_QUEUE_MAX_BYTES must be at least OCR_MAX_UPLOAD_BYTES, or the largest upload could never"
+                " be queued"
             )
         return self
 
