@@ -5,12 +5,22 @@ Layout (names from settings, defaults shown)::
     ocr:jobs                stream; each entry {"job_id"}; consumer group "ocr-workers"
     ocr:job:<id>            hash: status, attempts, created_at, updated_at, started_at, finished_at,
                             worker, request_id, tenant_id, image (bytes until done), result (JSON), error
-    ocr:idem:<key>          the job id an Idempotency-Key already created
+    ocr:idem:<tenant>:<key> "<job id>:<sha256 of the image>" for an Idempotency-Key already used
+    ocr:jobs:queued-bytes   the image bytes of the jobs still to be done (the queue's byte bound)
+    ocr:jobs:queued-sizes   hash: job id -> its image's bytes, for each of those jobs
     ocr:jobs:failed         list of the last 10,000 jobs that ended failed (the dead letters), newest first
 
-Enqueue writes the idempotency key, the hash and the stream entry in one Lua script, so a job is never
-half-created. Workers ack an entry only after its outcome is stored; an entry left pending by a dead
-worker is claimed by a live one after the visibility timeout.
+Enqueue writes the idempotency key, the hash, the stream entry and the image's bytes in one Lua script, so
+a job is never half-created; the script also recreates the consumer group when Redis lost it (a restart
+without persistence, FLUSHALL). Workers ack an entry only after its outcome is stored; an entry left
+pending by a dead worker is claimed by a live one after the visibility timeout.
+
+**Memory.** The queue is bounded by count (``OCR_JOBS_STREAM_MAXLEN``) and by the bytes of the images it
+holds (``OCR_JOBS_QUEUE_MAX_BYTES``), both checked in the enqueue script. An image leaves Redis when its
+job gets an outcome (or its record expires), and its bytes leave the bound then. Redis itself runs with
+``maxmemory`` and ``noeviction``: the enqueue script is refused whole when Redis is full (answered as a
+full queue), while the workers' scripts are flagged ``allow-oom``: recording an outcome deletes an image,
+so it must go on when Redis is full, or a full Redis could never drain.
 
 Acked entries leave the stream by ``XTRIM MINID``, never by ``XDEL``: every ack trims the stream up to
 the oldest entry still pending or not yet delivered. ``XDEL`` leaves a tombstone, and Redis (7.x,
@@ -24,6 +34,8 @@ the work not yet done plus, at most, finished entries queued after the oldest jo
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import re
 import time
@@ -37,7 +49,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.errors import QueueUnavailable
+from service.errors import QueueFull, ServiceError
 from service.settings import ServiceSettings
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -46,16 +58,27 @@ STATUSES = ("queued", "running", "succeeded", "failed")
 DEAD_LETTERS = "ocr:jobs:failed"
 DEAD_LETTERS_KEPT = 10_000
 
+FAIL_FAST_S = 1.0  # after Redis did not answer, API calls fail at once for this long (see JobStore)
+QUEUE_FULL_RETRY_AFTER_S = 30
+
 RetryResult = Literal["requeued", "not_owner", "ended", "expired"]
 
+# Script headers (Redis >= 7). Without flags a script is refused whole while Redis is over maxmemory; with
+# allow-oom it runs, writes included. Every key a script touches is passed in KEYS.
+_DENY_OOM = "#!lua\n"
+_ALLOW_OOM = "#!lua flags=allow-oom\n"
+
 # Store an outcome unless the job already has one: a job ends in exactly one final state even when a
-# slow worker and the worker that claimed its entry both finish it.
+# slow worker and the worker that claimed its entry both finish it. The image leaves Redis with the first
+# outcome (or left it with an expired record): its bytes leave the queue's byte bound either way.
+# KEYS: job, sizes, total. ARGV: job id, ttl, field, value, ...
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
+release(KEYS[2], KEYS[3], ARGV[1])
 if status == false or status == 'succeeded' or status == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('HDEL', KEYS[1], 'image')
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -68,8 +91,19 @@ return 1
 # ``trim_acked``: removes the acked prefix of the stream. Pending entries were all delivered, so they sort
 # before every undelivered one: the oldest pending entry, if any, bounds the trim; else the first entry
 # after the last-delivered id; else every entry is acked and the stream is emptied. The stream has one
-# consumer group (the workers'): a second group reading it would need its entries counted here too.
+# consumer group (the workers'): a second group reading it would need its entries counted here too. An
+# emptied stream means no job is left to do, so the byte count is reset with it (a safety net: each job's
+# bytes are released when it ends).
+# ``release``: a job's image left Redis; its bytes leave the byte bound (once: the sizes hash remembers).
+# ``ensure_group``: the consumer group, created from id 0 when missing (Redis lost its data).
 _HELPERS = """
+local function release(sizes, total, job_id)
+  local size = redis.call('HGET', sizes, job_id)
+  if not size then return end
+  redis.call('HDEL', sizes, job_id)
+  if redis.call('DECRBY', total, size) <= 0 then redis.call('DEL', total) end
+end
+
 local function group_info(stream, group)
   if redis.call('EXISTS', stream) == 0 then return nil end
   for _, flat in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
@@ -86,36 +120,64 @@ local function outstanding(stream, group)
   return info['pending'] + info['lag']
 end
 
-local function trim_acked(stream, group)
+local function trim_acked(stream, group, sizes, total)
   local info = group_info(stream, group)
   if info == nil then return 0 end
   local bound = redis.call('XPENDING', stream, group)[2]
   if not bound then
     local next_entry = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
-    if #next_entry == 0 then return redis.call('XTRIM', stream, 'MAXLEN', 0) end
+    if #next_entry == 0 then
+      redis.call('DEL', sizes, total)
+      return redis.call('XTRIM', stream, 'MAXLEN', 0)
+    end
     bound = next_entry[1][1]
   end
   return redis.call('XTRIM', stream, 'MINID', bound)
 end
+
+local function ensure_group(stream, group)
+  if group_info(stream, group) == nil then
+    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  end
+end
 """
 
-# Create a job atomically: the idempotency key, the hash and the stream entry all happen or none does.
+# Create a job atomically: the idempotency key, the hash, the stream entry and its bytes all happen or none
+# does. A known idempotency key returns its job when the image is the same (its sha256), and is refused
+# when it is not. Refused with -1 past the count bound, -2 past the byte bound.
+# KEYS: job, stream, idempotency key ('' for none), sizes, total.
+# ARGV: job id, ttl, count bound, group, byte bound, image bytes, image digest, field, value, ...
 _ENQUEUE = """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
-  if existing then return {0, existing} end
+  if existing then
+    local id, digest = string.match(existing, '^(%x+):(%x+)$')
+    if id == nil then return {0, existing} end
+    if digest ~= ARGV[7] then return {-3, id} end
+    return {0, id}
+  end
 end
+ensure_group(KEYS[2], ARGV[4])
 if outstanding(KEYS[2], ARGV[4]) >= tonumber(ARGV[3]) then return {-1, ''} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local size = tonumber(ARGV[6])
+local queued = tonumber(redis.call('GET', KEYS[5]) or '0')
+if queued + size > tonumber(ARGV[5]) then return {-2, tostring(queued)} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
+redis.call('HSET', KEYS[4], ARGV[1], size)
+redis.call('INCRBY', KEYS[5], size)
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1] .. ':' .. ARGV[7], 'EX', ARGV[2]) end
 return {1, ARGV[1]}
 """
 
-# Count an attempt and mark the job running, unless it expired (0) or already has an outcome.
+# Count an attempt and mark the job running, unless it expired (0: its image went with it) or already has
+# an outcome. KEYS: job, sizes, total. ARGV: worker, time, job id.
 _START = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  release(KEYS[2], KEYS[3], ARGV[3])
+  return 0
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'succeeded' and status ~= 'failed' then
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -128,6 +190,7 @@ return 1
 # claimed by another must not requeue a job the other may have finished), and never once it has an outcome.
 # Returns 1 requeued, 0 not the owner (nothing changed); owned but not requeued, with the entry acked:
 # 2 the job already has an outcome, 3 its record expired.
+# KEYS: job, stream, sizes, total. ARGV: group, entry id, consumer, error, time, job id.
 _RETRY = """
 local owned = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
 if #owned == 0 then return 0 end
@@ -135,22 +198,29 @@ redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 local status = redis.call('HGET', KEYS[1], 'status')
 local result = 2
 if status == false then
+  release(KEYS[3], KEYS[4], ARGV[6])
   result = 3
 elseif status ~= 'succeeded' and status ~= 'failed' then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'updated_at', ARGV[5])
   redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[6])
   result = 1
 end
-trim_acked(KEYS[2], ARGV[1])
+trim_acked(KEYS[2], ARGV[1], KEYS[3], KEYS[4])
 return result
 """
 _RETRY_RESULTS: dict[int, RetryResult] = {1: "requeued", 0: "not_owner", 2: "ended", 3: "expired"}
 
 # Ack an entry and trim what is now an acked prefix of the stream, atomically (a trim computed from a
-# stale view could remove an entry delivered or added in between).
+# stale view could remove an entry delivered or added in between); for a job that ended failed, list it
+# among the dead letters in the same step.
+# KEYS: stream, sizes, total, dead letters. ARGV: group, entry id, job id to list as dead ('' for none), kept.
 _ACK = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-trim_acked(KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('LPUSH', KEYS[4], ARGV[3])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+end
+trim_acked(KEYS[1], ARGV[1], KEYS[2], KEYS[3])
 return 1
 """
 
@@ -230,24 +300,65 @@ class Delivery:
     job_id: str
 
 
-class QueueFull(QueueUnavailable):
-    code = "queue_full"
+def queue_full(message: str) -> QueueFull:
+    return QueueFull(message, headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)})
+
+
+class IdempotencyKeyReused(ServiceError):
+    """An Idempotency-Key already used for another image (the first job is kept; a new image needs a new key)."""
+
+    status, code, reason = 409, "idempotency_key_reused", "bad_request"
 
 
 class JobStore:
-    def __init__(self, settings: ServiceSettings, client: redis.Redis | None = None) -> None:
+    """The queue's operations, each one atomic in Redis.
+
+    Every call has a deadline (``OCR_REDIS_TIMEOUT_S``). After a call finds Redis unreachable or silent, the
+    API's calls (``ensure_group``, ``enqueue``, ``get``) fail at once for ``fail_fast_s``: requests arriving
+    while Redis hangs are answered at once instead of each holding a thread for the whole timeout, and one
+    call per ``fail_fast_s`` finds out whether Redis is back. Workers pass 0: they back off on their own.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        client: redis.Redis | None = None,
+        *,
+        timeout_s: float | None = None,
+        fail_fast_s: float = FAIL_FAST_S,
+    ) -> None:
         self.settings = settings
         self.stream = settings.jobs_stream
         self.group = settings.jobs_group
         self.ttl = settings.job_ttl_s
+        self.sizes_key = f"{self.stream}:queued-sizes"
+        self.bytes_key = f"{self.stream}:queued-bytes"
+        timeout = settings.redis_timeout_s if timeout_s is None else timeout_s
         self.redis = client or redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0, health_check_interval=10
+            settings.redis_url,
+            socket_connect_timeout=min(1.0, timeout),
+            socket_timeout=timeout,
+            health_check_interval=10,
         )
-        self._finish = self.redis.register_script(_FINISH)
-        self._enqueue = self.redis.register_script(_HELPERS + _ENQUEUE)
-        self._start = self.redis.register_script(_START)
-        self._retry = self.redis.register_script(_HELPERS + _RETRY)
-        self._ack = self.redis.register_script(_HELPERS + _ACK)
+        self.fail_fast_s = fail_fast_s
+        self._quiet_until = 0.0
+        self._finish = self.redis.register_script(_ALLOW_OOM + _HELPERS + _FINISH)
+        self._enqueue = self.redis.register_script(_DENY_OOM + _HELPERS + _ENQUEUE)
+        self._start = self.redis.register_script(_ALLOW_OOM + _HELPERS + _START)
+        self._retry = self.redis.register_script(_ALLOW_OOM + _HELPERS + _RETRY)
+        self._ack = self.redis.register_script(_ALLOW_OOM + _HELPERS + _ACK)
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Fail at once while Redis was found silent less than ``fail_fast_s`` ago."""
+        if self.fail_fast_s and time.monotonic() < self._quiet_until:
+            raise redis.ConnectionError("Redis did not answer a moment ago; not asking again yet")
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError):
+            if self.fail_fast_s:
+                self._quiet_until = time.monotonic() + self.fail_fast_s
+            raise
 
     @staticmethod
     def job_key(job_id: str) -> str:
@@ -262,17 +373,46 @@ class JobStore:
 
     def ensure_group(self) -> None:
         """Create the consumer group (and stream) if missing; from id 0, so nothing enqueued is skipped."""
-        try:
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        with self._answering():
+            try:
+                self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
+        """The job; None when unknown or expired, or, given ``tenant_id``, when another tenant submitted it
+        (a caller cannot tell another tenant's job from one that does not exist)."""
         if not JOB_ID_RE.match(job_id):
             return None
-        raw = self.redis.hgetall(self.job_key(job_id))
-        return Job.from_hash(job_id, raw) if raw else None  # type: ignore[arg-type]
+        with self._answering():
+            raw = self.redis.hgetall(self.job_key(job_id))
+        if not raw:
+            return None
+        job = Job.from_hash(job_id, raw)  # type: ignore[arg-type]
+        if tenant_id is not None and job.tenant_id != tenant_id:
+            return None
+        return job
+
+    def queue_counts(self) -> tuple[int | None, int]:
+        """(lag, pending) of the consumer group in one round trip; the group is recreated first when it is
+        missing (Redis lost its data), so the lag KEDA reads exists again before any worker does."""
+        for _ in range(2):
+            try:
+                groups = self.redis.xinfo_groups(self.stream)
+            except redis.ResponseError:  # no stream
+                groups = []
+            for group in groups:  # type: ignore[union-attr]
+                name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+                if name == self.group:
+                    lag = group.get("lag")
+                    return (None if lag is None else int(lag)), int(group["pending"])
+            self.ensure_group()
+        return None, 0
+
+    def queued_bytes(self) -> int:
+        """The image bytes of the jobs still to be done (what OCR_JOBS_QUEUE_MAX_BYTES bounds)."""
+        return int(self.redis.get(self.bytes_key) or 0)  # type: ignore[arg-type]
 
     def lag(self) -> int | None:
         """Entries not yet delivered to the group (Redis >= 7), the number KEDA's lag trigger reads."""
@@ -299,7 +439,9 @@ class JobStore:
     def enqueue(
         self, image: bytes, *, request_id: str, tenant_id: str, idempotency_key: str | None = None
     ) -> tuple[str, bool]:
-        """Create a queued job; returns (job id, created). A known Idempotency-Key returns its job."""
+        """Create a queued job; returns (job id, created). A known Idempotency-Key returns its job if the
+        image is the same, and raises IdempotencyKeyReused if it is not. QueueFull past either bound, or
+        when Redis is out of memory."""
         job_id = uuid.uuid4().hex
         t = now()
         fields: list[Any] = [
@@ -307,16 +449,30 @@ class JobStore:
             "request_id", request_id, "tenant_id", tenant_id, "image", image,
         ]  # fmt: skip
         idem = self.idem_key(tenant_id, idempotency_key) if idempotency_key is not None else ""
-        code, value = self._enqueue(
-            keys=[self.job_key(job_id), self.stream, idem],
-            args=[job_id, self.ttl, self.settings.jobs_stream_maxlen, self.group, *fields],
-        )
-        if int(code) < 0:
-            raise QueueFull(
-                f"the job queue holds {self.settings.jobs_stream_maxlen} jobs already; retry later",
-                headers={"Retry-After": "30"},
+        max_bytes = self.settings.jobs_queue_max_bytes
+        with self._answering():
+            try:
+                code, value = self._enqueue(
+                    keys=[self.job_key(job_id), self.stream, idem, self.sizes_key, self.bytes_key],
+                    args=[
+                        job_id, self.ttl, self.settings.jobs_stream_maxlen, self.group, max_bytes, len(image),
+                        hashlib.sha256(image).hexdigest(), *fields,
+                    ],
+                )  # fmt: skip
+            except redis.OutOfMemoryError as exc:
+                raise queue_full("the job store is out of memory; retry later") from exc
+        code = int(code)
+        value = value.decode() if isinstance(value, bytes) else str(value)
+        if code == -1:
+            raise queue_full(f"the job queue holds {self.settings.jobs_stream_maxlen} jobs already; retry later")
+        if code == -2:
+            raise queue_full(f"the job queue holds {value} of its {max_bytes} bytes of images already; retry later")
+        if code == -3:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency_key!r} was used for job {value} with another image;"
+                " a new image needs a new key"
             )
-        return (value.decode() if isinstance(value, bytes) else str(value)), int(code) == 1
+        return value, code == 1
 
     # -- the worker side ----------------------------------------------------------------------------
 
@@ -338,6 +494,12 @@ class JobStore:
         reply: Any = self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=1, block=block_ms)
         return [d for _, entries in reply or [] for d in self._deliveries(entries)]
 
+    def own_pending(self, consumer: str) -> list[Delivery]:
+        """The oldest entry delivered to ``consumer`` and not acked (XREADGROUP from id 0): one whose reply
+        was lost when a call timed out, or one left by an earlier process of the same name."""
+        reply: Any = self.redis.xreadgroup(self.group, consumer, {self.stream: "0"}, count=1)
+        return [d for _, entries in reply or [] for d in self._deliveries(entries)]
+
     def touch(self, consumer: str, delivery: Delivery) -> None:
         """Reset the entry's idle time: a live worker's long job is not claimed by another."""
         self.redis.xclaim(self.stream, self.group, consumer, 0, [delivery.entry_id], justid=True)
@@ -346,20 +508,24 @@ class JobStore:
         """Mark the job running and count the attempt; None when the job expired. A job that already
         has an outcome is returned as it is (its entry was delivered again)."""
         key = self.job_key(delivery.job_id)
-        if not self._start(keys=[key], args=[consumer, now()]):
+        if not self._start(keys=[key, self.sizes_key, self.bytes_key], args=[consumer, now(), delivery.job_id]):
             return None
         raw = self.redis.hgetall(key)
         return Job.from_hash(delivery.job_id, raw) if raw else None  # type: ignore[arg-type]
 
     def _finish_job(self, job_id: str, fields: dict[str, Any]) -> bool:
-        args: list[Any] = [self.ttl]
+        args: list[Any] = [job_id, self.ttl]
         for k, v in fields.items():
             args += [k, v]
-        return bool(self._finish(keys=[self.job_key(job_id)], args=args))
+        return bool(self._finish(keys=[self.job_key(job_id), self.sizes_key, self.bytes_key], args=args))
 
-    def done(self, delivery: Delivery) -> None:
-        """Ack the entry; the stream is trimmed up to the oldest entry still to be done."""
-        self._ack(keys=[self.stream], args=[self.group, delivery.entry_id])
+    def done(self, delivery: Delivery, *, dead_letter: bool = False) -> None:
+        """Ack the entry; the stream is trimmed up to the oldest entry still to be done. ``dead_letter``
+        lists the job among the failed ones in the same step."""
+        self._ack(
+            keys=[self.stream, self.sizes_key, self.bytes_key, DEAD_LETTERS],
+            args=[self.group, delivery.entry_id, delivery.job_id if dead_letter else "", DEAD_LETTERS_KEPT],
+        )
 
     def succeed(self, delivery: Delivery, result: dict[str, Any]) -> bool:
         t = now()
@@ -375,12 +541,7 @@ class JobStore:
         stored = self._finish_job(
             delivery.job_id, {"status": "failed", "error": error, "finished_at": t, "updated_at": t}
         )
-        with self.redis.pipeline(transaction=True) as pipe:
-            self._ack(keys=[self.stream], args=[self.group, delivery.entry_id], client=pipe)
-            if stored:
-                pipe.lpush(DEAD_LETTERS, delivery.job_id)
-                pipe.ltrim(DEAD_LETTERS, 0, DEAD_LETTERS_KEPT - 1)
-            pipe.execute()
+        self.done(delivery, dead_letter=stored)
         return stored
 
     def failed_ids(self, limit: int = 100) -> list[str]:
@@ -395,7 +556,7 @@ class JobStore:
         in both cases the entry is acked and nothing is requeued.
         """
         code = self._retry(
-            keys=[self.job_key(delivery.job_id), self.stream],
+            keys=[self.job_key(delivery.job_id), self.stream, self.sizes_key, self.bytes_key],
             args=[self.group, delivery.entry_id, consumer, error, now(), delivery.job_id],
         )
         return _RETRY_RESULTS[int(code)]

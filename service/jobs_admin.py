@@ -5,7 +5,8 @@ For operators and for the test harness, which runs it as a subprocess (locally) 
 cluster), so that nothing outside the service imports its queue code. It reads the same ``OCR_*``
 settings as the API and the workers (``OCR_REDIS_URL``, ``OCR_JOBS_STREAM``, ``OCR_JOBS_GROUP``).
 
-    stats [--limit N]       {"lag", "pending", "entries_added", "length", "dead_letters", "dead_letter_ids"}
+    stats [--limit N]       {"lag", "pending", "entries_added", "length", "queued_bytes", "dead_letters",
+                             "dead_letter_ids"}
     inject [--tenant T]     enqueue stdin's bytes as a job, as the API would after validation: {"job_id"}
     job ID                  the job as GET /jobs/{id} shows it, plus the worker that last ran it
 
@@ -51,6 +52,7 @@ def stats(store: JobStore, limit: int) -> dict[str, Any]:
         "pending": pending,
         "entries_added": entries_added,
         "length": length,
+        "queued_bytes": store.queued_bytes(),
         "dead_letters": int(store.redis.llen(DEAD_LETTERS)),  # type: ignore[arg-type]
         "dead_letter_ids": store.failed_ids(limit),
     }

@@ -69,7 +69,8 @@ def store_for(url: str) -> JobStore:
 
 def test_stats_of_an_empty_redis(url: str) -> None:
     assert ok(admin(url, "stats")) == {
-        "lag": None, "pending": 0, "entries_added": 0, "length": 0, "dead_letters": 0, "dead_letter_ids": [],
+        "lag": None, "pending": 0, "entries_added": 0, "length": 0, "queued_bytes": 0, "dead_letters": 0,
+        "dead_letter_ids": [],
     }  # fmt: skip
 
 
@@ -83,6 +84,7 @@ def test_inject_queues_the_bytes_as_they_are(url: str) -> None:
     )  # fmt: skip
     stats = ok(admin(url, "stats"))
     assert (stats["lag"], stats["pending"], stats["entries_added"], stats["length"]) == (1, 0, 1, 1)
+    assert stats["queued_bytes"] == len(damaged)
 
 
 def test_inject_defaults_to_the_admin_tenant(url: str) -> None:
@@ -113,7 +115,7 @@ def test_stats_counts_pending_entries_and_lists_dead_letters_newest_first(url: s
     store.read("worker-a", block_ms=100)
     stats = ok(admin(url, "stats", "--limit", "2"))
     assert stats == {
-        "lag": 1, "pending": 1, "entries_added": 5, "length": 2, "dead_letters": 3,
+        "lag": 1, "pending": 1, "entries_added": 5, "length": 2, "queued_bytes": 6, "dead_letters": 3,
         "dead_letter_ids": [failed[2], failed[1]],
     }  # fmt: skip
     assert ok(admin(url, "stats"))["dead_letter_ids"] == failed[::-1]

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness.components import start_redis
-from service.jobs import Delivery, JobStore, QueueFull
+from harness.components import Endpoint, redis_url, start_redis
+from service.jobs import Delivery, IdempotencyKeyReused, JobStore, QueueFull
 from service.settings import load_settings
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
+def redis_endpoint(tmp_path: Path) -> Iterator[Endpoint]:
     endpoint = start_redis(tmp_path, tmp_path / "data")
-    s = JobStore(load_settings(redis_url=f"redis://127.0.0.1:{endpoint.port}/0", jobs_stream_maxlen=100))
-    s.ensure_group()
-    yield s
+    yield endpoint
     endpoint.process.stop()
+
+
+@pytest.fixture
+def make_store(redis_endpoint: Endpoint) -> Callable[..., JobStore]:
+    def make(**overrides: Any) -> JobStore:
+        s = JobStore(load_settings(redis_url=redis_url(redis_endpoint), **overrides))
+        s.ensure_group()
+        return s
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[..., JobStore]) -> JobStore:
+    return make_store(jobs_stream_maxlen=100)
 
 
 def read_one(store: JobStore, consumer: str) -> Delivery:
@@ -219,3 +236,129 @@ def test_trimming_never_removes_work_and_keeps_the_lag_exact(store: JobStore) ->
 def entry_key(entry_id: str) -> tuple[int, int]:
     ms, seq = entry_id.split("-")
     return int(ms), int(seq)
+
+
+# --- the queue bounded in bytes ------------------------------------------------------------------------------
+
+
+def test_the_queue_is_bounded_in_bytes(make_store: Callable[..., JobStore]) -> None:
+    store = make_store(max_upload_bytes=MiB, jobs_queue_max_bytes=3 * MiB)
+    image = os.urandom(MiB)
+    for i in range(3):
+        store.enqueue(image, request_id=f"r{i}", tenant_id="t")
+    with pytest.raises(QueueFull) as refused:
+        store.enqueue(image, request_id="one too many", tenant_id="t", idempotency_key="order-9")
+    assert refused.value.code == "queue_full" and refused.value.status == 503
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    assert store.redis.get(store.idem_key("t", "order-9")) is None
+    assert store.redis.xlen(store.stream) == 3 and store.queued_bytes() == 3 * MiB
+    # A finished job's image leaves Redis, and its bytes leave the bound.
+    assert store.succeed(read_one(store, "worker-a"), {"text": "done"})
+    assert store.queued_bytes() == 2 * MiB
+    _, created = store.enqueue(image, request_id="room again", tenant_id="t")
+    assert created
+
+
+def test_redis_memory_stays_near_the_byte_bound(make_store: Callable[..., JobStore]) -> None:
+    """Uploads of the largest size, one after another: Redis holds what the bound admits, not every upload.
+    (Its allocator rounds a large value up to a size class, at most a quarter more.)"""
+    store = make_store(max_upload_bytes=5 * MiB, jobs_queue_max_bytes=16 * MiB)
+    accepted = 0
+    for i in range(8):
+        try:
+            store.enqueue(os.urandom(5 * MiB), request_id=f"r{i}", tenant_id="t")
+            accepted += 1
+        except QueueFull:
+            pass
+    dataset = int(store.redis.info("memory")["used_memory_dataset"])  # type: ignore[index]
+    assert accepted == 3
+    assert dataset < 16 * MiB * 1.25, f"Redis holds {dataset / MiB:.1f} MiB of data"
+
+
+def test_queued_bytes_are_released_however_a_job_ends(store: JobStore) -> None:
+    ids = [store.enqueue(b"x" * size, request_id=f"r{size}", tenant_id="t")[0] for size in (100, 200, 300, 400)]
+    assert store.queued_bytes() == 1000
+    succeeded, failed, retried, expired = (read_one(store, "worker-a") for _ in ids)
+    for delivery in (succeeded, failed, retried, expired):
+        store.start(delivery, "worker-a")
+    assert store.succeed(succeeded, {"text": "ok"}) and store.queued_bytes() == 900
+    assert store.fail(failed, "broken") and store.queued_bytes() == 700
+    # A retried job keeps its image, and its bytes.
+    assert store.retry(retried, "worker-a", "RuntimeError: once") == "requeued" and store.queued_bytes() == 700
+    # A record that expired took its image with it.
+    store.redis.delete(store.job_key(expired.job_id))
+    assert store.retry(expired, "worker-a", "RuntimeError: late") == "expired" and store.queued_bytes() == 300
+    again = read_one(store, "worker-b")
+    assert again.job_id == ids[2]
+    store.start(again, "worker-b")
+    assert store.succeed(again, {"text": "ok"}) and store.queued_bytes() == 0
+    assert store.redis.xlen(store.stream) == 0
+
+
+def test_an_expired_queued_job_releases_its_bytes_when_its_entry_is_dropped(store: JobStore) -> None:
+    job_id, _ = store.enqueue(b"x" * 500, request_id="r", tenant_id="t")
+    store.enqueue(b"y" * 20, request_id="s", tenant_id="t")
+    store.redis.delete(store.job_key(job_id))
+    assert store.start(read_one(store, "worker-a"), "worker-a") is None
+    assert store.queued_bytes() == 20
+
+
+def test_a_redis_out_of_memory_refuses_jobs_but_lets_workers_finish(store: JobStore) -> None:
+    """maxmemory with noeviction: Redis refuses writes past it. New jobs are refused as queue_full; workers
+    still record outcomes, which frees the images' memory."""
+    job_id, _ = store.enqueue(os.urandom(MiB), request_id="r", tenant_id="t")
+    delivery = read_one(store, "worker-a")
+    used = int(store.redis.info("memory")["used_memory"])  # type: ignore[index]
+    store.redis.config_set("maxmemory-policy", "noeviction")
+    store.redis.config_set("maxmemory", used - 256 * 1024)
+    try:
+        with pytest.raises(QueueFull) as refused:
+            store.enqueue(b"img", request_id="no room", tenant_id="t")
+        assert "memory" in refused.value.message
+        job = store.start(delivery, "worker-a")
+        assert job is not None and job.status == "running"
+        assert store.succeed(delivery, {"text": "done"})
+        finished = store.get(job_id)
+        assert finished is not None and finished.status == "succeeded" and finished.image is None
+        assert store.redis.xlen(store.stream) == 0
+    finally:
+        store.redis.config_set("maxmemory", 0)
+
+
+# --- tenants and idempotency keys ----------------------------------------------------------------------------
+
+
+def test_a_job_is_visible_to_its_tenant_only(store: JobStore) -> None:
+    job_id, _ = store.enqueue(b"img", request_id="r", tenant_id="team-a")
+    mine = store.get(job_id, tenant_id="team-a")
+    assert mine is not None and mine.tenant_id == "team-a"
+    assert store.get(job_id, tenant_id="team-b") is None
+    assert store.get(job_id, tenant_id="anonymous") is None
+    assert store.get(job_id) is not None  # the operator's view (jobs_admin) is not tenant-bound
+
+
+def test_an_idempotency_key_reused_with_another_image_is_refused(store: JobStore) -> None:
+    first, created = store.enqueue(b"image one", request_id="1", tenant_id="t", idempotency_key="order-1")
+    with pytest.raises(IdempotencyKeyReused) as reused:
+        store.enqueue(b"image two", request_id="2", tenant_id="t", idempotency_key="order-1")
+    assert reused.value.code == "idempotency_key_reused" and reused.value.status == 409
+    assert store.redis.xlen(store.stream) == 1
+    again, created_again = store.enqueue(b"image one", request_id="3", tenant_id="t", idempotency_key="order-1")
+    assert (created, created_again, again) == (True, False, first)
+
+
+def test_a_key_stored_before_digests_were_kept_still_returns_its_job(store: JobStore) -> None:
+    job_id, _ = store.enqueue(b"img", request_id="1", tenant_id="t")
+    store.redis.set(store.idem_key("t", "legacy"), job_id)
+    assert store.enqueue(b"other", request_id="2", tenant_id="t", idempotency_key="legacy") == (job_id, False)
+
+
+# --- Redis that lost its data --------------------------------------------------------------------------------
+
+
+def test_enqueue_recreates_a_consumer_group_lost_with_the_data(store: JobStore) -> None:
+    store.enqueue(b"img", request_id="before", tenant_id="t")
+    store.redis.flushall()
+    store.enqueue(b"img", request_id="after", tenant_id="t")
+    assert store.lag() == 1
+    assert read_one(store, "worker-a").job_id
