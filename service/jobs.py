@@ -37,7 +37,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,6 +53,8 @@ from prometheus_client.registry import Collector
 
 from service.errors import QueueFull, ServiceError
 from service.settings import ServiceSettings
+
+log = logging.getLogger("service.jobs")
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -562,26 +566,83 @@ class JobStore:
         return _RETRY_RESULTS[int(code)]
 
 
-class QueueCollector(Collector):
-    """Queue lag and pending entries, read from Redis at scrape time (what KEDA reads, as it reads it).
+@dataclass(frozen=True)
+class QueueReading:
+    lag: int | None
+    pending: int
+    at: float  # time.monotonic() of the reading
 
-    Both the API and the workers export it: the API always runs, so the lag stays visible (and alertable)
-    while the workers are at zero replicas.
+
+class QueueCollector(Collector):
+    """Queue lag and pending entries (what KEDA reads, as it reads it), for Prometheus.
+
+    Both the API and the workers export them: the API always runs, so the lag stays visible (and alertable)
+    while the workers are at zero replicas. A scrape never waits on Redis: a background thread, started by
+    the first scrape, reads Redis every ``interval_s`` with a ``timeout_s`` deadline (recreating the consumer
+    group when Redis lost it), and a scrape shows the last reading. A reading older than ``max_age_s``
+    (Redis unreachable or hung) is not shown: the series are absent, never a stale number passed off as
+    current; ``ocr_jobs_queue_stats_age_seconds`` says how old the last reading is.
     """
 
-    def __init__(self, store: Callable[[], JobStore]) -> None:
+    def __init__(
+        self,
+        store: Callable[[], JobStore],
+        *,
+        interval_s: float = 1.0,
+        timeout_s: float = 1.0,
+        max_age_s: float = 3.0,
+    ) -> None:
         self.store = store
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.max_age_s = max_age_s
+        self._reading: QueueReading | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        self._ensure_reader()
         lag = GaugeMetricFamily("ocr_jobs_queue_lag", "Stream entries not yet delivered to the consumer group")
         pending = GaugeMetricFamily("ocr_jobs_pending", "Entries delivered to a worker and not yet acked")
-        try:
-            store = self.store()
-            value = store.lag()
-            if value is not None:
-                lag.add_metric([], value)
-            pending.add_metric([], store.pending())
-        except redis.RedisError:
-            pass  # no sample: an absent series, not a false zero
+        age = GaugeMetricFamily(
+            "ocr_jobs_queue_stats_age_seconds", "Seconds since the queue lag and pending entries were read from Redis"
+        )
+        reading = self._reading
+        if reading is not None:
+            elapsed = time.monotonic() - reading.at
+            age.add_metric([], round(elapsed, 3))
+            if elapsed <= self.max_age_s:
+                if reading.lag is not None:
+                    lag.add_metric([], reading.lag)
+                pending.add_metric([], reading.pending)
         yield lag
         yield pending
+        yield age
+
+    def close(self) -> None:
+        self._stopping.set()
+
+    def _ensure_reader(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._read_forever, name="queue-metrics", daemon=True)
+                self._thread.start()
+
+    def _read_forever(self) -> None:
+        reader: JobStore | None = None
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                if reader is None:
+                    reader = JobStore(self.store().settings, timeout_s=self.timeout_s, fail_fast_s=0)
+                lag, pending = reader.queue_counts()
+                self._reading = QueueReading(lag, pending, time.monotonic())
+                if failing:
+                    log.info("queue metrics: Redis answers again")
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure; it is logged
+                if not failing:
+                    log.warning("queue metrics: cannot read the queue from Redis: %s", exc)
+                failing = True
+            self._stopping.wait(self.interval_s)

@@ -78,7 +78,8 @@ class WorkerMetrics:
         )
         self.busy = Gauge("ocr_worker_busy", "1 while a job is being processed", registry=r)
         self.redis_up = Gauge("ocr_worker_redis_up", "1 when the last Redis call succeeded", registry=r)
-        r.register(QueueCollector(lambda: store))
+        self.queue = QueueCollector(lambda: store)
+        r.register(self.queue)
 
 
 class HealthServer:
@@ -321,6 +322,7 @@ def main() -> int:
     try:
         worker.run()
     finally:
+        worker.metrics.queue.close()
         health.stop()
     return 0
 

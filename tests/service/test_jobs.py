@@ -125,7 +125,14 @@ def test_worker_survives_a_redis_restart_and_loses_no_job(tmp_path: Path) -> Non
         assert worker.process.alive()
 
         redis_ep = start_redis(tmp_path, tmp_path / "data", name="redis-again", port=port, appendonly=True)
-        second = post_job(api, samples.text_line("After").encode()).json()["job_id"]
+        # The API waits a moment (OCR fail-fast, 1 s) before asking a Redis that failed it again.
+        accepted = wait.until(
+            lambda: post_job(api, samples.text_line("After").encode()),
+            lambda response: response.status_code == 202,
+            timeout=10,
+            what="the API to queue jobs again",
+        )
+        second = accepted.last.json()["job_id"]  # type: ignore[union-attr]
         wait.until(lambda: status(second), lambda s: s == "succeeded", timeout=60, what="job after the restart")
         assert status(first) == "succeeded"  # persisted across the restart
         assert worker.process.alive()
@@ -140,11 +147,18 @@ def test_worker_survives_a_redis_restart_and_loses_no_job(tmp_path: Path) -> Non
     assert worker_exit == 0
 
 
+def scraped(api: Endpoint, name: str) -> float | None:
+    metrics = httpx.get(f"{api.url}/metrics").text
+    return next((float(x.split()[-1]) for x in metrics.splitlines() if x.startswith(f"{name} ")), None)
+
+
 def test_the_api_exports_the_queue_lag_while_no_worker_runs(stack: dict) -> None:
     post_job(stack["api"], samples.text_line("Waiting").encode())
-    metrics = httpx.get(f"{stack['api'].url}/metrics").text
-    lag = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("ocr_jobs_queue_lag "))
-    assert lag >= 1 and lag == store_for(stack).lag()
+    expected = store_for(stack).lag()
+    assert expected is not None and expected >= 1
+    # Read from Redis every second in the background, never while a scrape waits.
+    wait.until(lambda: scraped(stack["api"], "ocr_jobs_queue_lag"), lambda lag: lag == expected, timeout=10,
+               what=f"the scraped lag to read {expected}")  # fmt: skip
 
 
 def test_the_job_path_works_with_an_authenticated_redis(tmp_path: Path) -> None:
@@ -167,3 +181,54 @@ def test_the_job_path_works_with_an_authenticated_redis(tmp_path: Path) -> None:
     finally:
         api.process.stop()
         endpoint.process.stop()
+
+
+def noise_png(seed: int, side: int = 100) -> bytes:
+    """An incompressible image: its PNG is about side * side * 3 bytes."""
+    import io
+    import random
+
+    from PIL import Image
+
+    pixels = random.Random(seed).randbytes(side * side * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_the_queue_is_bounded_in_bytes_and_answers_queue_full(stack: dict) -> None:
+    env = {
+        **stack["env"], "OCR_JOBS_STREAM": "bounded:jobs", "OCR_MAX_UPLOAD_BYTES": "40000",
+        "OCR_JOBS_QUEUE_MAX_BYTES": "100000",
+    }  # fmt: skip
+    api = start_service(stack["root"], name="jobs-api-bounded", env=env)
+    try:
+        images = [noise_png(seed) for seed in range(4)]
+        assert all(30_000 < len(image) < 40_000 for image in images)
+        for image in images[:3]:
+            assert post_job(api, image).status_code == 202
+        full = post_job(api, images[3])
+        assert full.status_code == 503, full.text
+        assert full.json()["error"]["code"] == "queue_full" and int(full.headers["retry-after"]) >= 1
+    finally:
+        api.process.stop()
+
+
+def test_the_next_job_recreates_a_consumer_group_lost_with_the_data(stack: dict) -> None:
+    """Redis restarted without persistence (or FLUSHALL) after the API's first enqueue: the next job recreates
+    the group, so the lag KEDA scales on exists again with no worker running."""
+    store = store_for(stack)
+    assert post_job(stack["api"], samples.text_line("Before the flush").encode()).status_code == 202
+    store.redis.flushall()
+    assert post_job(stack["api"], samples.text_line("After the flush").encode()).status_code == 202
+    assert store.lag() == 1
+
+
+def test_the_metrics_read_recreates_a_consumer_group_lost_with_the_data(stack: dict) -> None:
+    store = store_for(stack)
+    wait.until(lambda: scraped(stack["api"], "ocr_jobs_queue_lag"), lambda lag: lag is not None, timeout=10,
+               what="the lag series")  # fmt: skip
+    store.redis.flushall()
+    wait.until(lambda: scraped(stack["api"], "ocr_jobs_queue_lag"), lambda lag: lag == 0, timeout=10,
+               what="the metrics read to recreate the group")  # fmt: skip
+    assert store.lag() == 0
