@@ -7,6 +7,13 @@ leaves the queue. SIGTERM stops reading, finishes the current job and exits 0. A
 is retried with capped exponential backoff; the process does not crash-loop and the job is not lost
 (its entry stays pending and is claimed again).
 
+Every Redis call has a deadline (OCR_REDIS_TIMEOUT_S). A call that times out may still run once Redis goes
+on (a hung Redis executes what it had buffered): an entry is then delivered to this worker with nobody to
+read the reply, or an outcome is stored and never acked. So, at start-up and after every Redis failure, the
+worker first takes back the entries still pending under its own name (XREADGROUP from id 0) and resumes
+them, instead of leaving them to the visibility timeout. A worker started again under the same name does
+the same for what its previous process left.
+
 Every log line about a job carries ``event`` (one of ``EVENTS``, a stable name that log queries and the
 acceptance tests count on; the message text is for people and may change), ``job_id``, ``request_id``,
 ``worker`` and ``attempt`` (the attempt number this worker is on; null when it never started one).
@@ -52,6 +59,7 @@ EVENTS = frozenset(
         "job_outcome_discarded",  # the job already had an outcome: this attempt's is dropped
         "job_expired",  # the job's record expired before it ran; its entry is dropped
         "job_claimed",  # taken over from a silent worker after the visibility timeout
+        "job_resumed",  # an entry still pending under this worker's own name, taken back after a Redis fault
         "job_already_finished",  # an entry delivered again after its outcome was stored; dropped
         "job_heartbeat_failed",  # the entry's idle time could not be reset (Redis unreachable)
     }
@@ -122,13 +130,18 @@ class Worker:
     def __init__(self, settings: ServiceSettings, model: OcrModel, store: JobStore | None = None) -> None:
         self.settings = settings
         self.model = model
-        self.store = store or JobStore(settings)
+        # No fail-fast: the loop backs off on its own.
+        self.store = store or JobStore(settings, fail_fast_s=0)
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics(self.store)
         self.stopping = threading.Event()
         self.last_loop = time.monotonic()
         self.redis_ok = False
         self.busy = False
+        # Take back entries pending under this name before reading new ones: at start-up, after a fault.
+        self.resuming = True
+        # XREADGROUP blocks for less than the Redis call deadline, so an idle wait is never a timeout.
+        self.block_ms = int(min(1.0, settings.redis_timeout_s / 2) * 1000)
 
     def health(self) -> dict[str, Any]:
         # A job may legitimately run long (the model cannot be interrupted): only an idle loop that stopped
@@ -154,22 +167,32 @@ class Worker:
             try:
                 if not self.redis_ok:
                     self.store.ensure_group()
-                deliveries = self.store.claim_stale(self.name)
-                claimed = bool(deliveries)
-                if claimed:
-                    self.metrics.claimed.inc(len(deliveries))
-                else:
-                    deliveries = self.store.read(self.name, block_ms=1000)
+                deliveries, how = self._next()
                 self._set_redis(True)
                 backoff = 0.5
                 for delivery in deliveries:
-                    self.process(delivery, claimed=claimed)
+                    self.process(delivery, claimed=how == "claimed", resumed=how == "resumed")
             except redis.RedisError as exc:
                 self._set_redis(False)
+                self.resuming = True
                 log.warning("redis unavailable: %s; retrying in %.1fs", exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         log.info("worker stopped", extra={"worker": self.name})
+
+    def _next(self) -> tuple[list[Delivery], str]:
+        """The next entries to process and how they came: resumed (pending under this worker's own name),
+        claimed (from a silent worker) or read (new)."""
+        if self.resuming:
+            deliveries = self.store.own_pending(self.name)
+            if deliveries:
+                return deliveries, "resumed"
+            self.resuming = False
+        deliveries = self.store.claim_stale(self.name)
+        if deliveries:
+            self.metrics.claimed.inc(len(deliveries))
+            return deliveries, "claimed"
+        return self.store.read(self.name, block_ms=self.block_ms), "read"
 
     def _set_redis(self, ok: bool) -> None:
         self.redis_ok = ok
@@ -180,7 +203,7 @@ class Worker:
         assert event in EVENTS, event
         log.log(level, message, *args, extra={"event": event, "worker": self.name, **fields})
 
-    def process(self, delivery: Delivery, *, claimed: bool = False) -> None:
+    def process(self, delivery: Delivery, *, claimed: bool = False, resumed: bool = False) -> None:
         job = self.store.start(delivery, self.name)
         ended = job is not None and job.status in ("succeeded", "failed")
         # ``attempt`` is the number start() just counted, the attempt this worker is making.
@@ -191,6 +214,9 @@ class Worker:
         }
         if claimed:
             self._log(logging.INFO, "job_claimed", "job taken over from a silent worker", **fields)
+        if resumed:
+            message = "job taken back: its entry was still pending under this worker's name"
+            self._log(logging.INFO, "job_resumed", message, **fields)
         if job is None:
             self._log(logging.WARNING, "job_expired", "job expired before it ran; dropping its entry", **fields)
             self.store.done(delivery)

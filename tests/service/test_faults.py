@@ -7,11 +7,13 @@ That is harder than a stopped Redis (connections refused at once): every call wa
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -163,3 +165,136 @@ def test_a_hung_redis_answers_jobs_503_within_the_timeout_and_predict_goes_on(st
         assert health.status_code == 200 and elapsed < LIVENESS_S
     wait.until(lambda: post_job(api, samples.text_line("Again").encode()).status_code, lambda s: s == 202,
                timeout=10, what="/jobs to accept jobs again")  # fmt: skip
+
+
+def test_workers_lose_no_job_to_a_hung_redis(stack: dict[str, Any], worker: Endpoint, store: JobStore) -> None:
+    """Redis hangs while a worker drains one-line jobs. The call in flight times out, and what Redis had
+    buffered runs when it goes on: an entry delivered to a reader that gave up, an attempt started or an
+    outcome stored that was never acked. After SIGCONT every job succeeds and nothing stays pending, well
+    before the visibility timeout (60 s) would let another worker claim a lost entry: the worker takes its
+    own entries back as soon as Redis answers."""
+    samples_by_id = {}
+    for seed in range(40):
+        sample = samples.words_image(seed)
+        job_id, _ = store.enqueue(sample.encode(), request_id=f"hang-{seed}", tenant_id="t")
+        samples_by_id[job_id] = sample
+    wait.until(store.lag, lambda lag: lag is not None and lag <= 37, timeout=30, interval=0.05,
+               what="jobs to flow")  # fmt: skip
+    with hung(stack["redis"]):
+        time.sleep(HANG_S)
+        assert worker.process.alive()
+    resumed = time.monotonic()
+
+    def outcome() -> tuple[set[str], int | None, int]:
+        statuses = {job.status for job in (store.get(i) for i in samples_by_id) if job is not None}
+        return statuses, store.lag(), store.pending()
+
+    wait.until(outcome, lambda o: o == ({"succeeded"}, 0, 0), timeout=20,
+               what="every job to succeed and nothing to stay pending")  # fmt: skip
+    recovered_s = time.monotonic() - resumed
+    for job_id, sample in samples_by_id.items():
+        job = store.get(job_id)
+        assert job is not None and job.result is not None and job.result["text"] == sample.text
+    print(f"\nall jobs done and acked {recovered_s:.1f}s after Redis came back")
+
+
+def test_a_storm_of_worker_kills_loses_no_job(stack: dict[str, Any], store: JobStore) -> None:
+    """Two workers; every 2 s one of them is SIGKILLed, aimed at a job in progress, and restarted, while 30
+    one-line jobs (and 6 short pages, so that kills land mid-job) are queued. Worker "a" comes back under its
+    own name (a process restarted in place), worker "b" under a new one each time (a replaced pod, whose
+    entry another worker claims after the visibility timeout)."""
+    api, root = stack["api"], stack["root"]
+    env = {**stack["env"], "OCR_REQUEST_TIMEOUT_S": "2", "OCR_VISIBILITY_TIMEOUT_S": "5"}
+    jobs = []
+    for seed in range(30):
+        jobs.append(samples.words_image(seed))
+        if seed % 5 == 4:
+            jobs.append(samples.document(seed, lines=4))
+    started = time.monotonic()
+    ids: list[str] = []
+    kills: list[tuple[str, bool]] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        starting = {slot: pool.submit(start_worker, root, name=f"storm-{slot}", env=env) for slot in "ab"}
+        workers = {slot: future.result() for slot, future in starting.items()}
+        every: list[Endpoint] = list(workers.values())
+
+        def enqueue() -> None:
+            for sample in jobs:
+                response = post_job(api, sample.encode())
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["job_id"])
+                time.sleep(0.3)
+
+        enqueuer = pool.submit(enqueue)
+        restarting: dict[str, Future[Endpoint]] = {}
+        try:
+            while not (enqueuer.done() and len(kills) >= 6) and time.monotonic() - started < 60:
+                for slot in [slot for slot, future in restarting.items() if future.done()]:
+                    workers[slot] = restarting.pop(slot).result()
+                    every.append(workers[slot])
+                ready = [slot for slot in "ab" if slot not in restarting]
+                if not ready:
+                    time.sleep(0.2)
+                    continue
+                slot = ready[len(kills) % len(ready)]
+                victim = workers[slot]
+                busy = aim(victim, within=1.5)
+                victim.process.signal(signal.SIGKILL)
+                victim.process.wait_exit(10)
+                kills.append((victim.process.name, busy))
+                name = "storm-a" if slot == "a" else f"storm-b{len(kills)}"
+                restarting[slot] = pool.submit(start_worker, root, name=name, env=env)
+                time.sleep(2.0)
+            enqueuer.result()
+            for slot, future in restarting.items():
+                workers[slot] = future.result()
+                every.append(workers[slot])
+
+            def states() -> dict[str, int]:
+                seen: dict[str, int] = {}
+                for job_id in ids:
+                    state = httpx.get(f"{api.url}/jobs/{job_id}", timeout=10).json()["status"]
+                    seen[state] = seen.get(state, 0) + 1
+                return seen
+
+            wait.until(states, lambda s: set(s) <= {"succeeded", "failed"}, timeout=60, what="every job to end")
+            wait.until(lambda: (store.lag(), store.pending()), lambda v: v == (0, 0), timeout=15,
+                       what="nothing left queued or pending")  # fmt: skip
+        finally:
+            for endpoint in every:
+                endpoint.process.stop()
+    assert len(ids) == len(jobs) == len(set(ids))
+    attempts: dict[int, int] = {}
+    for job_id, sample in zip(ids, jobs, strict=True):
+        view = httpx.get(f"{api.url}/jobs/{job_id}", timeout=10).json()
+        attempts[view["attempts"]] = attempts.get(view["attempts"], 0) + 1
+        if view["status"] == "succeeded":
+            assert view["result"]["text"] == sample.text
+        else:
+            assert view["status"] == "failed" and "attempts" in (view["error"] or ""), view
+    # A job's outcome is written once: at most one succeeded-or-failed line per job across every worker's log.
+    outcomes: dict[str, int] = {}
+    for path in sorted(Path(root).glob("storm-*.log")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("event") in ("job_succeeded", "job_failed"):
+                outcomes[event["job_id"]] = outcomes.get(event["job_id"], 0) + 1
+    assert all(count == 1 for count in outcomes.values()), outcomes
+    busy_kills = sum(busy for _, busy in kills)
+    print(
+        f"\n{len(kills)} kills ({busy_kills} during a job), attempts {dict(sorted(attempts.items()))},"
+        f" {time.monotonic() - started:.0f}s"
+    )
+
+
+def aim(worker: Endpoint, *, within: float) -> bool:
+    """Wait (up to ``within`` seconds) for the worker to be running a job; whether it is."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{worker.url}/healthz", timeout=0.5).json().get("busy"):
+                return True
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.01)
+    return False
