@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,13 +114,17 @@ def redis_url(endpoint: Endpoint, db: int = 0) -> str:
     return f"redis://{auth}{endpoint.host}:{endpoint.port}/{db}"
 
 
-def prometheus_config(jobs: Mapping[str, list[str]], *, interval_s: float = 1.0) -> str:
-    """A Prometheus configuration scraping each job's loopback targets every ``interval_s`` seconds."""
+def prometheus_config(
+    jobs: Mapping[str, list[str]], *, interval_s: float = 1.0, rule_files: Sequence[Path] = ()
+) -> str:
+    """A Prometheus configuration scraping each job's loopback targets every ``interval_s`` seconds and
+    evaluating ``rule_files`` (the platform's recording rules and alerts) at the same pace."""
     import yaml
 
     interval = f"{interval_s:g}s"
-    config = {
+    config: dict[str, object] = {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [
             {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": list(targets)}]}
             for job, targets in jobs.items()
@@ -135,6 +139,7 @@ def start_prometheus(
     jobs: Mapping[str, list[str]],
     *,
     name: str = "prometheus",
+    rule_files: Sequence[Path] = (),
     ready_timeout: float = 30.0,
 ) -> Endpoint:
     """``prometheus`` on a free loopback port with a generated config; ready when /-/ready says so."""
@@ -142,7 +147,7 @@ def start_prometheus(
     port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     config = work_dir / "prometheus.yml"
-    config.write_text(prometheus_config(jobs))
+    config.write_text(prometheus_config(jobs, rule_files=rule_files))
     process = ManagedProcess(
         name=name,
         argv=[

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import httpx
 
-from harness import commands
+from harness import commands, monitoring
 from harness.components import (
     Endpoint,
     prometheus_config,
@@ -53,6 +53,7 @@ class LocalTarget(Target):
         self.prom: Endpoint | None = None
         self.gateway: Gateway | None = None
         self._workers: dict[str, Endpoint] = {}
+        self._rule_files: list[Path] = []
         self._worker_seq = 0
 
     def start(self) -> None:
@@ -72,7 +73,13 @@ class LocalTarget(Target):
             )
             self._started.append(self.gateway.process)
             self.ensure_workers(self.initial_workers, reload=False)
-            self.prom = self._track(start_prometheus(self.log_dir, self._work / "prometheus", self._scrape_jobs()))
+            # The platform's own recording rules and alerts, so local scenarios can assert on them too.
+            self._rule_files = monitoring.write_rule_files(self._work / "rules")
+            self.prom = self._track(
+                start_prometheus(
+                    self.log_dir, self._work / "prometheus", self._scrape_jobs(), rule_files=self._rule_files
+                )
+            )
         except BaseException:
             self.stop()
             raise
@@ -98,7 +105,8 @@ class LocalTarget(Target):
         """Point Prometheus at the current workers (a replaced worker listens on a new port)."""
         if self.prom is None:
             return
-        (self._work / "prometheus" / "prometheus.yml").write_text(prometheus_config(self._scrape_jobs()))
+        config = prometheus_config(self._scrape_jobs(), rule_files=self._rule_files)
+        (self._work / "prometheus" / "prometheus.yml").write_text(config)
         httpx.post(f"{self.prom.url}/-/reload", timeout=10).raise_for_status()
 
     # -- workers ----------------------------------------------------------------------------------
