@@ -55,13 +55,19 @@ KUBE_PROMETHEUS_STACK_VALUES = {
     "prometheus.prometheusSpec.ruleSelectorNilUsesHelmValues": "false",
     "prometheus.prometheusSpec.resources.requests.cpu": "200m",
     "prometheus.prometheusSpec.resources.requests.memory": "512Mi",
-    "prometheus.prometheusSpec.retention": "1d",
+    # The slow SLO burn-rate alert looks 3 days back.
+    "prometheus.prometheusSpec.retention": "4d",
     "alertmanager.enabled": "false",
-    # Grafana stays: its sidecar loads the project's dashboard ConfigMaps (label grafana_dashboard=1).
+    # Grafana stays: its sidecar loads the project's dashboard ConfigMaps (label grafana_dashboard=1), in
+    # every namespace (the dashboard lives in ocr-dev).
+    "grafana.sidecar.dashboards.searchNamespace": "ALL",
     "grafana.resources.requests.cpu": "50m",
     "grafana.resources.requests.memory": "128Mi",
 }
 KEDA_VALUES = {
+    # The operator's metrics (keda_scaler_metrics_value, on the dashboard) through a PodMonitor (chart 2.20.2).
+    "prometheus.operator.enabled": "true",
+    "prometheus.operator.podMonitor.enabled": "true",
     "resources.operator.requests.cpu": "100m",
     "resources.operator.requests.memory": "128Mi",
     "resources.metricServer.requests.cpu": "50m",

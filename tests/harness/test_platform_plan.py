@@ -142,6 +142,9 @@ def test_the_traps_are_handled() -> None:
         assert f"prometheus.prometheusSpec.{key}=false" in flat["kube-prometheus-stack"]
     # istiod's default requests (500m / 2Gi) do not fit a laptop; the chart's keys are top-level.
     assert "resources.requests.cpu=100m" in flat["istiod"] and "autoscaleEnabled=false" in flat["istiod"]
+    # The dashboard reads KEDA's own metrics and the SLO looks back 3 days.
+    assert "prometheus.operator.podMonitor.enabled=true" in flat["keda"]
+    assert "prometheus.prometheusSpec.retention=4d" in flat["kube-prometheus-stack"]
     # The release name derives the gateway's istio=ingressgateway label and service account.
     assert steps[index(steps, "istio ingress gateway")].argv[3] == "istio-ingressgateway"
     apply = steps[index(steps, "apply the full overlay")]
