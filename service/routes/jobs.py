@@ -1,8 +1,16 @@
-"""``POST /jobs`` and ``GET /jobs/{id}``: OCR later, by the workers, through the Redis job queue."""
+"""``POST /jobs`` and ``GET /jobs/{id}``: OCR later, by the workers, through the Redis job queue.
+
+A job belongs to the tenant that submitted it (``X-Tenant-ID``, default ``anonymous``): another tenant's
+``GET /jobs/{id}`` is answered 404, as for a job that does not exist. An Idempotency-Key is per tenant and
+bound to the image it was first used with: the same image returns the same job, another image is refused
+with 409 ``idempotency_key_reused``. When Redis fails, the client gets 503 ``queue_unavailable`` without
+the failure's detail (it names Redis' address); the detail is logged with the request id.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -14,41 +22,42 @@ from service.deps import get_job_store, get_state
 from service.errors import BadRequest, JobNotFound, queue_unavailable, request_id_of
 from service.images import load_rgb
 from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
-from service.schemas import JobAccepted, JobView, error_responses
+from service.schemas import ErrorBody, JobAccepted, JobView, error_responses
 from service.state import ServiceState
 from service.uploads import OPENAPI_UPLOAD, receive_image
 
 router = APIRouter(tags=["jobs"])
+log = logging.getLogger("service.routes.jobs")
 T = TypeVar("T")
+UNAVAILABLE = "the job queue is unavailable; retry later"
+CONFLICT: dict[int | str, dict[str, object]] = {
+    409: {"model": ErrorBody, "description": "Idempotency-Key already used with another image"}
+}
 
 
-async def call_store(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run a job-store call off the event loop; a Redis failure is a 503 ``queue_unavailable``."""
+async def call_store(request: Request, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run a job-store call off the event loop; a Redis failure is a 503 ``queue_unavailable``, whose
+    message says nothing of Redis (its address is in the failure's text): that goes to the log line, with
+    the request id."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
     except redis.RedisError as exc:
-        raise queue_unavailable(exc) from exc
-
-
-def _enqueue(
-    state: ServiceState, store: JobStore, data: bytes, request_id: str, tenant_id: str, key: str | None
-) -> tuple[str, bool]:
-    try:
-        if not state.job_group_ready:
-            # KEDA reads the group's lag: it must exist before any worker does (scale from zero).
-            store.ensure_group()
-            state.job_group_ready = True
-        return store.enqueue(data, request_id=request_id, tenant_id=tenant_id, idempotency_key=key)
-    except redis.RedisError:
-        state.job_group_ready = False
-        raise
+        log.warning(
+            "job queue unavailable: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra={"request_id": request_id_of(request), "event": "queue_unavailable"},
+        )
+        error = queue_unavailable(exc)
+        error.message = UNAVAILABLE
+        raise error from exc
 
 
 @router.post(
     "/jobs",
     response_model=JobAccepted,
     status_code=202,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses={**error_responses(400, 413, 415, 422, 503), **CONFLICT},
     openapi_extra=OPENAPI_UPLOAD,
 )
 async def create_job(
@@ -57,7 +66,8 @@ async def create_job(
     store: Annotated[JobStore, Depends(get_job_store)],
     idempotency_key: Annotated[str | None, Header(description="The same key returns the same job")] = None,
 ) -> JSONResponse:
-    """Queue an OCR job (multipart field ``file``); the image is validated now, and read later by a worker."""
+    """Queue an OCR job (multipart field ``file``); the image is validated now, and read later by a worker.
+    The same Idempotency-Key with the same image returns the first job (200); with another image, 409."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise BadRequest("Idempotency-Key must be 1 to 128 printable ASCII characters")
     settings = state.settings
@@ -68,13 +78,20 @@ async def create_job(
     assert isinstance(slots, asyncio.Semaphore)
     async with slots:
         await asyncio.to_thread(load_rgb, received.image)
-    tenant = str(getattr(request.state, "tenant_id", "anonymous"))
+    tenant = _tenant(request)
+    # The enqueue script creates the consumer group when it is missing (KEDA reads its lag before any worker
+    # exists, and again after Redis lost its data).
     job_id, created = await call_store(
-        _enqueue, state, store, received.data, request_id_of(request), tenant, idempotency_key
+        request,
+        store.enqueue,
+        received.data,
+        request_id=request_id_of(request),
+        tenant_id=tenant,
+        idempotency_key=idempotency_key,
     )
     body = JobAccepted(job_id=job_id, status="queued").model_dump()
     if not created:
-        job = await call_store(store.get, job_id)
+        job = await call_store(request, store.get, job_id, tenant_id=tenant)
         body["status"] = job.status if job is not None else "queued"
     return JSONResponse(body, status_code=202 if created else 200, headers={"Location": f"/jobs/{job_id}"})
 
@@ -82,11 +99,17 @@ async def create_job(
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 503))
 async def get_job(
     job_id: str,
+    request: Request,
     state: Annotated[ServiceState, Depends(get_state)],
     store: Annotated[JobStore, Depends(get_job_store)],
 ) -> JobView:
-    """A job's state, and its result once it succeeded."""
-    job = await call_store(store.get, job_id)
+    """A job's state, and its result once it succeeded; 404 for a job another tenant submitted."""
+    job = await call_store(request, store.get, job_id, tenant_id=_tenant(request))
     if job is None:
         raise JobNotFound(f"no job {job_id} (unknown, or expired after {state.settings.job_ttl_s}s)")
     return JobView(**job.view())
+
+
+def _tenant(request: Request) -> str:
+    """The caller's tenant, as the request context checked it (``X-Tenant-ID``, default anonymous)."""
+    return str(getattr(request.state, "tenant_id", "anonymous"))

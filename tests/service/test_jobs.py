@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 
 from harness import samples, wait
 from harness.components import Endpoint, start_redis, start_service, start_worker
-from service.jobs import JobStore
+from service.jobs import FAIL_FAST_S, JobStore
 from service.settings import load_settings
 
 
@@ -86,17 +88,73 @@ def test_job_expires_after_its_ttl(stack: dict) -> None:
     )
 
 
-def test_redis_down_answers_503_and_predict_keeps_working(tmp_path: Path) -> None:
-    api = start_service(tmp_path, name="jobs-no-redis", env={"OCR_REDIS_URL": "redis://127.0.0.1:1/0"})
-    try:
-        response = post_job(api, samples.text_line("Nowhere").encode())
+@pytest.fixture(scope="module")
+def no_redis_api(stack: dict) -> Iterator[Endpoint]:
+    """An API whose Redis is nowhere: port 1 of loopback refuses every connection."""
+    api = start_service(stack["root"], name="jobs-no-redis", env={"OCR_REDIS_URL": "redis://127.0.0.1:1/0"})
+    yield api
+    api.process.stop()
+
+
+def test_redis_down_answers_503_and_predict_keeps_working(no_redis_api: Endpoint) -> None:
+    api = no_redis_api
+    response = post_job(api, samples.text_line("Nowhere").encode())
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "queue_unavailable"
+    assert httpx.get(f"{api.url}/jobs/{'0' * 32}").status_code == 503
+    predict = httpx.post(f"{api.url}/predict", files={"file": ("a.png", samples.text_line("Still").encode())})
+    assert predict.status_code == 200 and predict.json()["text"] == "Still"
+
+
+def test_queue_unavailable_never_shows_the_redis_address_and_logs_it_with_the_request_id(
+    no_redis_api: Endpoint,
+) -> None:
+    api = no_redis_api
+
+    def asking_redis(call: Callable[[], httpx.Response]) -> httpx.Response:
+        time.sleep(FAIL_FAST_S + 0.2)  # past the fail-fast pause left by an earlier failure: Redis is asked
+        return call()
+
+    for response in (
+        asking_redis(lambda: post_job(api, samples.text_line("Nowhere").encode(), **{"X-Request-ID": "hide-post"})),
+        asking_redis(lambda: httpx.get(f"{api.url}/jobs/{'0' * 32}", headers={"X-Request-ID": "hide-get"})),
+    ):
         assert response.status_code == 503, response.text
-        assert response.json()["error"]["code"] == "queue_unavailable"
-        assert httpx.get(f"{api.url}/jobs/{'0' * 32}").status_code == 503
-        predict = httpx.post(f"{api.url}/predict", files={"file": ("a.png", samples.text_line("Still").encode())})
-        assert predict.status_code == 200 and predict.json()["text"] == "Still"
-    finally:
-        api.process.stop()
+        message = response.json()["error"]["message"]
+        assert "127.0.0.1" not in message and ":1" not in message and "connecting" not in message, message
+    lines = [json.loads(x) for x in api.process.log_text().splitlines() if x.startswith("{")]
+    for request_id in ("hide-post", "hide-get"):
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        assert any("127.0.0.1:1" in json.dumps(line) for line in mine), mine
+
+
+def test_a_job_is_found_by_its_tenant_only(stack: dict) -> None:
+    api = stack["api"]
+    response = post_job(api, samples.text_line("Team A only").encode(), **{"X-Tenant-ID": "team-a"})
+    assert response.status_code == 202, response.text
+    url = f"{api.url}{response.headers['location']}"
+    assert httpx.get(url, headers={"X-Tenant-ID": "team-a"}).status_code == 200
+    unknown = httpx.get(f"{api.url}/jobs/{'0' * 32}", headers={"X-Tenant-ID": "team-b"}).json()["error"]
+    for headers in ({"X-Tenant-ID": "team-b"}, {}):  # no header: the tenant is "anonymous"
+        other = httpx.get(url, headers=headers)
+        assert other.status_code == 404, other.text
+        error = other.json()["error"]
+        # Indistinguishable from a job that does not exist.
+        assert error["code"] == unknown["code"] == "job_not_found"
+        assert error["message"].replace(url.rsplit("/", 1)[1], "0" * 32) == unknown["message"]
+        assert "team-a" not in other.text
+
+
+def test_an_idempotency_key_reused_with_another_image_answers_409(stack: dict) -> None:
+    api = stack["api"]
+    headers = {"Idempotency-Key": "order-409", "X-Tenant-ID": "team-a"}
+    first = post_job(api, samples.text_line("First").encode(), **headers)
+    assert first.status_code == 202, first.text
+    reused = post_job(api, samples.text_line("Second").encode(), **headers)
+    assert reused.status_code == 409, reused.text
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    again = post_job(api, samples.text_line("First").encode(), **headers)
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
 
 
 def test_worker_survives_a_redis_restart_and_loses_no_job(tmp_path: Path) -> None:
