@@ -36,12 +36,13 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service import logs
 from service.images import decode_image
 from service.jobs import Delivery, Job, JobStore, QueueCollector
 from service.metrics import LATENCY_BUCKETS
 from service.model import ModelLoadError, OcrModel
-from service.settings import ServiceSettings, SettingsError, load_settings
+from service.schemas import build_predict_response
+from service.settings import ServiceSettings
+from service.startup import EXIT_NO_MODEL, boot, load_model
 
 log = logging.getLogger("service.worker")
 STALLED_AFTER_S = 60.0
@@ -311,30 +312,21 @@ class Worker:
             raise ValueError("the job has no image")
         image = decode_image(job.image, max_pixels=self.settings.max_pixels)
         result = self.model.read(image)
-        return {
-            "request_id": job.request_id or job.job_id,
-            "text": result.text,
-            "confidence": result.confidence,
-            "latency_ms": 0.0,
-            "boxes": [vars(b) for b in result.boxes],
-            "model": vars(self.model.info),
-        }
+        # The exact shape of a /predict answer; latency_ms is set once the job is done.
+        response = build_predict_response(
+            result, self.model.info, request_id=job.request_id or job.job_id, latency_ms=0.0
+        )
+        return response.model_dump()
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings.log_level)
+    settings = boot("worker")
     try:
         # A worker runs one job at a time: OCR_MAX_CONCURRENCY is the API's, not the worker's.
-        model = OcrModel.from_settings(settings.model_copy(update={"max_concurrency": 1}))
-        model.warm_up()
+        model = load_model(settings, concurrency=1).model
     except ModelLoadError as exc:
         log.critical("cannot start: %s", exc)
-        return 3
+        return EXIT_NO_MODEL
     worker = Worker(settings, model)
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
