@@ -10,7 +10,7 @@ import pytest
 from harness.manifests import policies
 from harness.manifests.objects import Finding, Obj
 from harness.manifests.overlays import OVERLAYS, Profile, infer_profile
-from harness.manifests.policies import tenant
+from harness.manifests.policies import redis, tenant
 from harness.manifests.schemas import CLUSTER_SCOPED_BUILTINS, SchemaCatalog
 from harness.manifests.validate import check_objects
 from tests.manifests.helpers import the
@@ -492,6 +492,59 @@ CASES = [
         REDIS,
         "the livenessProbe passes whatever Redis answers",
         "spec.template.spec.containers[0].livenessProbe.exec.command",
+    ),
+    Case(
+        "redis without maxmemory",
+        "milestone3",
+        "redis-memory",
+        lambda o: redis_script(o, " --maxmemory 256mb", ""),
+        REDIS,
+        "runs without maxmemory",
+        "spec.template.spec.containers[0].command",
+    ),
+    Case(
+        "redis evicting keys",
+        "full",
+        "redis-memory",
+        lambda o: redis_script(o, "noeviction", "allkeys-lru"),
+        REDIS,
+        "maxmemory-policy allkeys-lru: the job Redis must run with noeviction",
+    ),
+    Case(
+        "redis eviction policy left to the default",
+        "milestone3",
+        "redis-memory",
+        lambda o: redis_script(o, " --maxmemory-policy noeviction", ""),
+        REDIS,
+        "no maxmemory-policy",
+    ),
+    Case(
+        "redis limit without room above maxmemory",
+        "milestone3",
+        "redis-memory",
+        lambda o: container(o, "ocr-redis")["resources"]["limits"].update(memory="300Mi"),
+        REDIS,
+        "memory limit 300Mi is under maxmemory 256 MiB plus room",
+        "spec.template.spec.containers[0].resources.limits.memory",
+    ),
+    Case(
+        "queue bytes not bounded",
+        "milestone3",
+        "redis-memory",
+        lambda o: predictor(o)["containers"][0]["env"].remove(
+            env_var(predictor(o)["containers"][0], "OCR_JOBS_QUEUE_MAX_BYTES")
+        ),
+        ISVC,
+        "sets no literal OCR_JOBS_QUEUE_MAX_BYTES",
+        "spec.predictor.containers[0].env",
+    ),
+    Case(
+        "queue bytes fill the redis",
+        "full",
+        "redis-memory",
+        lambda o: set_env(predictor(o)["containers"][0], "OCR_JOBS_QUEUE_MAX_BYTES", "268435456"),
+        ISVC,
+        "OCR_JOBS_QUEUE_MAX_BYTES 256 MiB is over half of the job Redis' maxmemory 256 MiB",
     ),
     Case(
         "workers without the password",
@@ -1027,3 +1080,33 @@ def test_findings_never_name_a_key(rendered: Rendered) -> None:
     findings = [str(f) for f in run(objects, "milestone2", "tenant-from-api-key")]
     assert len(findings) == 3
     assert not [f for f in findings if "secret" in f or "placeholder" in f]
+
+
+# --- redis-memory, beyond breaking it ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("256mb", 256 * 2**20), ("256MB", 256 * 2**20), ("1gb", 2**30), ("100m", 10**8), ("4096", 4096),
+     ("1k", 1000), ("'2kb'", 2048), ("lots", None), ("1tb", None)],
+)  # fmt: skip
+def test_redis_sizes_read_as_redis_reads_them(text: str, expected: int | None) -> None:
+    assert redis.redis_bytes(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("512Mi", 512 * 2**20), ("1Gi", 2**30), ("500M", 5 * 10**8), ("1.5Gi", 3 * 2**29), (1048576, 2**20),
+     ("1e3", None)],
+)  # fmt: skip
+def test_kubernetes_memory_quantities(value: object, expected: int | None) -> None:
+    assert redis.kube_bytes(value) == expected
+
+
+def test_the_queue_bound_in_the_manifests_is_the_services_default(rendered: Rendered) -> None:
+    """The predictor sets OCR_JOBS_QUEUE_MAX_BYTES explicitly; it is the service's own default, so a local run
+    (which leaves it unset) and a cluster bound the queue alike."""
+    from service.settings import ServiceSettings
+
+    value = env_var(predictor(rendered("milestone3"))["containers"][0], "OCR_JOBS_QUEUE_MAX_BYTES")["value"]
+    assert int(value) == ServiceSettings.model_fields["jobs_queue_max_bytes"].default

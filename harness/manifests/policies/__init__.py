@@ -10,7 +10,7 @@ profiles they apply to; :func:`check` runs every rule that applies. The rules, b
   worker-grace-period
 - ``mesh``: mtls-strict, deny-all, sidecar-injection, api-key-required
 - ``ratelimit``: ratelimit-per-key, ratelimit-wiring
-- ``redis``: redis-auth, redis-auth-shared, redis-network-policy
+- ``redis``: redis-auth, redis-auth-shared, redis-network-policy, redis-memory
 - ``tenant``: tenant-from-api-key
 """
 

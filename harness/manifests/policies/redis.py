@@ -1,5 +1,5 @@
-"""Rules of the job Redis: it requires a password from a Secret, its clients all use that Secret, and a
-NetworkPolicy admits only them.
+"""Rules of the job Redis: it requires a password from a Secret, its clients all use that Secret, a
+NetworkPolicy admits only them, and its memory is bounded without eviction.
 
 "The job Redis" is found the way the workers find it: the host of their ``OCR_REDIS_URL`` names a Service,
 whose selector picks the workload running ``redis-server``. A broken link in that chain is itself a finding.
@@ -414,4 +414,107 @@ def redis_network_policy(ctx: Context) -> Iterator[Finding]:
                 server.workload,
                 "redis-network-policy",
                 f"no NetworkPolicy admits {client.what} to the job Redis' port: it could not connect",
+            )
+
+
+# --- memory ---------------------------------------------------------------------------------------------
+
+# Redis' memory units (redis.conf): 1k = 1000, 1kb = 1024, and so on; case-insensitive.
+_REDIS_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 2**10, "m": 10**6, "mb": 2**20, "g": 10**9, "gb": 2**30}
+# Kubernetes quantities (the suffixes a memory size uses).
+_KUBE_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
+_MAXMEMORY = re.compile(r"(?<![\w-])(?:--)?maxmemory\s+(\S+)")
+_MAXMEMORY_POLICY = re.compile(r"(?<![\w-])(?:--)?maxmemory-policy\s+(\S+)")
+QUEUE_BYTES_VAR = "OCR_JOBS_QUEUE_MAX_BYTES"
+MIN_HEADROOM = 64 * 2**20  # bytes above maxmemory in the container's limit, at the least
+
+
+def redis_bytes(text: str) -> int | None:
+    match = re.fullmatch(r"(\d+)([a-zA-Z]*)", text.strip("\"'"))
+    if match is None or match.group(2).lower() not in _REDIS_UNITS:
+        return None
+    return int(match.group(1)) * _REDIS_UNITS[match.group(2).lower()]
+
+
+def kube_bytes(value: object) -> int | None:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-zA-Z]*)", str(value))
+    if match is None or match.group(2) not in _KUBE_UNITS:
+        return None
+    return int(float(match.group(1)) * _KUBE_UNITS[match.group(2)])
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
+@rule("redis-memory", when=lambda p: p.jobs)
+def redis_memory(ctx: Context) -> Iterator[Finding]:
+    """The job Redis holds the queued images, so its memory is bounded and never evicts: redis-server runs
+    with maxmemory and maxmemory-policy noeviction (an evicted job hash or stream entry is a lost job; past
+    maxmemory Redis refuses writes and the API answers 503 queue_full); the container's memory limit exceeds
+    maxmemory by at least half of it (64 MiB at the least) for what maxmemory does not count: the fork of an
+    AOF rewrite (copy-on-write), Lua and the allocator; and the predictor bounds the queue's images
+    (OCR_JOBS_QUEUE_MAX_BYTES, set as a literal) to at most half of maxmemory, leaving the rest for results,
+    stream entries and client buffers."""
+    server, _ = find_redis(ctx.objects)
+    if server is None:
+        return  # redis-auth says why
+    workload, container = server.workload, server.container
+    argv = _argv(container)
+    command_path = [*container.path, "command"]
+    found = _MAXMEMORY.search(argv)
+    maxmemory = redis_bytes(found.group(1)) if found else None
+    if found is None:
+        yield finding(workload, "redis-memory", "redis-server runs without maxmemory: its memory is unbounded",
+                      command_path)  # fmt: skip
+    elif not maxmemory:
+        yield finding(workload, "redis-memory", f"maxmemory {found.group(1)!r} is not a positive size", command_path)
+    policy = _MAXMEMORY_POLICY.search(argv)
+    if policy is None or policy.group(1).strip("\"'") != "noeviction":
+        shown = f"maxmemory-policy {policy.group(1)}" if policy else "no maxmemory-policy"
+        yield finding(
+            workload,
+            "redis-memory",
+            f"{shown}: the job Redis must run with noeviction (an evicted job is a lost job)",
+            command_path,
+        )
+    if not maxmemory:
+        return
+    limit_path = [*container.path, "resources", "limits", "memory"]
+    limit_value = dig(container.spec, "resources", "limits", "memory")
+    limit = kube_bytes(limit_value) if limit_value is not None else None
+    needed = maxmemory + max(MIN_HEADROOM, maxmemory // 2)
+    if limit is not None and limit < needed:
+        yield finding(
+            workload,
+            "redis-memory",
+            f"memory limit {limit_value} is under maxmemory {_mib(maxmemory)} plus room for the AOF rewrite's fork,"
+            f" Lua and the allocator: at least {_mib(needed)}",
+            limit_path,
+        )
+    for isvc in find(ctx.objects, "InferenceService"):
+        main = next((c for c in containers(isvc) if not c.init), None)
+        if main is None:
+            continue
+        env_path = [*main.path, "env"]
+        value = main.env(QUEUE_BYTES_VAR)
+        queue_bytes = int(value) if value is not None and value.isdigit() else None
+        if queue_bytes is None:
+            yield finding(
+                isvc,
+                "redis-memory",
+                f"container {main.name} sets no literal {QUEUE_BYTES_VAR}: the queue's images are not bounded to"
+                f" fit the job Redis' maxmemory {_mib(maxmemory)}",
+                env_path,
+            )
+        elif queue_bytes > maxmemory // 2:
+            yield finding(
+                isvc,
+                "redis-memory",
+                f"container {main.name}: {QUEUE_BYTES_VAR} {_mib(queue_bytes)} is over half of the job Redis'"
+                f" maxmemory {_mib(maxmemory)}: no room left for results, stream entries and client buffers",
+                env_path,
             )
