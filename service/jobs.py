@@ -380,9 +380,21 @@ class JobStore:
         with self._answering():
             try:
                 self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except redis.OutOfMemoryError:
+                # Redis is full (maxmemory, noeviction) and refuses XGROUP CREATE even for a group that
+                # exists; a worker must still start then, since each job it finishes frees memory.
+                if not self._group_exists():
+                    raise
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    def _group_exists(self) -> bool:
+        try:
+            groups: Any = self.redis.xinfo_groups(self.stream)
+        except redis.ResponseError:  # no stream
+            return False
+        return any(g["name"] in (self.group, self.group.encode()) for g in groups)
 
     def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
         """The job; None when unknown or expired, or, given ``tenant_id``, when another tenant submitted it

@@ -21,6 +21,7 @@ import pytest
 
 from harness import samples, wait
 from harness.components import Endpoint, redis_url, start_redis, start_worker
+from service.errors import QueueFull
 from service.jobs import Delivery, JobStore
 from service.logs import JsonFormatter
 from service.model import ModelInfo
@@ -257,3 +258,31 @@ def test_worker_processes_write_the_events_in_their_json_log(tmp_path: Path) -> 
         finally:
             worker.process.stop()
             redis_ep.process.stop()
+
+
+def test_a_worker_started_on_a_full_redis_drains_it(make_worker: Callable, captured: JsonLines) -> None:
+    """maxmemory with noeviction, and Redis full of queued images: a worker (re)started then must still run
+    them, since each finished job frees its image; nothing it needs may be refused for want of memory."""
+    worker, _ = make_worker()
+    redis = worker.store.redis
+    padded = IMAGE + bytes(1024 * 1024)  # decoders stop at the image's end
+    ids = [worker.store.enqueue(padded, request_id=f"big-{i}", tenant_id="t")[0] for i in range(3)]
+    used = int(redis.info("memory")["used_memory_dataset"])  # type: ignore[index]
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", used - 2 * 1024 * 1024)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    try:
+        with pytest.raises(QueueFull):
+            worker.store.enqueue(IMAGE, request_id="no room", tenant_id="t")
+        thread.start()
+        wait.until(
+            lambda: [worker.store.get(i).status for i in ids],  # type: ignore[union-attr]
+            lambda statuses: statuses == ["succeeded"] * 3,
+            timeout=20,
+            what="the worker to drain a full Redis",
+        )
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=10)
+        redis.config_set("maxmemory", 0)
+    assert captured.events().count("job_succeeded") == 3
