@@ -7,7 +7,9 @@ settings as the API and the workers (``OCR_REDIS_URL``, ``OCR_JOBS_STREAM``, ``O
 
     stats [--limit N]       {"lag", "pending", "entries_added", "length", "queued_bytes", "dead_letters",
                              "dead_letter_ids"}
-    inject [--tenant T]     enqueue stdin's bytes as a job, as the API would after validation: {"job_id"}
+    inject [--tenant T]     enqueue stdin's bytes as a job, as the API would after validation: {"job_id"};
+                            the job belongs to tenant T (default anonymous, a client sending no X-Tenant-ID):
+                            only that tenant finds it with GET /jobs/{id}
     job ID                  the job as GET /jobs/{id} shows it, plus the worker that last ran it
 
 stdout carries exactly one JSON object; every complaint goes to stderr as one line. Exit status: 0 done,
@@ -25,7 +27,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from service.context import TENANT_RE
+from service.context import DEFAULT_TENANT, TENANT_RE
 from service.jobs import DEAD_LETTERS, DEAD_LETTERS_KEPT, JOB_ID_RE, JobStore, QueueFull
 from service.settings import SettingsError, load_settings
 
@@ -104,7 +106,12 @@ def parser() -> argparse.ArgumentParser:
     s = commands.add_parser("stats", help="queue lag, pending entries, stream length and dead letters")
     s.add_argument("--limit", type=_limit, default=100, help="dead-letter ids to list, newest first (default 100)")
     i = commands.add_parser("inject", help="enqueue stdin's bytes as a job, without image validation")
-    i.add_argument("--tenant", type=_tenant, default="admin", help="the job's tenant (default admin)")
+    i.add_argument(
+        "--tenant",
+        type=_tenant,
+        default=DEFAULT_TENANT,
+        help=f"the job's tenant, the only one GET /jobs/{{id}} shows it to (default {DEFAULT_TENANT})",
+    )
     j = commands.add_parser("job", help="one job's stored view and worker")
     j.add_argument("job_id")
     return p

@@ -87,10 +87,12 @@ def test_inject_queues_the_bytes_as_they_are(url: str) -> None:
     assert stats["queued_bytes"] == len(damaged)
 
 
-def test_inject_defaults_to_the_admin_tenant(url: str) -> None:
+def test_inject_defaults_to_the_tenant_of_a_client_without_x_tenant_id(url: str) -> None:
+    """GET /jobs/{id} shows a job to its tenant only: an injected job is found by a client sending no
+    X-Tenant-ID, as the acceptance steps are."""
     job_id = ok(admin(url, "inject", stdin=b"x"))["job_id"]
-    stored = store_for(url).get(job_id)
-    assert stored is not None and stored.tenant_id == "admin"
+    stored = store_for(url).get(job_id, tenant_id="anonymous")
+    assert stored is not None and stored.tenant_id == "anonymous"
 
 
 def test_inject_refuses_empty_input_and_a_bad_tenant(url: str) -> None:
