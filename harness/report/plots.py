@@ -165,7 +165,7 @@ def per_second(counts: dict[str, dict[str, dict[str, int]]]) -> bytes | None:
         x = [int(s) for s in seconds]
         admitted = [counts[name][s].get("admitted", 0) for s in seconds]
         refused = [counts[name][s].get("refused", 0) for s in seconds]
-        axis.bar(x, admitted, label="admitted (200)", color="#27ae60")
+        axis.bar(x, admitted, label="admitted by the gateway", color="#27ae60")
         axis.bar(x, refused, bottom=admitted, label="refused (429)", color="#e67e22")
         axis.set_title(f"{name}: requests per second", fontsize=10)
         axis.set_xlabel("second since the first request")
