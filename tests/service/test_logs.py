@@ -131,11 +131,18 @@ def test_configure_twice_changes_the_level_and_captures_once() -> None:
         logging.getLogger("service").warning("hidden")
         os.write(2, b"hidden raw\\n")
         logging.getLogger("service").error("shown")
+        """
+    )
+    assert [line["message"] for line in lines] == ["shown"]
+    lines, _ = run(
+        """
+        import os
+        logs.configure("error")
         logs.configure("debug")
         os.write(2, b"raw once\\n")
         """
     )
-    assert [line["message"] for line in lines] == ["shown", "raw once"]
+    assert [line["message"] for line in lines] == ["raw once"]
 
 
 def test_loggers_with_their_own_stream_handlers_reach_the_json_handler() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import signal
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,6 +181,27 @@ def test_the_shutdown_lines_are_json_too(tmp_path: Path) -> None:
     lines = parse_all(endpoint.process)
     assert any(line.get("source") == "stderr" and "TIFFFillStrip" in line["message"] for line in lines)
     assert lines[-1]["message"].startswith("Finished server process")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the start-up reads the settings before it calls logs.configure(), and prints a bad one as plain "
+    "text: service/startup.py boot() must call logs.configure() first (and the worker go through boot())",
+)
+@pytest.mark.parametrize("module", ["service", "service.worker"])
+def test_a_bad_setting_is_one_json_line(module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        env={"PATH": "/usr/bin:/bin", "OCR_MAX_PIXELS": "-5"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["level"] for line in lines] == ["critical"]
+    assert "OCR_MAX_PIXELS" in lines[0]["message"]
 
 
 # -- the workers ----------------------------------------------------------------------------------------
