@@ -17,7 +17,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from service import folding
 from service.cgroup import available_cpus
+from service.geometry import PIPELINE_MAX_SIDE, is_strip
+from service.images import SOURCE_SIZE
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.model")
@@ -101,17 +104,25 @@ class OcrResult:
     boxes: list[Box] = field(default_factory=list)
 
 
-def _axis_aligned(quad: list[list[float]], width: int, height: int) -> tuple[int, int, int, int]:
+Rect = tuple[float, float, float, float]
+
+
+def _bounds(quad: list[list[float]]) -> Rect:
     xs = [p[0] for p in quad]
     ys = [p[1] for p in quad]
-    x1 = max(0, min(width, int(min(xs))))
-    y1 = max(0, min(height, int(min(ys))))
-    x2 = max(x1, min(width, round(max(xs))))
-    y2 = max(y1, min(height, round(max(ys))))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _in_frame(rect: Rect, width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer pixel bounds within a width x height frame."""
+    x1 = max(0, min(width, int(rect[0])))
+    y1 = max(0, min(height, int(rect[1])))
+    x2 = max(x1, min(width, round(rect[2])))
+    y2 = max(y1, min(height, round(rect[3])))
     return x1, y1, x2, y2
 
 
-def reading_order(boxes: list[Box]) -> list[Box]:
+def _rows(boxes: list[Box]) -> list[list[Box]]:
     """Top-to-bottom rows, left-to-right within a row; a box joins a row when its centre lies in it."""
     rows: list[list[Box]] = []
     for box in sorted(boxes, key=lambda b: (b.y1, b.x1)):
@@ -124,7 +135,24 @@ def reading_order(boxes: list[Box]) -> list[Box]:
                 break
         else:
             rows.append([box])
-    return [b for row in rows for b in sorted(row, key=lambda b: b.x1)]
+    return [sorted(row, key=lambda b: b.x1) for row in rows]
+
+
+def reading_order(boxes: list[Box]) -> list[Box]:
+    """Top-to-bottom rows, left-to-right within a row; a box joins a row when its centre lies in it."""
+    return [b for row in _rows(boxes) for b in row]
+
+
+def _merged(row: list[Box]) -> Box:
+    """One box for a row of boxes (the pieces of one line of a folded strip): their union, their text."""
+    return Box(
+        x1=min(b.x1 for b in row),
+        y1=min(b.y1 for b in row),
+        x2=max(b.x2 for b in row),
+        y2=max(b.y2 for b in row),
+        text=" ".join(b.text for b in row),
+        conf=round(sum(b.conf for b in row) / len(row), 4),
+    )
 
 
 def _warmup_image() -> Image.Image:
@@ -167,6 +195,8 @@ class OcrModel:
             # The detector's "min" default upscales small images to 736 px: 30x slower on a one-word
             # image with the same text read. "max" only shrinks large pages (see the README's benchmark).
             "Det.limit_type": det_limit_type,
+            # What the pipeline shrinks images to before detection; the decoder never produces more.
+            "Global.max_side_len": PIPELINE_MAX_SIDE,
             "Det.limit_side_len": det_limit_side_len,
             # Lines are padded to the widest line of their batch: batches of one keep peak memory ~150 MB
             # lower on pages, with no speed difference beyond run-to-run noise (README, Benchmarks).
@@ -228,15 +258,42 @@ class OcrModel:
         return time.perf_counter() - start
 
     def read(self, image: Image.Image) -> OcrResult:
-        """OCR one RGB image; boxes are in the image's own pixel frame."""
+        """OCR one RGB image. Boxes are in the frame of the image as sent: the image's own, or the size it
+        carries in ``info[SOURCE_SIZE]`` when it was decoded smaller (``service.images``)."""
         width, height = image.size
-        out: Any = self._engine(image)  # RapidOCROutput when det, cls and rec all run
-        if out.boxes is None or out.txts is None or len(out.txts) == 0:
+        frame_w, frame_h = image.info.get(SOURCE_SIZE) or (width, height)
+        sx, sy = frame_w / width, frame_h / height
+        found = self._read_strip(image) if is_strip(width, height) else self._read_page(image)
+        boxes = reading_order(
+            [
+                Box(*_in_frame((r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy), frame_w, frame_h), text=t, conf=c)
+                for r, t, c in found
+            ]
+        )
+        if not boxes:
             return OcrResult(text="", confidence=0.0, boxes=[])
-        boxes = [
-            Box(*_axis_aligned(quad.tolist(), width, height), text=str(text), conf=round(float(score), 4))
-            for quad, text, score in zip(out.boxes, out.txts, out.scores, strict=True)
-        ]
-        boxes = reading_order(boxes)
         confidence = round(sum(b.conf for b in boxes) / len(boxes), 4)
         return OcrResult(text="\n".join(b.text for b in boxes), confidence=confidence, boxes=boxes)
+
+    def _read_page(self, image: Image.Image) -> list[tuple[Rect, str, float]]:
+        """Detection and recognition as the pipeline does them: (bounds, text, score) in the image's frame."""
+        out: Any = self._engine(image)  # RapidOCROutput when det, cls and rec all run
+        if out.boxes is None or out.txts is None or len(out.txts) == 0:
+            return []
+        return [
+            (_bounds(quad.tolist()), str(text), round(float(score), 4))
+            for quad, text, score in zip(out.boxes, out.txts, out.scores, strict=True)
+        ]
+
+    def _read_strip(self, image: Image.Image) -> list[tuple[Rect, str, float]]:
+        """A long strip, read folded into rows (``service.folding``); each of its lines is one box."""
+        fold = folding.plan(image)
+        pieces = [
+            (folding.unfold(rect, fold), text, score)
+            for rect, text, score in self._read_page(folding.page(image, fold))
+        ]
+        wide = fold.size[::-1] if fold.vertical else fold.size
+        lines = [
+            _merged(row) for row in _rows([Box(*_in_frame(r, wide[0], wide[1]), text=t, conf=c) for r, t, c in pieces])
+        ]
+        return [(folding.turn_back((b.x1, b.y1, b.x2, b.y2), fold), b.text, b.conf) for b in lines]

@@ -1,9 +1,15 @@
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
 from harness import samples
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
-from service.images import decode_image
+from service.images import DECODE_MAX_SIDE, SOURCE_SIZE, decode_image, inspect_image, pixel_limit
+from tests.service import corpus
 
 LIMIT = 40_000_000
 
@@ -45,3 +51,87 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     assert decode_image(data, max_pixels=10_000).size == (100, 100)
     with pytest.raises(ImageTooLarge, match="10000"):
         decode_image(data, max_pixels=9_999)
+
+
+# -- hardening: every decoder error is a 400, large images decode small, truncation is caught ----------
+
+
+def test_gray_tiff_with_associated_alpha_is_read() -> None:
+    image = decode_image(corpus.tiff_la(), max_pixels=LIMIT)
+    assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("kind", [2, 5, 7, 10, 11, 12, 16])
+def test_tiff_with_a_corrupt_tag_type_is_invalid_image(kind: int) -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(corpus.tiff_corrupt_strip_offsets(kind), max_pixels=LIMIT)
+
+
+def test_png_whose_pixel_data_ends_early_is_invalid_image() -> None:
+    # A complete zlib stream with the first row only: Pillow fills the rest with black, silently.
+    with pytest.raises(InvalidImage, match="pixel data"):
+        decode_image(corpus.truncated_pixels_png(), max_pixels=LIMIT)
+
+
+def test_tiny_jpeg_declaring_a_large_frame_is_invalid_image() -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(corpus.jpeg_with_size(6000, 6000), max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("data", [corpus.png_raw(0, 0, b""), corpus.tiff_raw(16, 16, b"\0" * 256, compression=60000)])
+def test_a_supported_format_with_a_broken_header_is_invalid_image(data: bytes) -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(data, max_pixels=LIMIT)
+
+
+def test_png_with_too_many_chunks_is_refused_fast() -> None:
+    data = corpus.chunk_bomb(700_000)
+    start = time.perf_counter()
+    with pytest.raises(InvalidImage, match="chunks"):
+        inspect_image(data, max_pixels=LIMIT)
+    assert time.perf_counter() - start < 0.5
+
+
+def peak_growth_mb(fn: Callable[[], object]) -> float:
+    """How far this process's peak RSS rises above its current RSS while ``fn`` runs (Linux)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    status = Path("/proc/self/status").read_text()
+    before = int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1])
+    fn()
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+    return (peak - before) / 1024
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "side", "bound_mb"),
+    [("PNG", "L", 6300, 80), ("JPEG", "RGB", 6300, 100), ("TIFF", "RGBA", 6300, 250), ("WEBP", "RGB", 3700, 250)],
+)
+def test_large_images_are_decoded_at_the_size_the_model_reads(fmt: str, mode: str, side: int, bound_mb: float) -> None:
+    # 6300x6300 is just under the 40 M pixel limit; the pipeline shrinks anything over 2000 px anyway. Only
+    # the decoder's own full-size buffer may be held: 1 byte a pixel in L, 4 in RGBA (Pillow's RGB too).
+    data = corpus.encode(corpus.text_page(side, side, mode), fmt)
+    result: list[Image.Image] = []
+    growth = peak_growth_mb(lambda: result.append(decode_image(data, max_pixels=LIMIT)))
+    image = result[0]
+    assert max(image.size) == DECODE_MAX_SIDE and image.mode == "RGB"
+    assert image.info[SOURCE_SIZE] == (side, side)
+    assert growth < bound_mb, f"decoding raised the peak RSS by {growth:.0f} MB"
+
+
+def test_webp_gets_fewer_pixels_as_its_decoder_needs_more_memory() -> None:
+    # Pillow's WebP decoder holds about 16 bytes a pixel (three full-size copies); PNG about 5.5.
+    data = corpus.encode(corpus.text_page(4000, 4000, "RGB"), "WEBP")
+    with pytest.raises(ImageTooLarge, match="WEBP"):
+        decode_image(data, max_pixels=LIMIT)
+    assert pixel_limit("WEBP", LIMIT) < 16_000_000 < pixel_limit("PNG", LIMIT) == LIMIT
+
+
+def test_reduced_decode_keeps_the_upright_frame_of_exif_rotated_images() -> None:
+    page = corpus.text_page(4800, 2400, "RGB").transpose(Image.Transpose.ROTATE_90)  # stored 2400x4800
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = decode_image(corpus.encode(page, "JPEG", exif=exif.tobytes()), max_pixels=LIMIT)
+    assert image.info[SOURCE_SIZE] == (4800, 2400)
+    assert image.width > image.height and max(image.size) == DECODE_MAX_SIDE

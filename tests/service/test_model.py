@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from harness import samples
 from service.model import Box, ModelFiles, ModelLoadError, OcrModel, reading_order
+from tests.service import corpus
 
 
 def box(x1: int, y1: int, x2: int, y2: int, text: str) -> Box:
@@ -64,3 +66,27 @@ def test_without_angle_classifier_upside_down_text_is_not_read(model: OcrModel) 
 
     flipped = samples.text_line("Upside down invoice 42").image.transpose(Image.Transpose.ROTATE_180)
     assert model.read(flipped).text != "Upside down invoice 42"
+
+
+# -- long strips: shapes the detector's resize cannot take must still be read ------------------------
+
+
+@pytest.mark.parametrize("size", [(2001, 15), (15, 2001), (10000, 1), (1, 10000), (4000, 8)])
+def test_blank_strips_of_any_shape_read_as_nothing(model: OcrModel, size: tuple[int, int]) -> None:
+    result = model.read(Image.new("RGB", size, "white"))
+    assert result.text == "" and result.boxes == []
+
+
+def test_a_long_text_line_is_read(model: OcrModel) -> None:
+    line = corpus.long_line(4000, 30).convert("RGB")
+    result = model.read(line)
+    assert result.text.startswith(corpus.long_line_text()), result.text
+    for box in result.boxes:
+        assert 0 <= box.x1 < box.x2 <= 4000 and 0 <= box.y1 < box.y2 <= 30
+
+
+def test_a_tall_text_column_is_read(model: OcrModel) -> None:
+    # The same line turned 90 degrees: a 30x4000 strip; the detector needs it as much as the wide one.
+    column = corpus.long_line(4000, 30).convert("RGB").transpose(Image.Transpose.ROTATE_270)
+    result = model.read(column)
+    assert result.boxes and all(0 <= b.x1 < b.x2 <= 30 and 0 <= b.y1 < b.y2 <= 4000 for b in result.boxes)
