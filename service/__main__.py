@@ -20,6 +20,7 @@ import uvicorn
 
 from service.app import create_app
 from service.model import ModelLoadError
+from service.server import protocol_class
 from service.startup import EXIT_NO_MODEL, boot, check_model_files
 from service.state import ServiceState
 
@@ -72,16 +73,19 @@ def main() -> int:
         os.kill(os.getpid(), signal.SIGTERM)
 
     app = create_app(settings, on_fatal=fatal)
+    state: ServiceState = app.state.service
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        # h11 with the service's JSON answers to malformed requests, and a deadline on request heads.
+        http=protocol_class(header_timeout_s=settings.header_timeout_s, metrics=state.metrics),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
         server_header=False,
     )
-    server = DrainingServer(config, app.state.service)
+    server = DrainingServer(config, state)
     server.run()
     return EXIT_NO_MODEL if app.state.service.load_error else 0
 

@@ -73,12 +73,16 @@ def create_app(
             raise redis.ConnectionError("the job store is not open")
         return state.job_store
 
-    # Read at scrape time: the backlog stays visible while the workers are at zero.
-    metrics.registry.register(QueueCollector(job_store))
+    # The queue's lag and pending entries, read from Redis in the collector's own thread: the backlog stays
+    # visible while the workers are at zero, and a scrape never waits on Redis.
+    queue_stats = QueueCollector(job_store)
+    metrics.registry.register(queue_stats)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
+        # Admission of uploads, one gate a route: /predict's slots run the model, /jobs' validate and enqueue.
+        state.gate = InferenceGate(settings.max_concurrency, settings.max_queue, name="inference")
+        state.jobs_gate = InferenceGate(settings.max_concurrency, settings.max_queue, name="jobs")
         state.job_store = JobStore(settings)  # connects on first use
         loader = asyncio.create_task(_load_model(state, model_factory))
         if on_fatal is not None:
@@ -95,6 +99,8 @@ def create_app(
             state.begin_shutdown()
             loader.cancel()
             state.gate.close()
+            state.jobs_gate.close()
+            queue_stats.close()
             state.job_store.redis.close()
 
     app = FastAPI(
@@ -114,5 +120,7 @@ def create_app(
         metrics=metrics,
         max_upload_bytes=settings.max_upload_bytes,
         model_version=lambda: state.model.info.version if state.model else None,
+        upload_timeout_s=settings.upload_timeout_s,
+        upload_idle_timeout_s=settings.upload_idle_timeout_s,
     )
     return app

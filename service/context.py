@@ -1,11 +1,17 @@
-"""Per-request context as pure ASGI middleware: request id, tenant, upload limit, access log, metrics.
+"""Per-request context as pure ASGI middleware: request id, tenant, upload limit and deadlines, access
+log, metrics.
 
 The upload limit is enforced while the body streams in: a declared ``Content-Length`` over the limit is
-refused before a byte is read, and a chunked body is cut off as soon as it passes the limit.
+refused before a byte is read, and a chunked body is cut off as soon as it passes the limit. The body has
+deadlines too: all of it within ``upload_timeout_s`` of the request, and never ``upload_idle_timeout_s``
+without a byte; past either the request is answered 408 ``upload_timeout``, so a slow or stalled client
+cannot hold an admission place (or a connection) for ever. A response sent before the body was read in
+full (a refusal, a timeout) closes the connection rather than wait for the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -13,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service.errors import InvalidTenant, PayloadTooLarge, ServiceError, error_bytes
+from service.errors import InvalidTenant, PayloadTooLarge, ServiceError, UploadTimeout, error_bytes
 from service.metrics import ApiMetrics
 
 Scope = MutableMapping[str, Any]
@@ -35,12 +41,21 @@ UNMATCHED_ROUTE = "unmatched"
 
 class RequestContext:
     def __init__(
-        self, app: ASGIApp, *, metrics: ApiMetrics, max_upload_bytes: int, model_version: Callable[[], str | None]
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ApiMetrics,
+        max_upload_bytes: int,
+        model_version: Callable[[], str | None],
+        upload_timeout_s: float = 60.0,
+        upload_idle_timeout_s: float = 10.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_upload_bytes = max_upload_bytes
         self.model_version = model_version
+        self.upload_timeout_s = upload_timeout_s
+        self.upload_idle_timeout_s = upload_idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,23 +68,46 @@ class RequestContext:
         tenant = headers.get("x-tenant-id", DEFAULT_TENANT)
         state = scope.setdefault("state", {})
         state.update(request_id=request_id, tenant_id=tenant, error=None)
-        seen = {"status": 500, "received": 0, "started": False}
+        declared = headers.get("content-length", "")
+        has_body = _int(declared) > 0 or "chunked" in headers.get("transfer-encoding", "").lower()
+        seen = {"status": 500, "received": 0, "started": False, "body_done": not has_body}
         self.metrics.in_flight.inc()
+        loop = asyncio.get_running_loop()
+        body_deadline = loop.time() + self.upload_timeout_s
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
                 seen["started"] = True
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if not seen["body_done"]:  # the rest of the body is not waited for
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         async def counted_receive() -> Message:
-            message = await receive()
+            if seen["body_done"]:
+                return await receive()  # after the body: only a disconnect, whenever it comes
+            wait = min(self.upload_idle_timeout_s, body_deadline - loop.time())
+            try:
+                if wait <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), wait)
+            except TimeoutError:
+                stalled = body_deadline - loop.time() > 0
+                raise UploadTimeout(
+                    f"no bytes of the upload arrived for {self.upload_idle_timeout_s:g}s"
+                    if stalled
+                    else f"the upload did not arrive within {self.upload_timeout_s:g}s"
+                ) from None
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    seen["body_done"] = True
                 if seen["received"] > self.max_upload_bytes:
                     raise PayloadTooLarge(f"the upload is larger than the limit of {self.max_upload_bytes} bytes")
+            else:
+                seen["body_done"] = True
             return message
 
         try:
@@ -77,7 +115,6 @@ class RequestContext:
             if not TENANT_RE.match(tenant):
                 problem = InvalidTenant("X-Tenant-ID must be 1 to 64 of the characters A-Z a-z 0-9 . _ -")
                 state["tenant_id"] = DEFAULT_TENANT
-            declared = headers.get("content-length", "")
             if problem is None and declared.isdigit() and int(declared) > self.max_upload_bytes:
                 problem = PayloadTooLarge(f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes")
             if problem is not None:

@@ -46,6 +46,13 @@ def get_gate(request: Request) -> InferenceGate:
     return gate
 
 
+def get_jobs_gate(request: Request) -> InferenceGate:
+    gate = get_state(request).jobs_gate
+    if gate is None:
+        raise ShuttingDown("the service is not accepting work")
+    return gate
+
+
 def get_job_store(request: Request) -> JobStore:
     store = get_state(request).job_store
     if store is None:

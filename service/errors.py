@@ -70,6 +70,19 @@ class UploadTimeout(ServiceError):
     status, code, reason = 408, "upload_timeout", "timeout"
 
 
+class ClientClosedRequest(ServiceError):
+    """The client went away before its upload arrived: nobody reads the answer, the logs and metrics do
+    (status 499, as nginx counts it: a client's doing, not a server error)."""
+
+    status, code, reason = 499, "client_closed_request", None
+
+
+class RequestTimeout(ServiceError):
+    """The request head did not arrive in time: answered by the server protocol."""
+
+    status, code, reason = 408, "request_timeout", "timeout"
+
+
 class ModelNotReady(ServiceError):
     status, code, reason = 503, "model_not_ready", "not_ready"
 
@@ -111,8 +124,9 @@ class MethodNotAllowed(ServiceError):
 
 def queue_unavailable(exc: BaseException, *, what: str = "the job queue") -> QueueUnavailable:
     """The error for a Redis failure (``redis.RedisError``), wherever it happens: ``raise
-    queue_unavailable(exc) from exc``. The message names the failure, never the Redis password."""
-    return QueueUnavailable(f"{what} is unavailable: {type(exc).__name__}: {exc}")
+    queue_unavailable(exc) from exc``. The message names the kind of failure only: redis-py's text names
+    Redis' address, which is for the log, not the client."""
+    return QueueUnavailable(f"{what} is unavailable ({type(exc).__name__}); retry later")
 
 
 def error_body(exc: ServiceError, request_id: str) -> dict[str, dict[str, str]]:

@@ -8,7 +8,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.images import REFERENCE_BYTES_PER_PIXEL
+from service.limits import MemoryBudget
+
 ENV_PREFIX = "OCR_"
+MIN_PIXELS = 4_000_000  # a page at 300 dpi is 8.7 M: a budget below this serves nothing useful
+DEFAULT_MAX_PIXELS = 40_000_000  # the documented limit, when the memory budget allows it
 
 
 class SettingsError(Exception):
@@ -33,8 +38,14 @@ class ServiceSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, le=256, description="0: from the container's CPU limit")
 
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1)
+    memory_limit_mb: int = Field(1024, ge=128, description="the memory the API may use: its container's limit")
+    max_pixels: int = Field(
+        0, ge=0, description="largest image in pixels; 0: 40 M, or less if OCR_MEMORY_LIMIT_MB cannot decode that"
+    )
     request_timeout_s: float = Field(30.0, gt=0)
+    upload_timeout_s: float = Field(60.0, gt=0, description="the whole request body must arrive within this")
+    upload_idle_timeout_s: float = Field(10.0, gt=0, description="longest wait for the next bytes of a body")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this")
     max_concurrency: int = Field(1, ge=1, le=64)
     max_queue: int = Field(8, ge=0, le=10_000)
     shutdown_drain_s: float = Field(2.0, ge=0, le=300)
@@ -57,6 +68,34 @@ class ServiceSettings(BaseSettings):
         if value is not None and not value.is_dir():
             raise ValueError(f"{value} is not a directory")
         return value
+
+    def memory_budget(self) -> MemoryBudget:
+        return MemoryBudget(
+            limit_mib=self.memory_limit_mb,
+            concurrency=self.max_concurrency,
+            queue=self.max_queue,
+            max_upload_bytes=self.max_upload_bytes,
+        )
+
+    @model_validator(mode="after")
+    def _pixels_fit_the_memory_budget(self) -> ServiceSettings:
+        budget = self.memory_budget()
+        allowed = budget.max_pixels(REFERENCE_BYTES_PER_PIXEL)
+        if allowed < MIN_PIXELS:
+            raise ValueError(
+                f"OCR_MEMORY_LIMIT_MB={self.memory_limit_mb} is too little for OCR_MAX_CONCURRENCY="
+                f"{self.max_concurrency}, OCR_MAX_QUEUE={self.max_queue} and OCR_MAX_UPLOAD_BYTES="
+                f"{self.max_upload_bytes}: {budget.explain()}"
+            )
+        if self.max_pixels == 0:
+            # Frozen model: the derived value is written once, here, as if it had been given.
+            object.__setattr__(self, "max_pixels", min(DEFAULT_MAX_PIXELS, allowed // 1_000_000 * 1_000_000))
+        elif self.max_pixels > allowed:
+            raise ValueError(
+                f"OCR_MAX_PIXELS={self.max_pixels} does not fit the memory budget (at most {allowed}):"
+                f" {budget.explain()}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _visibility_beyond_timeout(self) -> ServiceSettings:

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 class ServiceState:
     settings: ServiceSettings
     metrics: ApiMetrics
-    gate: InferenceGate | None = None
+    gate: InferenceGate | None = None  # /predict
+    jobs_gate: InferenceGate | None = None  # /jobs: validation and enqueue
     job_store: JobStore | None = None
-    job_group_ready: bool = False
     model: OcrModel | None = None
     load_error: str | None = None
     shutting_down: bool = False

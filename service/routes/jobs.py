@@ -18,13 +18,14 @@ import redis
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from service.deps import get_job_store, get_state
+from service.deps import get_job_store, get_jobs_gate, get_state
 from service.errors import BadRequest, JobNotFound, queue_unavailable, request_id_of
 from service.images import load_rgb
 from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
+from service.limits import InferenceGate
 from service.schemas import ErrorBody, JobAccepted, JobView, error_responses
 from service.state import ServiceState
-from service.uploads import OPENAPI_UPLOAD, receive_image
+from service.uploads import OPENAPI_UPLOAD, admitted_image
 
 router = APIRouter(tags=["jobs"])
 log = logging.getLogger("service.routes.jobs")
@@ -35,35 +36,40 @@ CONFLICT: dict[int | str, dict[str, object]] = {
 }
 
 
+def _unavailable(request: Request, exc: redis.RedisError) -> Exception:
+    """A Redis failure as a 503 ``queue_unavailable``, whose message says nothing of Redis (its address is
+    in the failure's text): that goes to the log line, with the request id."""
+    log.warning(
+        "job queue unavailable: %s: %s",
+        type(exc).__name__,
+        exc,
+        extra={"request_id": request_id_of(request), "event": "queue_unavailable"},
+    )
+    error = queue_unavailable(exc)
+    error.message = UNAVAILABLE
+    return error
+
+
 async def call_store(request: Request, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run a job-store call off the event loop; a Redis failure is a 503 ``queue_unavailable``, whose
-    message says nothing of Redis (its address is in the failure's text): that goes to the log line, with
-    the request id."""
+    """Run a job-store call off the event loop; a Redis failure is a 503 ``queue_unavailable``."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
     except redis.RedisError as exc:
-        log.warning(
-            "job queue unavailable: %s: %s",
-            type(exc).__name__,
-            exc,
-            extra={"request_id": request_id_of(request), "event": "queue_unavailable"},
-        )
-        error = queue_unavailable(exc)
-        error.message = UNAVAILABLE
-        raise error from exc
+        raise _unavailable(request, exc) from exc
 
 
 @router.post(
     "/jobs",
     response_model=JobAccepted,
     status_code=202,
-    responses={**error_responses(400, 413, 415, 422, 503), **CONFLICT},
+    responses={**error_responses(400, 408, 413, 415, 422, 503, 504), **CONFLICT},
     openapi_extra=OPENAPI_UPLOAD,
 )
 async def create_job(
     request: Request,
     state: Annotated[ServiceState, Depends(get_state)],
     store: Annotated[JobStore, Depends(get_job_store)],
+    gate: Annotated[InferenceGate, Depends(get_jobs_gate)],
     idempotency_key: Annotated[str | None, Header(description="The same key returns the same job")] = None,
 ) -> JSONResponse:
     """Queue an OCR job (multipart field ``file``); the image is validated now, and read later by a worker.
@@ -71,24 +77,27 @@ async def create_job(
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise BadRequest("Idempotency-Key must be 1 to 128 printable ASCII characters")
     settings = state.settings
-    received = await receive_image(request, max_pixels=settings.max_pixels)
-    # A full decode proves the image is not truncated before it is queued; decodes are bounded like
-    # inferences, so concurrent uploads of large images cannot exhaust the pod's memory.
-    slots = state.extras.setdefault("validation_slots", asyncio.Semaphore(settings.max_concurrency))
-    assert isinstance(slots, asyncio.Semaphore)
-    async with slots:
-        await asyncio.to_thread(load_rgb, received.image)
     tenant = _tenant(request)
-    # The enqueue script creates the consumer group when it is missing (KEDA reads its lag before any worker
-    # exists, and again after Redis lost its data).
-    job_id, created = await call_store(
-        request,
-        store.enqueue,
-        received.data,
-        request_id=request_id_of(request),
-        tenant_id=tenant,
-        idempotency_key=idempotency_key,
-    )
+    # Admitted before its body is read (503 past the gate's capacity); the upload spools to disk meanwhile.
+    async with admitted_image(request, gate, max_pixels=settings.max_pixels) as upload:
+
+        def validate_and_enqueue() -> tuple[str, bool]:
+            # In one of the gate's slots: a full decode proves the image is not truncated before it is queued,
+            # and the bytes are read only now, so the decodes and payloads in memory at once are bounded.
+            # The enqueue script creates the consumer group when it is missing (KEDA reads its lag before any
+            # worker exists, and again after Redis lost its data).
+            load_rgb(upload.inspected)
+            return store.enqueue(
+                upload.read_bytes(),
+                request_id=request_id_of(request),
+                tenant_id=tenant,
+                idempotency_key=idempotency_key,
+            )
+
+        try:
+            job_id, created = await upload.ticket.run(validate_and_enqueue, timeout=settings.request_timeout_s)
+        except redis.RedisError as exc:
+            raise _unavailable(request, exc) from exc
     body = JobAccepted(job_id=job_id, status="queued").model_dump()
     if not created:
         job = await call_store(request, store.get, job_id, tenant_id=tenant)

@@ -14,7 +14,7 @@ from service.limits import InferenceGate
 from service.model import OcrModel, OcrResult
 from service.schemas import PredictResponse, build_predict_response, error_responses
 from service.state import ServiceState
-from service.uploads import OPENAPI_UPLOAD, receive_image
+from service.uploads import OPENAPI_UPLOAD, admitted_image
 
 router = APIRouter(tags=["ocr"])
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["ocr"])
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=error_responses(400, 413, 415, 422, 503, 504),
+    responses=error_responses(400, 408, 413, 415, 422, 503, 504),
     openapi_extra=OPENAPI_UPLOAD,
 )
 async def predict(
@@ -34,19 +34,18 @@ async def predict(
     """Read the text in one image (multipart field ``file``)."""
     start = time.perf_counter()
     settings = state.settings
-    received = await receive_image(request, max_pixels=settings.max_pixels)
     metrics = state.metrics
+    async with admitted_image(request, gate, max_pixels=settings.max_pixels) as upload:
+        # Pixels are decoded once the request holds a model slot, so requests waiting in line hold compressed
+        # bytes (spooled to disk), not decoded images, and decoding does not compete with inference.
+        def infer() -> OcrResult:
+            pixels = load_rgb(upload.inspected)
+            t = time.perf_counter()
+            result = model.read(pixels)
+            metrics.inference_duration.observe(time.perf_counter() - t)
+            return result
 
-    # Pixels are decoded once the request holds a model slot, so requests waiting in line hold compressed
-    # bytes, not decoded images, and decoding does not compete with inference for the cores.
-    def infer() -> OcrResult:
-        pixels = load_rgb(received.image)
-        t = time.perf_counter()
-        result = model.read(pixels)
-        metrics.inference_duration.observe(time.perf_counter() - t)
-        return result
-
-    result = await gate.run(infer, timeout=settings.request_timeout_s)
+        result = await upload.ticket.run(infer, timeout=settings.request_timeout_s)
     return build_predict_response(
         result, model.info, request_id=request_id_of(request), latency_ms=round((time.perf_counter() - start) * 1000, 2)
     )
