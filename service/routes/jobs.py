@@ -23,31 +23,25 @@ from service.errors import BadRequest, JobNotFound, queue_unavailable, request_i
 from service.images import load_rgb
 from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
 from service.limits import InferenceGate
-from service.schemas import ErrorBody, JobAccepted, JobView, error_responses
+from service.schemas import JobAccepted, JobView, error_responses
 from service.state import ServiceState
 from service.uploads import OPENAPI_UPLOAD, admitted_image
 
 router = APIRouter(tags=["jobs"])
 log = logging.getLogger("service.routes.jobs")
 T = TypeVar("T")
-UNAVAILABLE = "the job queue is unavailable; retry later"
-CONFLICT: dict[int | str, dict[str, object]] = {
-    409: {"model": ErrorBody, "description": "Idempotency-Key already used with another image"}
-}
 
 
 def _unavailable(request: Request, exc: redis.RedisError) -> Exception:
-    """A Redis failure as a 503 ``queue_unavailable``, whose message says nothing of Redis (its address is
-    in the failure's text): that goes to the log line, with the request id."""
+    """A Redis failure as a 503 ``queue_unavailable``. Its message names the kind of failure only; the
+    failure's text (which names Redis' address) goes to the log line, with the request id."""
     log.warning(
         "job queue unavailable: %s: %s",
         type(exc).__name__,
         exc,
         extra={"request_id": request_id_of(request), "event": "queue_unavailable"},
     )
-    error = queue_unavailable(exc)
-    error.message = UNAVAILABLE
-    return error
+    return queue_unavailable(exc)
 
 
 async def call_store(request: Request, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
@@ -62,7 +56,7 @@ async def call_store(request: Request, fn: Callable[..., T], *args: object, **kw
     "/jobs",
     response_model=JobAccepted,
     status_code=202,
-    responses={**error_responses(400, 408, 413, 415, 422, 503, 504), **CONFLICT},
+    responses=error_responses(400, 408, 409, 413, 415, 422, 503, 504),
     openapi_extra=OPENAPI_UPLOAD,
 )
 async def create_job(
