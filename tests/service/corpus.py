@@ -13,6 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from io import BytesIO
 
 from PIL import Image, ImageDraw, ImageFont
@@ -330,7 +331,7 @@ def cases() -> list[Case]:
         Case("text line 4000x30", lambda: encode(long_line(), "PNG"), ok=True),
         Case("bmp rle8 4000x4000", lambda: bmp_rle8_white(4000, 4000), ok=True),
         # EXIF orientation: every legal value, and values and types that are not.
-        *[Case(f"exif orientation {o}", lambda o=o: with_exif(line, "JPEG", o), ok=True) for o in range(1, 9)],
+        *[Case(f"exif orientation {o}", partial(with_exif, line, "JPEG", o), ok=True) for o in range(1, 9)],
         Case("exif orientation 0", lambda: with_exif(line, "JPEG", 0), ok=True),
         Case("exif orientation 9", lambda: with_exif(line, "JPEG", 9), ok=True),
         Case("exif orientation 65535", lambda: with_exif(line, "JPEG", 65535), ok=True),
@@ -375,7 +376,7 @@ def cases() -> list[Case]:
         *[
             Case(
                 f"tiff strip offsets of type {kind}",
-                lambda kind=kind: tiff_corrupt_strip_offsets(kind),
+                partial(tiff_corrupt_strip_offsets, kind),
                 codes=BAD_IMAGE,
             )
             for kind in (2, 5, 7, 10, 11, 12, 16)

@@ -1,0 +1,236 @@
+"""Peak memory of a real service process under the worst legal inputs, at concurrency, against the pod limit.
+
+Starts ``python -m service`` (and a ``redis-server`` for /jobs) on loopback with the settings the
+predictor runs with, then, for each scenario, resets the process's high-water mark
+(``/proc/<pid>/clear_refs``) and reads its peak resident set size (``VmHWM``) once the scenario is done:
+
+  * one request at a time: each worst legal image (pages just under the pixel limit in PNG, JPEG and
+    TIFF, gray and RGBA; a tiny PNG declaring 6000x6000);
+  * 60 concurrent uploads of a legal 10 MB page (just under the upload limit) on /predict, and on /jobs;
+  * 20 concurrent pages just under the pixel limit on /predict, and on /jobs;
+  * both at once: 30 near-limit pages and 30 10 MB pages split over /predict and /jobs.
+
+Every answer's status is recorded; the service must stay healthy throughout. The pod's memory limit is read
+from ``manifests/base/inferenceservice.yaml``. ``--source DIR`` runs the service from another checkout
+(e.g. a ``git worktree`` of an older commit) to measure it the same way; ``--label`` names the run in
+``bench/results/memory.json`` (runs with other labels are kept).
+
+Run: ``python bench/memory_bench.py [--label after] [--source DIR]`` (about 3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import RESULTS, write_result  # noqa: E402
+from harness.components import redis_url, start_redis  # noqa: E402
+from harness.ports import LOOPBACK, free_port  # noqa: E402
+from harness.processes import ManagedProcess  # noqa: E402
+from tests.service import corpus  # noqa: E402
+
+MANIFEST = ROOT / "manifests" / "base" / "inferenceservice.yaml"
+UPLOAD_LIMIT = 10 * 1024 * 1024
+REQUEST_TIMEOUT_S = 180.0
+
+
+def pod_memory_limit_mib(manifest: Path = MANIFEST) -> float:
+    """The predictor container's memory limit, as the manifest states it (e.g. ``1Gi`` -> 1024)."""
+    spec = yaml.safe_load(manifest.read_text())
+    limit = spec["spec"]["predictor"]["containers"][0]["resources"]["limits"]["memory"]
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for suffix, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if limit.endswith(suffix):
+            return float(limit[: -len(suffix)]) * factor
+    return float(limit) / 2**20
+
+
+def page_near_upload_limit(target: int = UPLOAD_LIMIT - 256 * 1024) -> bytes:
+    """A legal page of text on faintly noisy paper (4 bits of noise a pixel), PNG just under ``target``."""
+    side = int((target / 0.56) ** 0.5)
+    noise = 255 - np.random.default_rng(7).integers(0, 16, size=(side, side), dtype=np.uint8)
+    page = np.asarray(corpus.text_page(side, side, "L"))
+    data = corpus.encode(Image.fromarray(np.minimum(noise, page), "L"), "PNG", compress_level=6)
+    while len(data) > target:  # shave rows until it fits
+        side -= 64
+        data = corpus.encode(Image.fromarray(np.minimum(noise, page)[:side, :side], "L"), "PNG", compress_level=6)
+    return data
+
+
+def memory_status(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def reset_peak(pid: int) -> None:
+    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+class Service:
+    def __init__(self, work: Path, source: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = ManagedProcess(
+            name="service-memory",
+            argv=[sys.executable, "-m", "service"],
+            log_path=work / "service.log",
+            env={"OCR_HOST": LOOPBACK, "OCR_PORT": str(self.port), **env},
+            cwd=source,
+        ).start()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.started = time.perf_counter()
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self.process.wait_ready(ready, timeout=90)
+        self.ready_s = time.perf_counter() - self.started
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def post(url: str, route: str, data: bytes, name: str) -> str:
+    try:
+        response = httpx.post(f"{url}{route}", files={"file": (name, data)}, timeout=REQUEST_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return f"error:{type(exc).__name__}"
+    try:
+        code = response.json().get("error", {}).get("code")
+    except ValueError:
+        code = "not-json"
+    return f"{response.status_code}" + (f" {code}" if code else "")
+
+
+def scenario(
+    service: Service, requests: list[tuple[str, bytes, str]], *, concurrency: int, queue: redis.Redis
+) -> dict[str, object]:
+    """Send ``requests`` (route, body, file name) with ``concurrency`` clients; peak RSS over the scenario.
+    The job queue is emptied first, so each scenario's jobs are refused for their own reasons only."""
+    queue.flushall()
+    reset_peak(service.pid)
+    before = memory_status(service.pid)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = list(pool.map(lambda r: post(service.url, *r), requests))
+    elapsed = time.perf_counter() - start
+    after = memory_status(service.pid)
+    return {
+        "requests": len(requests),
+        "concurrency": concurrency,
+        "rss_before_mb": round(before["VmRSS"], 1),
+        "peak_rss_mb": round(after["VmHWM"], 1),
+        "rss_after_mb": round(after["VmRSS"], 1),
+        "seconds": round(elapsed, 1),
+        "statuses": dict(Counter(statuses)),
+        "healthy_after": service.healthy(),
+    }
+
+
+def run(label: str, source: Path) -> dict[str, object]:
+    limit_mib = pod_memory_limit_mib()
+    print(f"pod memory limit (manifest): {limit_mib:.0f} MiB", flush=True)
+    worst = {name: make() for name, make in corpus.worst_legal().items()}
+    big = page_near_upload_limit()
+    near = worst["png 6300x6300 rgba page"]
+    print(f"10 MB page: {len(big)} bytes; near-limit page: {len(near)} bytes", flush=True)
+    with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
+        work = Path(tmp)
+        redis_ep = start_redis(work, work / "redis")
+        env = {"OCR_REDIS_URL": redis_url(redis_ep), "OCR_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
+        service = Service(work, source, env)
+        queue = redis.Redis(host=redis_ep.host, port=redis_ep.port)
+        results: dict[str, object] = {}
+        try:
+            idle = memory_status(service.pid)
+            print(f"ready in {service.ready_s:.1f}s; idle RSS {idle['VmRSS']:.0f} MiB", flush=True)
+            plan: list[tuple[str, list[tuple[str, bytes, str]], int]] = [
+                (f"/predict one {name}", [("/predict", data, "p")], 1) for name, data in worst.items()
+            ]
+            mixed = [
+                ("/predict", near, "n.png"),
+                ("/jobs", big, "b.png"),
+                ("/jobs", near, "n.png"),
+                ("/predict", big, "b.png"),
+            ]
+            plan += [
+                ("/predict 60 concurrent 10 MB pages", [("/predict", big, "b.png")] * 60, 60),
+                ("/jobs 60 concurrent 10 MB pages", [("/jobs", big, "b.png")] * 60, 60),
+                ("/predict 20 concurrent near-limit pages", [("/predict", near, "n.png")] * 20, 20),
+                ("/jobs 20 concurrent near-limit pages", [("/jobs", near, "n.png")] * 20, 20),
+                ("/predict and /jobs at once: 30 near-limit + 30 10 MB pages", mixed * 15, 60),
+            ]
+            for name, requests, concurrency in plan:
+                results[name] = scenario(service, requests, concurrency=concurrency, queue=queue)
+                print(f"{name}: {json.dumps(results[name])}", flush=True)
+        finally:
+            service.process.stop()
+            redis_ep.process.stop()
+    peak = max(float(r["peak_rss_mb"]) for r in results.values())  # type: ignore[index,arg-type]
+    return {
+        "label": label,
+        "source": str(source),
+        "commit": _commit(source),
+        "pod_limit_mib": limit_mib,
+        "idle_rss_mb": round(idle["VmRSS"], 1),
+        "peak_rss_mb": peak,
+        "peak_vs_limit": round(peak / limit_mib, 3),
+        "under_limit": peak < limit_mib,
+        "inputs": {"ten_mb_page_bytes": len(big), **{k: len(v) for k, v in worst.items()}},
+        "scenarios": results,
+    }
+
+
+def _commit(source: Path) -> str | None:
+    out = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--label", default="after", help="name of this run in the results file")
+    parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose service is measured")
+    args = parser.parse_args()
+    run_result = run(args.label, args.source.resolve())
+    path = RESULTS / "memory.json"
+    runs = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+    runs[args.label] = run_result
+    written = write_result("memory", {"runs": runs})
+    print(f"peak RSS {run_result['peak_rss_mb']} MiB vs pod limit {run_result['pod_limit_mib']:.0f} MiB -> {written}")
+    return 0 if run_result["under_limit"] else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
