@@ -56,7 +56,10 @@ async def call_store(request: Request, fn: Callable[..., T], *args: object, **kw
     "/jobs",
     response_model=JobAccepted,
     status_code=202,
-    responses=error_responses(400, 408, 409, 413, 415, 422, 503, 504),
+    responses={
+        200: {"model": JobAccepted, "description": "The job this Idempotency-Key already created"},
+        **error_responses(400, 408, 409, 413, 415, 422, 503, 504),
+    },
     openapi_extra=OPENAPI_UPLOAD,
 )
 async def create_job(

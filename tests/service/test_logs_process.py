@@ -183,11 +183,6 @@ def test_the_shutdown_lines_are_json_too(tmp_path: Path) -> None:
     assert lines[-1]["message"].startswith("Finished server process")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the start-up reads the settings before it calls logs.configure(), and prints a bad one as plain "
-    "text: service/startup.py boot() must call logs.configure() first (and the worker go through boot())",
-)
 @pytest.mark.parametrize("module", ["service", "service.worker"])
 def test_a_bad_setting_is_one_json_line(module: str) -> None:
     done = subprocess.run(
