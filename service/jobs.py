@@ -62,7 +62,8 @@ STATUSES = ("queued", "running", "succeeded", "failed")
 DEAD_LETTERS = "ocr:jobs:failed"
 DEAD_LETTERS_KEPT = 10_000
 
-FAIL_FAST_S = 1.0  # after Redis did not answer, API calls fail at once for this long (see JobStore)
+FAIL_FAST_S = 1.0  # while Redis does not answer, it is probed this often; API calls fail at once (JobStore)
+PROBE_FOR_S = 60.0  # then the probe gives up, and the next API call asks Redis itself
 QUEUE_FULL_RETRY_AFTER_S = 30
 
 RetryResult = Literal["requeued", "not_owner", "ended", "expired"]
@@ -317,10 +318,13 @@ class IdempotencyKeyReused(ServiceError):
 class JobStore:
     """The queue's operations, each one atomic in Redis.
 
-    Every call has a deadline (``OCR_REDIS_TIMEOUT_S``). After a call finds Redis unreachable or silent, the
-    API's calls (``ensure_group``, ``enqueue``, ``get``) fail at once for ``fail_fast_s``: requests arriving
-    while Redis hangs are answered at once instead of each holding a thread for the whole timeout, and one
-    call per ``fail_fast_s`` finds out whether Redis is back. Workers pass 0: they back off on their own.
+    Every call has a deadline (``OCR_REDIS_TIMEOUT_S``). Once a call finds Redis unreachable or silent, the
+    API's calls (``ensure_group``, ``enqueue``, ``get``) fail at once, and a background probe PINGs Redis
+    every ``fail_fast_s`` until it answers: requests arriving while Redis hangs are answered at once
+    instead of each waiting out the deadline (and holding a thread, or an upload slot, meanwhile); none
+    waits on a Redis already known to be silent. The probe gives up after ``PROBE_FOR_S``; the next call
+    then asks Redis itself. Workers pass ``fail_fast_s=0`` (no probe, never fail fast): they back off on
+    their own.
     """
 
     def __init__(
@@ -345,7 +349,9 @@ class JobStore:
             health_check_interval=10,
         )
         self.fail_fast_s = fail_fast_s
-        self._quiet_until = 0.0
+        self._silent = threading.Event()  # set while Redis is known not to answer (a probe is running)
+        self._silence = ""  # why: the failure that started the probe
+        self._probe_lock = threading.Lock()
         self._finish = self.redis.register_script(_ALLOW_OOM + _HELPERS + _FINISH)
         self._enqueue = self.redis.register_script(_DENY_OOM + _HELPERS + _ENQUEUE)
         self._start = self.redis.register_script(_ALLOW_OOM + _HELPERS + _START)
@@ -354,15 +360,38 @@ class JobStore:
 
     @contextlib.contextmanager
     def _answering(self) -> Iterator[None]:
-        """Fail at once while Redis was found silent less than ``fail_fast_s`` ago."""
-        if self.fail_fast_s and time.monotonic() < self._quiet_until:
-            raise redis.ConnectionError("Redis did not answer a moment ago; not asking again yet")
+        """Fail at once while Redis is known not to answer; a call that finds it so starts the probe."""
+        if self._silent.is_set():
+            raise redis.ConnectionError(f"Redis does not answer ({self._silence}); not asking again until it does")
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError):
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             if self.fail_fast_s:
-                self._quiet_until = time.monotonic() + self.fail_fast_s
+                self._silence = f"{type(exc).__name__}: {exc}"
+                self._start_probe()
             raise
+
+    def _start_probe(self) -> None:
+        with self._probe_lock:
+            if self._silent.is_set():
+                return
+            self._silent.set()
+        threading.Thread(target=self._probe, name="redis-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        """PING Redis every ``fail_fast_s`` (each with the call deadline) until it answers, at most for
+        ``PROBE_FOR_S``; then let calls through again."""
+        give_up = time.monotonic() + PROBE_FOR_S
+        try:
+            while time.monotonic() < give_up:
+                time.sleep(self.fail_fast_s)
+                try:
+                    self.redis.ping()
+                    return
+                except redis.RedisError:
+                    continue
+        finally:
+            self._silent.clear()
 
     @staticmethod
     def job_key(job_id: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness import wait
 from harness.components import Endpoint, redis_url, start_redis
 from service.jobs import Delivery, IdempotencyKeyReused, JobStore, QueueFull
 from service.settings import load_settings
@@ -362,3 +363,34 @@ def test_enqueue_recreates_a_consumer_group_lost_with_the_data(store: JobStore) 
     store.enqueue(b"img", request_id="after", tenant_id="t")
     assert store.lag() == 1
     assert read_one(store, "worker-a").job_id
+
+
+# --- a Redis that does not answer ----------------------------------------------------------------------------
+
+
+def test_while_redis_hangs_api_calls_fail_at_once_until_it_answers(
+    redis_endpoint: Endpoint, make_store: Callable[..., JobStore]
+) -> None:
+    """The first call waits out its deadline; every later one fails at once, however long the hang lasts
+    (no call waits on a Redis known to be silent); once Redis answers again, calls go through."""
+    import signal
+    import time
+
+    import redis as redis_lib
+
+    store = make_store(redis_timeout_s=0.5)
+    job_id, _ = store.enqueue(b"img", request_id="r", tenant_id="t")
+    redis_endpoint.process.signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(redis_lib.TimeoutError):
+            store.get(job_id)
+        for pause in (0.0, 1.5, 1.5):  # the later ones past the probe's interval: still no waiting
+            time.sleep(pause)
+            start = time.monotonic()
+            with pytest.raises(redis_lib.ConnectionError, match="not asking again"):
+                store.get(job_id)
+            assert time.monotonic() - start < 0.2
+    finally:
+        redis_endpoint.process.signal(signal.SIGCONT)
+    wait.until(lambda: store.get(job_id), lambda job: job is not None, timeout=5, interval=0.1,
+               what="calls to go through once Redis answers again")  # fmt: skip
