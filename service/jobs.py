@@ -58,7 +58,6 @@ log = logging.getLogger("service.jobs")
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-STATUSES = ("queued", "running", "succeeded", "failed")
 DEAD_LETTERS = "ocr:jobs:failed"
 DEAD_LETTERS_KEPT = 10_000
 
@@ -310,9 +309,13 @@ def queue_full(message: str) -> QueueFull:
 
 
 class IdempotencyKeyReused(ServiceError):
-    """An Idempotency-Key already used for another image (the first job is kept; a new image needs a new key)."""
+    """An Idempotency-Key already used for another image (the first job is kept; a new image needs a new key).
 
-    status, code, reason = 409, "idempotency_key_reused", "bad_request"
+    422, as the IETF Idempotency-Key header draft answers a key reused with another payload (its 409 is for a
+    request still in flight with the same key, which cannot happen here: the key is bound atomically).
+    """
+
+    status, code, reason = 422, "idempotency_key_reused", "bad_request"
 
 
 class JobStore:

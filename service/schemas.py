@@ -56,8 +56,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         413: "Upload or image too large",
         415: "Not an image in a supported format",
         408: "The upload did not arrive within the upload deadline",
-        409: "Idempotency-Key already used with another image",
-        422: "A required field is missing",
+        422: "A required field is missing, or an Idempotency-Key already used with another image",
         503: "Not ready, overloaded (with Retry-After) or queue unavailable",
         504: "Inference took longer than the request timeout",
     }

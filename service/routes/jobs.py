@@ -3,7 +3,7 @@
 A job belongs to the tenant that submitted it (``X-Tenant-ID``, default ``anonymous``): another tenant's
 ``GET /jobs/{id}`` is answered 404, as for a job that does not exist. An Idempotency-Key is per tenant and
 bound to the image it was first used with: the same image returns the same job, another image is refused
-with 409 ``idempotency_key_reused``. When Redis fails, the client gets 503 ``queue_unavailable`` without
+with 422 ``idempotency_key_reused``. When Redis fails, the client gets 503 ``queue_unavailable`` without
 the failure's detail (it names Redis' address); the detail is logged with the request id.
 """
 
@@ -58,7 +58,7 @@ async def call_store(request: Request, fn: Callable[..., T], *args: object, **kw
     status_code=202,
     responses={
         200: {"model": JobAccepted, "description": "The job this Idempotency-Key already created"},
-        **error_responses(400, 408, 409, 413, 415, 422, 503, 504),
+        **error_responses(400, 408, 413, 415, 422, 503, 504),
     },
     openapi_extra=OPENAPI_UPLOAD,
 )
@@ -70,7 +70,7 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(description="The same key returns the same job")] = None,
 ) -> JSONResponse:
     """Queue an OCR job (multipart field ``file``); the image is validated now, and read later by a worker.
-    The same Idempotency-Key with the same image returns the first job (200); with another image, 409."""
+    The same Idempotency-Key with the same image returns the first job (200); with another image, 422."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise BadRequest("Idempotency-Key must be 1 to 128 printable ASCII characters")
     settings = state.settings

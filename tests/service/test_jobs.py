@@ -139,13 +139,13 @@ def test_a_job_is_found_by_its_tenant_only(stack: dict) -> None:
         assert "team-a" not in other.text
 
 
-def test_an_idempotency_key_reused_with_another_image_answers_409(stack: dict) -> None:
+def test_an_idempotency_key_reused_with_another_image_answers_422(stack: dict) -> None:
     api = stack["api"]
-    headers = {"Idempotency-Key": "order-409", "X-Tenant-ID": "team-a"}
+    headers = {"Idempotency-Key": "order-422", "X-Tenant-ID": "team-a"}
     first = post_job(api, samples.text_line("First").encode(), **headers)
     assert first.status_code == 202, first.text
     reused = post_job(api, samples.text_line("Second").encode(), **headers)
-    assert reused.status_code == 409, reused.text
+    assert reused.status_code == 422, reused.text
     assert reused.json()["error"]["code"] == "idempotency_key_reused"
     again = post_job(api, samples.text_line("First").encode(), **headers)
     assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]

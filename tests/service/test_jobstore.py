@@ -342,7 +342,7 @@ def test_an_idempotency_key_reused_with_another_image_is_refused(store: JobStore
     first, created = store.enqueue(b"image one", request_id="1", tenant_id="t", idempotency_key="order-1")
     with pytest.raises(IdempotencyKeyReused) as reused:
         store.enqueue(b"image two", request_id="2", tenant_id="t", idempotency_key="order-1")
-    assert reused.value.code == "idempotency_key_reused" and reused.value.status == 409
+    assert reused.value.code == "idempotency_key_reused" and reused.value.status == 422
     assert store.redis.xlen(store.stream) == 1
     again, created_again = store.enqueue(b"image one", request_id="3", tenant_id="t", idempotency_key="order-1")
     assert (created, created_again, again) == (True, False, first)
