@@ -76,12 +76,15 @@ def start_redis(
     port: int | None = None,
     appendonly: bool = False,
     password: str | None = None,
+    maxmemory: str | None = None,
     ready_timeout: float = 20.0,
 ) -> Endpoint:
     """``redis-server`` on a loopback port (free unless given), ready when it answers PING.
 
     No persistence by default; ``appendonly`` keeps an AOF in ``work_dir`` as the cluster's Redis does.
     A ``password`` goes into a config file readable by this user only, never onto the command line.
+    ``maxmemory`` (e.g. ``"256mb"``) bounds it as the cluster's Redis is bounded: writes past it are refused
+    (``noeviction``), never a job silently evicted.
     """
     import redis
 
@@ -97,6 +100,8 @@ def start_redis(
         "--appendonly", "yes" if appendonly else "no", "--dir", str(work_dir),
         "--daemonize", "no", "--protected-mode", "yes",
     ]  # fmt: skip
+    if maxmemory is not None:
+        argv += ["--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"]
     process = ManagedProcess(name=name, argv=argv, log_path=log_dir / f"{name}.log").start()
 
     def pong() -> bool:
