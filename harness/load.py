@@ -181,16 +181,3 @@ class LocustRun:
         if code != 0:
             raise CommandFailed(self.argv, code, (self.out_dir / "locust.log").read_text()[-2000:])
         return parse_locust_stats(self.prefix)
-
-
-def run_locust(
-    url: str,
-    *,
-    users: int,
-    seconds: int,
-    out_dir: Path,
-    spawn_rate: float | None = None,
-    env: Mapping[str, str] | None = None,
-) -> LocustStats:
-    """Run locust headless against ``url`` for ``seconds`` seconds in a child process; return its stats."""
-    return LocustRun(url, users=users, seconds=seconds, out_dir=out_dir, spawn_rate=spawn_rate, env=env).finish()

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import requests
+import httpx
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 
 from harness.errors import HarnessError
@@ -36,7 +36,7 @@ class Prometheus:
         """Evaluate ``expr`` now; one sample per series (a scalar result is one sample with no labels)."""
         try:
             data = self._client.custom_query(query=expr, params={"timeout": f"{self._timeout:g}s"})
-        except (PrometheusApiClientException, requests.RequestException) as exc:
+        except (PrometheusApiClientException, OSError) as exc:  # requests' errors are OSErrors
             raise PromQueryError(f"PromQL {expr!r} failed at {self.url}: {exc}") from exc
         if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):  # scalar result
             return [Sample({}, float(data[1]))]
@@ -62,22 +62,16 @@ class Prometheus:
                 end_time=datetime.fromtimestamp(end, UTC),
                 step=f"{step:g}s",
             )
-        except (PrometheusApiClientException, requests.RequestException) as exc:
+        except (PrometheusApiClientException, OSError) as exc:  # requests' errors are OSErrors
             raise PromQueryError(f"PromQL range {expr!r} failed at {self.url}: {exc}") from exc
         return [
             {"labels": dict(item.get("metric", {})), "points": [[float(t), float(v)] for t, v in item["values"]]}
             for item in data
         ]
 
-    def ready(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     def targets_up(self) -> dict[str, str]:
         """Scrape jobs and the health of their last scrape."""
-        response = requests.get(f"{self.url}/api/v1/targets", timeout=5)
+        response = httpx.get(f"{self.url}/api/v1/targets", timeout=5)
         response.raise_for_status()
         return {t["labels"].get("job", "?"): t["health"] for t in response.json()["data"]["activeTargets"]}
 

@@ -7,7 +7,7 @@ or for a part of it, through the dependencies in ``service.deps``, which tests c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.schemas import ModelRef
@@ -30,7 +30,6 @@ class ServiceState:
     model: OcrModel | None = None
     load_error: str | None = None
     shutting_down: bool = False
-    extras: dict[str, object] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:

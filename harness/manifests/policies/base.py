@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.manifests.objects import Finding, Obj
@@ -59,7 +59,3 @@ def check(ctx: Context, only: Iterable[str] | None = None) -> list[Finding]:
         if entry.applies(ctx.profile) and (wanted is None or entry.name in wanted):
             findings.extend(entry.run(ctx))
     return findings
-
-
-def iter_kind(objects: Sequence[Obj], *kinds: str) -> Iterator[Obj]:
-    return (obj for obj in objects if obj.get("kind") in kinds)
