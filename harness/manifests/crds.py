@@ -2,14 +2,18 @@
 
 Validation reads CRDs from a directory (any depth, any number of documents per file). Which directory:
 ``--crd-dir``, else ``$OCR_CRD_DIR``, else ``../shared/crds`` beside the repository when it exists, else the
-cache ``~/.cache/ocr-platform/crds``, which :func:`download_crds` fills from the upstream tags of the versions
-pinned in :mod:`harness.versions` (the only function here that touches the network; nothing calls it
-implicitly).
+cache ``~/.cache/ocr-platform/crds``, which :func:`download_crds` (``harness manifests fetch-crds``) fills from
+the upstream tags of the versions pinned in :mod:`harness.versions` (the only function here that touches the
+network; nothing calls it implicitly). A fetch writes into a temporary folder beside the destination and puts
+it in place only once every file is there, so a failed fetch leaves no empty or partial folder behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +46,26 @@ def default_crd_dir(environ: Mapping[str, str] | None = None) -> Path:
     return cache_crd_dir()
 
 
+def fetch_command(directory: Path) -> str:
+    """The command that fills ``directory`` with the pinned CRDs (the venv's ``harness`` when run from one)."""
+    script = Path(sys.executable).parent / "harness"
+    harness = str(script) if script.exists() else "harness"
+    dest = "" if directory == cache_crd_dir() else f" --dest {directory}"
+    return f"{harness} manifests fetch-crds{dest}"
+
+
+def crd_dir_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot serve as the CRD folder (absent, or no YAML in it) and how to fill it; None
+    when it has YAML files (whether they hold CRDs is for :func:`load_crds` to say)."""
+    if directory.is_dir() and any(p.suffix in {".yaml", ".yml"} for p in directory.rglob("*")):
+        return None
+    state = "does not exist" if not directory.exists() else "holds no YAML file"
+    return (
+        f"CRD directory {directory} {state}: fetch the pinned CRDs with `{fetch_command(directory)}` (network), "
+        f"or pass --crd-dir / set {CRD_DIR_ENV} to a folder that has them"
+    )
+
+
 @dataclass(frozen=True)
 class CrdVersion:
     """One served version of one custom kind, with the schema the API server would apply."""
@@ -56,11 +80,8 @@ class CrdVersion:
 
 def load_crds(directory: Path) -> dict[tuple[str, str, str], CrdVersion]:
     """Every served version of every CRD under a directory, by (group, version, kind)."""
-    if not directory.is_dir():
-        raise HarnessError(
-            f"CRD directory {directory} does not exist: pass --crd-dir, set {CRD_DIR_ENV}, "
-            "or fetch the pinned CRDs with `harness manifests fetch-crds`"
-        )
+    if (problem := crd_dir_problem(directory)) is not None:
+        raise HarnessError(problem)
     found: dict[tuple[str, str, str], CrdVersion] = {}
     for path in sorted(p for p in directory.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file()):
         try:
@@ -72,7 +93,10 @@ def load_crds(directory: Path) -> dict[tuple[str, str, str], CrdVersion]:
                 for crd in _versions(doc, path):
                     found[(crd.group, crd.version, crd.kind)] = crd
     if not found:
-        raise HarnessError(f"no CustomResourceDefinition found under {directory}")
+        raise HarnessError(
+            f"no CustomResourceDefinition found under {directory}: fetch the pinned CRDs with "
+            f"`{fetch_command(directory)}` (network)"
+        )
     return found
 
 
@@ -143,17 +167,40 @@ def _knative_tag(version: str) -> str:
 
 
 def download_crds(dest: Path | None = None, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> list[Path]:
-    """Fetch :func:`crd_sources` into ``dest`` (default: the cache). Network access; never called implicitly."""
+    """Fetch :func:`crd_sources` into ``dest`` (default: the cache). Network access; never called implicitly.
+
+    The files go to a temporary folder beside ``dest``, which replaces ``dest`` only when all are fetched:
+    a failure leaves ``dest`` as it was (absent, or the previous complete set)."""
     target = dest or cache_crd_dir()
-    written = []
-    for source in crd_sources():
-        path = target / source.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with urllib.request.urlopen(source.url, timeout=timeout) as response:
-                body = response.read()
-        except OSError as exc:
-            raise HarnessError(f"could not download {source.url}: {exc}") from exc
-        path.write_bytes(body)
-        written.append(path)
-    return written
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-fetching-", dir=target.parent))
+    try:
+        for source in crd_sources():
+            path = staging / source.filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with urllib.request.urlopen(source.url, timeout=timeout) as response:
+                    body = response.read()
+            except OSError as exc:
+                raise HarnessError(f"could not download {source.url}: {exc}; {target} is left as it was") from exc
+            path.write_bytes(body)
+        _replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [target / source.filename for source in crd_sources()]
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target``, the old ``target`` (if any) removed only once ``new`` is there."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    try:
+        new.rename(target)
+    except OSError:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

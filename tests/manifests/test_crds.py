@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,74 @@ def test_sources_are_the_pinned_tags() -> None:
     assert any(f"kube-prometheus-stack-{versions.KUBE_PROMETHEUS_STACK.version}/" in url for url in urls)
     assert any(f"/knative/serving/knative-v{versions.KNATIVE_SERVING}.0/" in url for url in urls)
     assert len({source.filename for source in crd_sources()}) == len(urls)
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read(self) -> bytes:
+        return self.data
+
+
+def _fetch_fails_after(monkeypatch: pytest.MonkeyPatch, good: int) -> None:
+    """urlopen answers ``good`` files, then fails as an unreachable network does."""
+    calls = []
+
+    def urlopen(url: str, timeout: float) -> _Body:
+        calls.append(url)
+        if len(calls) > good:
+            raise OSError("network is unreachable")
+        return _Body(b"kind: CustomResourceDefinition\n")
+
+    monkeypatch.setattr(crds.urllib.request, "urlopen", urlopen)
+
+
+def test_a_failed_fetch_leaves_no_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fetch_fails_after(monkeypatch, good=3)
+    dest = tmp_path / "cache" / "crds"
+    with pytest.raises(HarnessError, match=r"could not download .*network is unreachable"):
+        crds.download_crds(dest)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_failed_fetch_keeps_the_previous_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dest = tmp_path / "crds"
+    (dest / "old").mkdir(parents=True)
+    (dest / "old" / "crd.yaml").write_text("kind: CustomResourceDefinition\n")
+    _fetch_fails_after(monkeypatch, good=0)
+    with pytest.raises(HarnessError):
+        crds.download_crds(dest)
+    assert [p.name for p in tmp_path.iterdir()] == ["crds"] and (dest / "old" / "crd.yaml").exists()
+
+
+def test_a_complete_fetch_replaces_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dest = tmp_path / "crds"
+    (dest / "stale.yaml").parent.mkdir(parents=True)
+    (dest / "stale.yaml").write_text("old")
+    _fetch_fails_after(monkeypatch, good=len(crd_sources()))
+    written = crds.download_crds(dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in written) == sorted(s.filename for s in crd_sources())
+    assert all(p.is_file() for p in written) and not (dest / "stale.yaml").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["crds"]
+
+
+def test_without_crds_the_message_says_the_command_that_fetches_them(tmp_path: Path) -> None:
+    for directory in (tmp_path / "absent", tmp_path):  # absent, then empty (what a failed fetch once left)
+        with pytest.raises(HarnessError, match=re.escape(f"manifests fetch-crds --dest {directory}` (network)")):
+            load_crds(directory)
+    cache = crds.cache_crd_dir()
+    assert "fetch-crds --dest" not in (crds.crd_dir_problem(cache) or "fetch-crds")
+
+
+def test_validate_without_crds_says_how_to_get_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.manifests import cli
+
+    assert cli.main(["validate", "--crd-dir", str(tmp_path / "none"), "--overlay", "milestone1"]) == 2
+    assert f"manifests fetch-crds --dest {tmp_path / 'none'}" in capsys.readouterr().err
