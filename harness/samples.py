@@ -6,11 +6,14 @@ with the same Pillow. Also the bad payloads that the service must refuse.
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -125,3 +128,42 @@ def with_exif_rotation(sample: Sample, orientation: int = 6) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+
+
+# ``harness samples``: images with known text to send to a running service.
+
+SAMPLE_WORDS = 3  # one-line images written by ``harness samples``
+SAMPLE_PAGES = 1  # document pages written by ``harness samples``
+
+
+def write_samples(out: Path, *, seed: int = 1) -> dict[str, str]:
+    """Write one-line images and a document page with known text into ``out``, and ``expected.json`` (file
+    name -> text, lines joined by ``\\n``). Returns that mapping."""
+    out.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Sample] = {f"words-{i + 1}.png": words_image(seed + i) for i in range(SAMPLE_WORDS)}
+    made |= {f"page-{i + 1}.png": document(seed + i) for i in range(SAMPLE_PAGES)}
+    expected = {}
+    for name, sample in made.items():
+        (out / name).write_bytes(sample.encode("PNG"))
+        expected[name] = sample.text
+    (out / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+    return expected
+
+
+def register(subparsers: Any) -> None:
+    cmd = subparsers.add_parser(
+        "samples",
+        help="write PNG images with known text (to send to the service), and expected.json",
+        description="Write seeded PNG images with known text into a folder: one-line images and a document "
+        "page, plus expected.json (file name -> text). Prints each file and the text the service should read.",
+    )
+    cmd.add_argument("--out", type=Path, default=Path("samples"), help="folder to write into (default: samples)")
+    cmd.add_argument("--seed", type=int, default=1, help="seed of the words drawn (default: 1)")
+    cmd.set_defaults(func=_main)
+
+
+def _main(args: Any) -> int:
+    for name, text in write_samples(args.out, seed=args.seed).items():
+        print(f"{args.out / name}\t{json.dumps(text)}")
+    print(f"{args.out / 'expected.json'}\t(file name -> expected text)")
+    return 0
