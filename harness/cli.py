@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "harness.platform.cli",
     "harness.report",
     "harness.samples",
+    "harness.targets.kept",
 )
 
 

@@ -317,6 +317,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if path:
         terminalreporter.write_line(f"acceptance evidence: {Path(path).parent} (summary: {path})")
         terminalreporter.write_line(f"report: {config.stash.get(REPORT_KEY, 'not written')}")
+    if kept := getattr(config.stash.get(TARGET_KEY, None), "kept_message", ""):
+        terminalreporter.write_line(kept)  # --keep: what is left running and how to stop it
 
 
 # -- fixtures -----------------------------------------------------------------------------------------

@@ -28,10 +28,14 @@ from harness.gateway import Gateway, new_keys, start_gateway
 from harness.gateway import version as gateway_version
 from harness.processes import ManagedProcess, ignored_settings, inherited_env, stop_all
 from harness.prom import Prometheus
+from harness.targets import kept
 from harness.targets.base import Target, TargetOptions
 
 ADMIN_TIMEOUT_S = 30
 # Prometheus job names of the local scrape configuration, by component.
+# As the cluster's job Redis (manifests/components/jobs/redis.yaml): the queue's byte bound, OCR_JOBS_QUEUE_MAX_BYTES
+# (128 MiB by default), is half of it.
+REDIS_MAXMEMORY = "256mb"
 SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker"}
 
 
@@ -64,7 +68,8 @@ class LocalTarget(Target):
         try:
             # Authenticated like the platform's Redis should be: the job path is exercised with a password.
             password = secrets.token_urlsafe(24)
-            self.redis = self._track(start_redis(self.log_dir, self._work / "redis", password=password))
+            redis = start_redis(self.log_dir, self._work / "redis", password=password, maxmemory=REDIS_MAXMEMORY)
+            self.redis = self._track(redis)
             # The gateway scenarios let 10 requests per key through at the start of each second: they wait in
             # the service's queue rather than being refused as overload.
             self.service = self._track(start_service(self.log_dir, env={**self._env(), "OCR_MAX_QUEUE": "64"}))
@@ -148,11 +153,34 @@ class LocalTarget(Target):
 
     def stop(self) -> None:
         if self.options.keep:
-            print(f"harness: --keep: leaving {[p.name for p in self._started if p.alive()]} running")
+            self._keep()
             return
         stop_all(self._started)
         self._started.clear()
         shutil.rmtree(self._work, ignore_errors=True)
+
+    kept_message = ""
+
+    def _keep(self) -> None:
+        """Leave the processes running: record them where ``harness local down`` finds them (once)."""
+        if self.kept_message:
+            return
+        addresses = {e.process.name: e.url for e in (self.service, self.prom, *self._workers.values()) if e}
+        if self.redis is not None:
+            addresses[self.redis.process.name] = f"redis://{self._addr(self.redis)}"
+        if self.gateway is not None:
+            addresses[self.gateway.process.name] = self.gateway.url
+        processes = [
+            kept.KeptProcess(p.name, p.pid, started, addresses.get(p.name, ""))
+            for p in self._started
+            if p.alive() and (started := kept.start_token(p.pid)) is not None
+        ]
+        notes = {"Redis password": str(self._work / "redis" / "redis.conf")}
+        if self.gateway is not None:
+            notes["API keys (key client)"] = str(self._work / "gateway" / "api-keys.map")
+        platform = kept.KeptPlatform(str(self._work), str(self.log_dir), processes, notes)
+        self.kept_message = platform.describe(platform.save())
+        print(self.kept_message)
 
     @property
     def redis_url(self) -> str:

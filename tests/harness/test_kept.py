@@ -1,0 +1,86 @@
+"""A kept local platform: recorded where ``harness local down`` finds it, stopped, its folder removed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.targets import kept
+
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "state"
+    monkeypatch.setenv(kept.STATE_DIR_ENV, str(directory))
+    return directory
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "300"], start_new_session=True)
+
+
+def test_down_stops_recorded_processes_and_removes_the_work_folder(state: Path, tmp_path: Path) -> None:
+    work = tmp_path / "ocr-local-x"
+    (work / "redis").mkdir(parents=True)
+    (work / "redis" / "redis.conf").write_text("requirepass secret\n")
+    procs = [_sleeper(), _sleeper()]
+    try:
+        recorded = [kept.KeptProcess(f"p{i}", p.pid, kept.start_token(p.pid) or "") for i, p in enumerate(procs)]
+        path = kept.KeptPlatform(str(work), str(tmp_path / "logs"), recorded).save()
+        assert path.parent == state and oct(path.stat().st_mode & 0o777) == "0o600"
+        lines = kept.down()
+        stopped = [f"p{i} (pid {procs[i].pid}) stopped" for i in (1, 0)]
+        assert lines == [*stopped, f"removed {work}"]
+        assert [p.wait(timeout=5) for p in procs] == [-15, -15]
+        assert not work.exists() and not path.exists()
+        assert kept.down() == [f"no kept local platform (no state file in {state})"]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_reused_pid_is_left_alone(state: Path, tmp_path: Path) -> None:
+    proc = _sleeper()
+    try:
+        stale = kept.KeptProcess("service", proc.pid, "started at another time")
+        kept.KeptPlatform(str(tmp_path / "work"), str(tmp_path), [stale]).save()
+        assert kept.down()[0] == f"service (pid {proc.pid}) was not running"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(b) or shutil.which(b, path="/usr/sbin") for b in ("redis-server", "prometheus", "haproxy")),
+    reason="needs redis-server, prometheus and haproxy (apt-get install redis-server prometheus haproxy)",
+)
+def test_local_up_then_down_with_real_processes(state: Path, tmp_path: Path) -> None:
+    env = {**os.environ, kept.STATE_DIR_ENV: str(state)}
+    up = subprocess.run(
+        [*HARNESS, "local", "up", "--artifacts", str(tmp_path / "artifacts")],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        pids = {name: int(pid) for name, pid in re.findall(r"^  (\S+) +\S+ +pid (\d+)$", up.stdout, re.M)}
+        assert set(pids) == {"redis", "service", "gateway", "worker-1", "worker-2", "prometheus"}, up.stdout
+        service = re.search(r"^  service +(http://127\.0\.0\.1:\d+) ", up.stdout, re.M)
+        assert service and httpx.get(f"{service[1]}/healthz", timeout=5).status_code == 200
+        work = Path(re.search(r"removes (\S+)\)", up.stdout)[1])  # type: ignore[index]
+        assert (work / "redis" / "redis.conf").exists() and "local down" in up.stdout
+    finally:
+        down = subprocess.run([*HARNESS, "local", "down"], capture_output=True, text=True, timeout=120, env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert all(kept.start_token(pid) is None for pid in pids.values()), down.stdout
+    assert not work.exists() and not list(state.glob("*.json"))
