@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "harness.image",
     "harness.platform.cli",
     "harness.report",
+    "harness.rollout",
     "harness.samples",
     "harness.targets.kept",
 )

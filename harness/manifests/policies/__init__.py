@@ -12,6 +12,7 @@ profiles they apply to; :func:`check` runs every rule that applies. The rules, b
 - ``ratelimit``: ratelimit-per-key, ratelimit-wiring
 - ``redis``: redis-auth, redis-auth-shared, redis-network-policy, redis-memory
 - ``tenant``: tenant-from-api-key
+- ``rollout``: rollout-readiness, rollout-prestop, rollout-grace-period, rollout-max-unavailable
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harness.manifests.policies import (  # noqa: F401
     namespaces,
     ratelimit,
     redis,
+    rollout,
     tenant,
     workloads,
 )

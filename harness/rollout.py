@@ -1,0 +1,255 @@
+"""``harness rollout --version X``: roll the predictor to a new model version on a cluster, and wait for it.
+
+The version lives in one place in the manifests, the InferenceService's ``app.kubernetes.io/version``
+label, which the kustomization copies into the predictor's pod label and its ``OCR_MODEL_VERSION`` (what
+every response, log line and ``ocr_model_info`` report). A rollout changes the three together, with one
+JSON patch guarded by ``test`` operations (so it never edits the wrong container or variable if the object
+changed since it was read). KServe writes the new pod template into the ``<name>-predictor`` Deployment,
+which rolls it with ``maxUnavailable: 0`` (``spec.predictor.deploymentStrategy``).
+
+The rollout is done when the Deployment has seen its latest spec, that spec carries the new version, every
+replica is updated and available and no old pod is left, and the InferenceService is Ready. The wait has a
+deadline; its failure names the last state seen. Everything here but :func:`run` is a pure function of the
+objects' JSON, tested offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import wait
+from harness.errors import HarnessError
+
+Obj = dict[str, Any]
+
+VERSION_LABEL = "app.kubernetes.io/version"
+VERSION_ENV = "OCR_MODEL_VERSION"
+SERVING_CONTAINER = "kserve-container"
+# As the service's OCR_MODEL_VERSION (service/settings.py), which is also a valid label value.
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+DEFAULT_TIMEOUT_S = 600.0
+ISVC_API = ("serving.kserve.io", "v1beta1", "inferenceservices")
+
+
+def _escape(key: str) -> str:
+    """A key as a JSON Pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def check_version(version: str) -> str:
+    if not VERSION_RE.match(version) or not LABEL_VALUE_RE.match(version):
+        raise HarnessError(
+            f"version {version!r}: use 1 to 63 letters, digits, '.', '_' or '-', starting and ending with a letter "
+            "or digit (it is a label value and OCR_MODEL_VERSION)"
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """What a rollout changes on one InferenceService."""
+
+    namespace: str
+    name: str
+    version: str
+    previous: str | None
+    patch: list[Obj] = field(default_factory=list)
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.name}-predictor"
+
+    def describe(self) -> str:
+        ops = "\n".join(
+            f"  {op['op']:<7} {op['path']}" + (f" = {op['value']!r}" if "value" in op else "") for op in self.patch
+        )
+        return (
+            f"InferenceService {self.namespace}/{self.name}: model version {self.previous or '(none)'} -> "
+            f"{self.version}\nJSON patch:\n{ops}"
+        )
+
+
+def plan_rollout(isvc: Obj, version: str) -> RolloutPlan:
+    """The guarded JSON patch that sets ``version`` on the InferenceService's label, pod label and env."""
+    check_version(version)
+    meta = isvc.get("metadata") or {}
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    containers = predictor.get("containers") or []
+    index = next((i for i, c in enumerate(containers) if c.get("name") == SERVING_CONTAINER), None)
+    if index is None:
+        raise HarnessError(f"InferenceService {meta.get('name')} has no container {SERVING_CONTAINER!r}")
+    label = _escape(VERSION_LABEL)
+    ops: list[Obj] = [{"op": "test", "path": f"/spec/predictor/containers/{index}/name", "value": SERVING_CONTAINER}]
+    ops.append(
+        {"op": "add", "path": f"/metadata/labels/{label}", "value": version}
+        if meta.get("labels")
+        else {"op": "add", "path": "/metadata/labels", "value": {VERSION_LABEL: version}}
+    )
+    ops.append(
+        {"op": "add", "path": f"/spec/predictor/labels/{label}", "value": version}
+        if predictor.get("labels")
+        else {"op": "add", "path": "/spec/predictor/labels", "value": {VERSION_LABEL: version}}
+    )
+    env = containers[index].get("env")
+    entry = {"name": VERSION_ENV, "value": version}
+    base = f"/spec/predictor/containers/{index}/env"
+    at = next((i for i, e in enumerate(env or []) if e.get("name") == VERSION_ENV), None)
+    if env is None:
+        ops.append({"op": "add", "path": base, "value": [entry]})
+    elif at is None:
+        ops.append({"op": "add", "path": f"{base}/-", "value": entry})
+    else:
+        ops += [
+            {"op": "test", "path": f"{base}/{at}/name", "value": VERSION_ENV},
+            {"op": "replace", "path": f"{base}/{at}", "value": entry},  # drops a valueFrom, if one was set
+        ]
+    previous = (meta.get("labels") or {}).get(VERSION_LABEL)
+    return RolloutPlan(str(meta.get("namespace") or "default"), str(meta.get("name")), version, previous, ops)
+
+
+def _env_value(template: Obj, name: str) -> str | None:
+    for container in (template.get("spec") or {}).get("containers") or []:
+        if container.get("name") == SERVING_CONTAINER:
+            for var in container.get("env") or []:
+                if var.get("name") == name:
+                    return var.get("value")
+    return None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One look at a rollout: done, and what was seen (for the wait's failure message and the evidence)."""
+
+    done: bool
+    seen: Obj
+
+    def __str__(self) -> str:
+        return json.dumps(self.seen, sort_keys=True)
+
+
+def rollout_progress(isvc: Obj, deployment: Obj | None, pods: list[Obj], version: str) -> Progress:
+    """Whether the predictor runs ``version`` everywhere: pure, from the objects' JSON."""
+    conditions = {c.get("type"): c.get("status") for c in (isvc.get("status") or {}).get("conditions") or []}
+    seen: Obj = {"isvc_ready": conditions.get("Ready") == "True"}
+    if deployment is None:
+        seen["deployment"] = "missing"
+        return Progress(False, seen)
+    meta, spec, status = deployment.get("metadata") or {}, deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    template = spec.get("template") or {}
+    seen.update(
+        template_version=_env_value(template, VERSION_ENV),
+        observed=status.get("observedGeneration", 0) >= meta.get("generation", 0),
+        desired=desired,
+        replicas=int(status.get("replicas", 0)),
+        updated=int(status.get("updatedReplicas", 0)),
+        available=int(status.get("availableReplicas", 0)),
+        unavailable=int(status.get("unavailableReplicas", 0)),
+    )
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    versions: dict[str, int] = {}
+    for pod in live:
+        label = ((pod.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL, "(none)")
+        versions[label] = versions.get(label, 0) + 1
+    seen["pods_by_version"] = versions
+    done = (
+        seen["isvc_ready"]
+        and seen["observed"]
+        and seen["template_version"] == version
+        and seen["updated"] == desired
+        and seen["replicas"] == desired
+        and seen["available"] == desired
+        and set(versions) == {version}
+    )
+    return Progress(bool(done), seen)
+
+
+def wait_for_rollout(
+    observe: Callable[[], Progress], version: str, *, timeout: float = DEFAULT_TIMEOUT_S, interval: float = 2.0
+) -> wait.Observation[Progress]:
+    """Poll until the rollout is done; WaitTimeout names the last state seen."""
+    return wait.until(
+        observe, lambda p: p.done, timeout=timeout, interval=interval, what=f"rollout of version {version}"
+    )
+
+
+# -- on a cluster -------------------------------------------------------------------------------------
+
+
+class ClusterRollout:
+    """A rollout through a :class:`harness.kube.client.Kube`."""
+
+    def __init__(self, kube: Any, namespace: str, name: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+
+    def isvc(self) -> Obj:
+        group, version, plural = ISVC_API
+        return dict(self.kube.custom_object(group, version, self.namespace, plural, self.name))
+
+    def plan(self, version: str) -> RolloutPlan:
+        return plan_rollout(self.isvc(), version)
+
+    def apply(self, plan: RolloutPlan) -> None:
+        self.kube.kubectl(
+            "-n", plan.namespace, "patch", "inferenceservice", plan.name, "--type=json", "-p", json.dumps(plan.patch)
+        )
+
+    def progress(self, version: str) -> Progress:
+        from harness.kube.client import NotFound
+
+        try:
+            deployment: Obj | None = dict(self.kube.deployment(self.namespace, f"{self.name}-predictor"))
+        except NotFound:
+            deployment = None
+        pods = self.kube.pods(self.namespace, f"serving.kserve.io/inferenceservice={self.name}")
+        return rollout_progress(self.isvc(), deployment, pods, version)
+
+    def run(self, version: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Progress:
+        plan = self.plan(version)
+        self.apply(plan)
+        last = wait_for_rollout(lambda: self.progress(version), version, timeout=timeout).last
+        assert last is not None
+        return last
+
+
+def register(subparsers: Any) -> None:
+    cmd = subparsers.add_parser(
+        "rollout",
+        help="roll the predictor to a new model version and wait until every replica runs it",
+        description="Set the InferenceService's model version (its app.kubernetes.io/version label, the pod label "
+        "and OCR_MODEL_VERSION) and wait, with a deadline, until the new revision is ready everywhere.",
+    )
+    cmd.add_argument("--version", required=True, help="the new model version (a label value)")
+    cmd.add_argument("--kube-context", default=None, help="the cluster (default: the kind cluster of harness up)")
+    cmd.add_argument("--namespace", default=None, help="the InferenceService's namespace (default: the platform's)")
+    cmd.add_argument("--name", default=None, help="the InferenceService (default: the platform's OCR predictor)")
+    cmd.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the rollout")
+    cmd.add_argument("--dry-run", action="store_true", help="print the patch and change nothing")
+    cmd.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from harness.kube.client import Kube
+    from harness.platform.plan import APP_NAMESPACE, CLUSTER, ISVC
+
+    check_version(args.version)
+    rollout = ClusterRollout(
+        Kube(args.kube_context or f"kind-{CLUSTER}"), args.namespace or APP_NAMESPACE, args.name or ISVC
+    )
+    plan = rollout.plan(args.version)
+    print(plan.describe())
+    if args.dry_run:
+        return 0
+    rollout.apply(plan)
+    observation = wait_for_rollout(lambda: rollout.progress(args.version), args.version, timeout=args.timeout)
+    elapsed, last = observation.samples[-1]
+    print(f"rolled out {args.version} in {elapsed:.0f} s: {last}")
+    return 0

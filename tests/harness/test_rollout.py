@@ -1,0 +1,217 @@
+"""``harness rollout``: the guarded patch it computes, when it calls a rollout done, and its deadline."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import rollout
+from harness.errors import HarnessError, WaitTimeout
+from harness.manifests.render import render
+from harness.manifests.schemas import SchemaCatalog
+
+CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
+Obj = dict[str, Any]
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+
+
+def apply_patch(doc: Obj, ops: list[Obj]) -> Obj:
+    """RFC 6902 add/replace/test, as the API server applies a JSON patch (all or nothing)."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = _pointer(op["path"])
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if op["op"] == "test":
+            actual = node[int(last)] if isinstance(node, list) else node.get(last)
+            if actual != op["value"]:
+                raise ValueError(f"test failed at {op['path']}: {actual!r} != {op['value']!r}")
+        elif isinstance(node, list):
+            if last == "-":
+                node.append(op["value"])
+            elif op["op"] == "add":
+                node.insert(int(last), op["value"])
+            else:
+                node[int(last)] = op["value"]
+        else:
+            if op["op"] == "replace" and last not in node:
+                raise ValueError(f"replace of a missing {op['path']}")
+            node[last] = op["value"]
+    return doc
+
+
+@pytest.fixture(scope="module")
+def isvc() -> Obj:
+    return next(o for o in render("milestone1") if o["kind"] == "InferenceService")
+
+
+def _version_fields(obj: Obj) -> tuple[str, str, str]:
+    predictor = obj["spec"]["predictor"]
+    env = {e["name"]: e.get("value") for e in predictor["containers"][0]["env"]}
+    return (
+        obj["metadata"]["labels"][rollout.VERSION_LABEL],
+        predictor["labels"][rollout.VERSION_LABEL],
+        env[rollout.VERSION_ENV],
+    )
+
+
+def test_the_patch_moves_the_label_the_pod_label_and_the_env_together(isvc: Obj) -> None:
+    plan = rollout.plan_rollout(isvc, "v2")
+    assert (plan.namespace, plan.name, plan.previous, plan.deployment) == ("ocr-dev", "ocr", "v1", "ocr-predictor")
+    patched = apply_patch(isvc, plan.patch)
+    assert _version_fields(patched) == ("v2", "v2", "v2")
+    # Nothing else changes: the same object with the old version put back is the original.
+    restored = apply_patch(patched, rollout.plan_rollout(patched, "v1").patch)
+    assert restored == isvc
+    assert "v1 -> v2" in plan.describe() and "/spec/predictor/labels/app.kubernetes.io~1version" in plan.describe()
+
+
+@pytest.mark.skipif(not CRD_DIR.is_dir(), reason=f"no CRDs at {CRD_DIR}")
+def test_the_patched_object_still_validates_against_the_kserve_crd(isvc: Obj) -> None:
+    patched = apply_patch(isvc, rollout.plan_rollout(isvc, "2026.11.27-rc1").patch)
+    assert [str(f) for f in SchemaCatalog(CRD_DIR).validate(patched)] == []
+
+
+def test_the_patch_refuses_to_apply_to_an_object_that_changed_under_it(isvc: Obj) -> None:
+    plan = rollout.plan_rollout(isvc, "v2")
+    moved = copy.deepcopy(isvc)
+    env = moved["spec"]["predictor"]["containers"][0]["env"]
+    env.insert(0, env.pop())  # OCR_MODEL_VERSION is no longer where the plan saw it
+    with pytest.raises(ValueError, match="test failed"):
+        apply_patch(moved, plan.patch)
+
+
+def test_an_object_without_labels_or_the_variable_gets_them_added() -> None:
+    bare = {
+        "metadata": {"name": "ocr", "namespace": "ns"},
+        "spec": {"predictor": {"containers": [{"name": "sidecar"}, {"name": "kserve-container", "image": "ocr:dev"}]}},
+    }
+    plan = rollout.plan_rollout(bare, "v3")
+    assert plan.previous is None
+    patched = apply_patch(bare, plan.patch)
+    assert patched["metadata"]["labels"] == {rollout.VERSION_LABEL: "v3"}
+    assert patched["spec"]["predictor"]["labels"] == {rollout.VERSION_LABEL: "v3"}
+    assert patched["spec"]["predictor"]["containers"][1]["env"] == [{"name": rollout.VERSION_ENV, "value": "v3"}]
+    assert "env" not in patched["spec"]["predictor"]["containers"][0]
+
+
+@pytest.mark.parametrize("bad", ["", "-v2", "v2-", "v 2", "a" * 64, "v2/3", "v2+build"])
+def test_a_version_that_is_not_a_label_value_is_refused(isvc: Obj, bad: str) -> None:
+    with pytest.raises(HarnessError, match="version"):
+        rollout.plan_rollout(isvc, bad)
+
+
+def test_a_predictor_without_the_serving_container_is_refused() -> None:
+    with pytest.raises(HarnessError, match="kserve-container"):
+        rollout.plan_rollout({"metadata": {"name": "x"}, "spec": {"predictor": {"containers": [{"name": "a"}]}}}, "v2")
+
+
+# --- when a rollout is done --------------------------------------------------------------------------------
+
+
+def _deployment(version: str, *, generation: int = 3, observed: int = 3, replicas: int = 2, updated: int = 2,
+                available: int = 2, current: int = 2) -> Obj:  # fmt: skip
+    env = [{"name": rollout.VERSION_ENV, "value": version}]
+    return {
+        "metadata": {"name": "ocr-predictor", "generation": generation},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "kserve-container", "env": env}]}},
+        },
+        "status": {"observedGeneration": observed, "replicas": current, "updatedReplicas": updated,
+                   "availableReplicas": available},
+    }  # fmt: skip
+
+
+def _pod(version: str, *, terminating: bool = False) -> Obj:
+    meta: Obj = {"labels": {rollout.VERSION_LABEL: version}}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-11-27T05:00:00Z"
+    return {"metadata": meta}
+
+
+READY = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_a_rollout_is_done_when_every_live_pod_runs_the_new_version() -> None:
+    done = rollout.rollout_progress(
+        READY, _deployment("v2"), [_pod("v2"), _pod("v2"), _pod("v1", terminating=True)], "v2"
+    )
+    assert done.done, done
+    assert done.seen["pods_by_version"] == {"v2": 2}
+
+
+@pytest.mark.parametrize(
+    ("deployment", "pods", "why"),
+    [
+        (_deployment("v1"), [_pod("v1"), _pod("v1")], "KServe has not written the new template yet"),
+        (_deployment("v2", observed=2), [_pod("v2"), _pod("v2")], "the Deployment has not seen its spec"),
+        (_deployment("v2", updated=1, current=3), [_pod("v2"), _pod("v1"), _pod("v1")], "an old pod still serves"),
+        (_deployment("v2", available=1), [_pod("v2"), _pod("v2")], "a new pod is not available yet"),
+        (None, [], "no Deployment"),
+    ],
+)
+def test_a_rollout_in_progress_is_not_done(deployment: Obj | None, pods: list[Obj], why: str) -> None:
+    assert not rollout.rollout_progress(READY, deployment, pods, "v2").done, why
+
+
+def test_a_not_ready_inference_service_is_not_done() -> None:
+    not_ready = {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    assert not rollout.rollout_progress(not_ready, _deployment("v2"), [_pod("v2"), _pod("v2")], "v2").done
+
+
+# --- on a cluster (a recording stand-in for the Kubernetes client) ------------------------------------------
+
+
+class FakeKube:
+    def __init__(self, isvc: Obj) -> None:
+        self.isvc = copy.deepcopy(isvc)
+        self.calls: list[tuple[str, ...]] = []
+        self.version = "v1"
+        self.polls = 0
+
+    def custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> Obj:
+        assert (group, version, plural, namespace, name) == ("serving.kserve.io", "v1beta1", "inferenceservices",
+                                                             "ocr-dev", "ocr")  # fmt: skip
+        return {**copy.deepcopy(self.isvc), **READY}
+
+    def kubectl(self, *args: str, timeout: float = 60, input: bytes | None = None) -> str:
+        self.calls.append(args)
+        self.isvc = apply_patch(self.isvc, json.loads(args[args.index("-p") + 1]))
+        return ""
+
+    def deployment(self, namespace: str, name: str) -> Obj:
+        self.polls += 1
+        template_version = _version_fields(self.isvc)[2]
+        # The new pods are ready from the second look on.
+        return _deployment(template_version, updated=2 if self.polls > 1 else 1)
+
+    def pods(self, namespace: str, selector: str) -> list[Obj]:
+        assert selector == "serving.kserve.io/inferenceservice=ocr"
+        version = _version_fields(self.isvc)[2]
+        return [_pod(version), _pod(version)] if self.polls > 1 else [_pod("v1"), _pod(version)]
+
+
+def test_a_cluster_rollout_patches_once_then_waits_for_the_new_revision(isvc: Obj) -> None:
+    kube = FakeKube(isvc)
+    last = rollout.ClusterRollout(kube, "ocr-dev", "ocr").run("v2", timeout=30)
+    assert last.done and last.seen["pods_by_version"] == {"v2": 2}
+    (call,) = kube.calls
+    assert call[:6] == ("-n", "ocr-dev", "patch", "inferenceservice", "ocr", "--type=json")
+    assert kube.polls >= 2
+
+
+def test_the_wait_names_the_last_state_seen_at_its_deadline() -> None:
+    stuck = rollout.Progress(False, {"pods_by_version": {"v1": 1, "v2": 1}, "available": 1})
+    with pytest.raises(WaitTimeout) as info:
+        rollout.wait_for_rollout(lambda: stuck, "v2", timeout=0.2, interval=0.05)
+    assert "rollout of version v2" in str(info.value)
+    assert "'pods_by_version': {'v1': 1, 'v2': 1}" in str(info.value)
