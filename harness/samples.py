@@ -157,7 +157,12 @@ def register(subparsers: Any) -> None:
         description="Write seeded PNG images with known text into a folder: one-line images and a document "
         "page, plus expected.json (file name -> text). Prints each file and the text the service should read.",
     )
-    cmd.add_argument("--out", type=Path, default=Path("samples"), help="folder to write into (default: samples)")
+    cmd.add_argument(
+        "--out",
+        type=Path,
+        default=Path("artifacts") / "samples",
+        help="folder to write into (default: artifacts/samples, ignored by git)",
+    )
     cmd.add_argument("--seed", type=int, default=1, help="seed of the words drawn (default: 1)")
     cmd.set_defaults(func=_main)
 
