@@ -131,14 +131,14 @@ def stop_kept(path: Path, *, grace: float = STOP_GRACE_S) -> list[str]:
             done.append(f"{process.name} (pid {process.pid}) was not running")
             continue
         _signal(process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while is_running(process) and time.monotonic() < deadline:
+        started = time.monotonic()
+        while is_running(process) and time.monotonic() < started + grace:
             time.sleep(0.1)
         if is_running(process):
             _signal(process, signal.SIGKILL)
             done.append(f"{process.name} (pid {process.pid}) killed after {grace:g} s")
         else:
-            done.append(f"{process.name} (pid {process.pid}) stopped")
+            done.append(f"{process.name} (pid {process.pid}) stopped in {time.monotonic() - started:.1f} s")
     shutil.rmtree(platform.work_dir, ignore_errors=True)
     done.append(f"removed {platform.work_dir}")
     path.unlink(missing_ok=True)
