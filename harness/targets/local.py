@@ -86,7 +86,7 @@ class LocalTarget(Target):
                 )
             )
         except BaseException:
-            self.stop()
+            self._teardown()  # a platform that did not start is never kept
             raise
 
     def _env(self) -> dict[str, str]:
@@ -155,6 +155,9 @@ class LocalTarget(Target):
         if self.options.keep:
             self._keep()
             return
+        self._teardown()
+
+    def _teardown(self) -> None:
         stop_all(self._started)
         self._started.clear()
         shutil.rmtree(self._work, ignore_errors=True)
@@ -175,6 +178,9 @@ class LocalTarget(Target):
             for p in self._started
             if p.alive() and (started := kept.start_token(p.pid)) is not None
         ]
+        if not processes:  # nothing left to keep (it did not start, or has stopped)
+            self._teardown()
+            return
         notes = {"Redis password": str(self._work / "redis" / "redis.conf")}
         if self.gateway is not None:
             notes["API keys (key client)"] = str(self._work / "gateway" / "api-keys.map")

@@ -87,3 +87,30 @@ def test_local_up_then_down_with_real_processes(state: Path, tmp_path: Path) -> 
     assert down.returncode == 0, down.stdout + down.stderr
     assert all(kept.start_token(pid) is None for pid in pids.values()), down.stdout
     assert not work.exists() and not list(state.glob("*.json"))
+
+
+def test_a_platform_that_fails_to_start_is_not_kept(
+    state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.components import Endpoint
+    from harness.errors import HarnessError
+    from harness.processes import ManagedProcess
+    from harness.targets import local
+    from harness.targets.base import TargetOptions
+
+    redis = ManagedProcess("redis", ["sleep", "300"], tmp_path / "redis.log")
+
+    def start_redis(*args: object, **kwargs: object) -> Endpoint:
+        return Endpoint(redis.start(), port=1)
+
+    def start_service(*args: object, **kwargs: object) -> Endpoint:
+        raise HarnessError("service exited with 2 before it was ready")
+
+    monkeypatch.setattr(local, "start_redis", start_redis)
+    monkeypatch.setattr(local, "start_service", start_service)
+    target = local.LocalTarget(TargetOptions(artifacts=tmp_path, keep=True))
+    with pytest.raises(HarnessError, match="service exited"):
+        target.start()
+    target.stop()  # as the pytest plugin does after a failed start
+    assert redis.poll() is not None and not target._work.exists()
+    assert not state.exists() and target.kept_message == ""
