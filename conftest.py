@@ -15,4 +15,5 @@ pytest_plugins = [
     "steps.scaling",
     "steps.jobs",
     "steps.cluster",
+    "steps.rollout",
 ]

@@ -55,9 +55,11 @@ def start_service(
     name: str = "service",
     env: Mapping[str, str] | None = None,
     ready_timeout: float = SERVICE_READY_TIMEOUT_S,
+    port: int | None = None,
 ) -> Endpoint:
-    """``python -m service`` on a free loopback port, ready when /readyz answers 200."""
-    port = free_port()
+    """``python -m service`` on a loopback port (free unless given: a replacement replica takes its
+    predecessor's), ready when /readyz answers 200."""
+    port = port or free_port()
     process = ManagedProcess(
         name=name,
         argv=[sys.executable, "-m", "service"],

@@ -10,7 +10,14 @@ What it does, as the Istio ingress gateway does on a cluster:
   ``Retry-After: 1``;
 * sets ``X-Tenant-ID`` to the key's client name and drops any the client sent, so no caller logs as
   another tenant; does not forward the key;
-* writes one JSON access-log line per request (client name, status, latency), never the key.
+* writes one JSON access-log line per request (client name, status, latency, the replica that served it
+  and the gateway's retries), never the key;
+* sends requests only to ready replicas, as the cluster's endpoints do: it checks each replica's
+  ``/readyz`` every 250 ms and takes a replica out of rotation at the first 503 (a replica turns unready at
+  SIGTERM and keeps serving for its drain pause, so a rollout restarting replicas one at a time fails no
+  request); a replica is back in rotation after two passing checks. The backend has ``slots`` replica
+  places: the first is the upstream, the others wait in maintenance until :meth:`Gateway.assign` gives
+  them an address (HAProxy's runtime API on a socket readable by this user only).
 
 Why HAProxy and a fixed window: measured by ``bench/gateway_limiter_bench.py`` (README, Benchmarks), it
 admits request for request what Envoy's per-second counter admits; nginx's ``limit_req`` is a 100 ms leaky
@@ -21,9 +28,15 @@ The keys live in a map file (mode 0600) in the work folder, never on a command l
 
 from __future__ import annotations
 
+import atexit
+import csv
+import io
 import json
 import os
 import secrets
+import shutil
+import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +54,9 @@ API_KEY_HEADER = "x-api-key"
 TENANT_HEADER = "X-Tenant-ID"
 CLIENTS = ("team-a", "team-b")
 READY_TIMEOUT_S = 15.0
+BACKEND = "service"
+# Readiness checks: every CHECK_INTERVAL_MS; out at the first failure, back after two successes.
+CHECK_INTERVAL_MS = 250
 
 
 def requests_per_second(config: Path = RATELIMIT_CONFIG) -> int:
@@ -66,9 +82,29 @@ def _error(code: str, message: str) -> str:
     return body.replace('"REQUEST_ID"', '"%[req.hdr(x-request-id),json(utf8s)]"')
 
 
-def haproxy_config(*, port: int, upstream: str, keys_map: Path, limit: int, timeout_s: float = 60.0) -> str:
+def server_name(slot: int) -> str:
+    """The HAProxy server of a replica slot (1-based)."""
+    return f"ocr-{slot}"
+
+
+def haproxy_config(
+    *,
+    port: int,
+    upstream: str,
+    keys_map: Path,
+    limit: int,
+    timeout_s: float = 60.0,
+    slots: int = 1,
+    runtime_socket: Path | None = None,
+) -> str:
     """The gateway's HAProxy configuration (HAProxy >= 2.2: ``http-request return``, ``lf-string``)."""
     host, _, upstream_port = upstream.removeprefix("http://").partition(":")
+    unavailable = _error("no_ready_replica", "no ready replica of the service; retry later")
+    servers = "\n".join(
+        f"    server {server_name(slot)} {host}:{upstream_port}" + ("" if slot == 1 else " disabled")
+        for slot in range(1, slots + 1)
+    )
+    runtime = f"    stats socket {runtime_socket} mode 600 level admin\n" if runtime_socket else ""
     denied = _error("invalid_api_key", f"a known API key is required in the {API_KEY_HEADER} header")
     limited = _error("rate_limited", f"more than {limit} requests per second for this API key")
     timeout_ms = int(timeout_s * 1000)
@@ -82,14 +118,15 @@ def haproxy_config(*, port: int, upstream: str, keys_map: Path, limit: int, time
     )
     access_log = (
         '{"time":"%t","client":"%[var(txn.client),json(utf8s)]","method":"%HM","path":"%{+E}HP",'
-        '"status":%ST,"latency_ms":%Ta,"request_id":"%[var(txn.request_id),json(utf8s)]"}'
+        '"status":%ST,"latency_ms":%Ta,"request_id":"%[var(txn.request_id),json(utf8s)]","server":"%s",'
+        '"retries":"%rc"}'
     )
     return f"""\
 # The local gateway (harness.gateway): API keys, {limit} requests per second per key, tenant from the key.
 global
     log stdout format raw local0
     maxconn 1024
-
+{runtime}
 defaults
     mode http
     log global
@@ -124,8 +161,13 @@ backend per_key_second
     # Entries outlive their second (expiry over 1 s); size covers keys x live seconds many times over.
     stick-table type string len 96 size 10k expire 3s store http_req_cnt
 
-backend service
-    server ocr {host}:{upstream_port}
+backend {BACKEND}
+    # Only ready replicas get requests (see the module's docstring); none ready: a JSON 503.
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check inter {CHECK_INTERVAL_MS}ms fall 1 rise 2
+    http-error status 503 content-type application/json lf-string '{unavailable}'
+{servers}
 """
 
 
@@ -135,10 +177,46 @@ class Gateway:
     port: int
     keys: dict[str, str]
     limit: int
+    slots: int = 1
+    runtime_socket: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    def runtime(self, command: str, timeout: float = 5.0) -> str:
+        """One command of HAProxy's runtime API; its answer."""
+        if self.runtime_socket is None:
+            raise HarnessError("this gateway was started without a runtime socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(self.runtime_socket))
+            conn.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def server_states(self) -> dict[str, str]:
+        """Each replica slot's state as HAProxy sees it: ``UP``, ``DOWN``, ``MAINT``, ``UP 1/2``..."""
+        rows = csv.DictReader(io.StringIO(self.runtime("show stat").lstrip("# ")))
+        return {
+            row["svname"]: row["status"]
+            for row in rows
+            if row.get("pxname") == BACKEND and row["svname"].startswith("ocr-")
+        }
+
+    def assign(self, slot: int, host: str, port: int) -> None:
+        """Point a replica slot at ``host:port`` and put it in rotation (once its checks pass)."""
+        server = f"{BACKEND}/{server_name(slot)}"
+        for command in (f"set server {server} addr {host} port {port}", f"set server {server} state ready"):
+            answer = self.runtime(command).strip()
+            if answer and "changed" not in answer and "no need to change" not in answer:
+                raise HarnessError(f"HAProxy refused {command!r}: {answer}")
+
+    def retire(self, slot: int) -> None:
+        """Take a replica slot out of rotation for good (maintenance)."""
+        self.runtime(f"set server {BACKEND}/{server_name(slot)} state maint")
 
 
 def write_keys_map(path: Path, keys: Mapping[str, str]) -> Path:
@@ -163,9 +241,10 @@ def start_gateway(
     keys: Mapping[str, str],
     name: str = "gateway",
     ready_timeout: float = READY_TIMEOUT_S,
+    slots: int = 1,
 ) -> Gateway:
-    """HAProxy on a free loopback port in front of ``upstream``; ready when it answers a keyless request
-    with its 403."""
+    """HAProxy on a free loopback port in front of ``upstream`` (and ``slots - 1`` replica places to assign);
+    ready when it answers a keyless request with its 403."""
     import httpx
 
     haproxy = require_binary("haproxy")
@@ -173,11 +252,19 @@ def start_gateway(
     port = free_port()
     keys_map = write_keys_map(work_dir / "api-keys.map", keys)
     config = work_dir / "haproxy.cfg"
-    config.write_text(haproxy_config(port=port, upstream=upstream, keys_map=keys_map, limit=limit))
+    # A short path: a Unix socket's path is limited to 107 bytes.
+    runtime_dir = Path(tempfile.mkdtemp(prefix="ocr-gw-"))
+    runtime_socket = runtime_dir / "haproxy.sock"
+    config.write_text(
+        haproxy_config(
+            port=port, upstream=upstream, keys_map=keys_map, limit=limit, slots=slots, runtime_socket=runtime_socket
+        )
+    )
     check_config(haproxy, config)
     # -db: stay in the foreground, log to stdout (captured in the process log), stop on SIGTERM.
     process = ManagedProcess(name, [haproxy, "-db", "-f", str(config)], log_dir / f"{name}.log").start()
-    gateway = Gateway(process, port, dict(keys), limit)
+    atexit.register(shutil.rmtree, runtime_dir, True)
+    gateway = Gateway(process, port, dict(keys), limit, slots, runtime_socket)
 
     def answers() -> bool:
         try:

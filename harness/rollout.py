@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +179,114 @@ def wait_for_rollout(
     return wait.until(
         observe, lambda p: p.done, timeout=timeout, interval=interval, what=f"rollout of version {version}"
     )
+
+
+# -- steady load during a rollout ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of a steady load: when it was sent (seconds from the load's start), its status (0: a
+    transport error) and the model version it names."""
+
+    sent_at: float
+    status: int
+    version: str | None
+    latency_s: float
+    error: str | None = None
+
+
+class SteadyLoad:
+    """``send`` called ``rate`` times a second from background threads until :meth:`stop`, on schedule
+    whatever the answers take (at most ``max_in_flight`` outstanding); every answer recorded."""
+
+    def __init__(self, send: Callable[[], Any], *, rate: float, max_in_flight: int = 16) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.send = send
+        self.rate = rate
+        self.answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._start = 0.0
+        self._threads: list[threading.Thread] = []
+        self._scheduler = threading.Thread(target=self._run, name="steady-load", daemon=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def start(self) -> SteadyLoad:
+        self._start = time.monotonic()
+        self._scheduler.start()
+        return self
+
+    def _run(self) -> None:
+        sent = 0
+        while not self._stop.is_set():
+            # Pacing to a schedule (the next send time), not waiting for a condition.
+            if self._stop.wait(max(self._start + sent / self.rate - time.monotonic(), 0.0)):
+                break
+            self._slots.acquire()
+            thread = threading.Thread(target=self._one, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            sent += 1
+
+    def _one(self) -> None:
+        sent_at = self.elapsed()
+        status, version, error = 0, None, None
+        try:
+            response = self.send()
+            status = response.status_code
+            if status == 200:
+                version = ((response.json() or {}).get("model") or {}).get("version")
+            else:
+                error = response.text[:300]
+        except Exception as exc:  # noqa: BLE001 - a transport error is an observation (status 0)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._slots.release()
+        answer = Answer(round(sent_at, 3), status, version, round(self.elapsed() - sent_at, 3), error)
+        with self._lock:
+            self.answers.append(answer)
+
+    def answered(self, since: float = 0.0) -> int:
+        with self._lock:
+            return sum(1 for a in self.answers if a.sent_at >= since)
+
+    def stop(self, timeout: float = 60.0) -> list[Answer]:
+        """Stop sending, wait for the answers outstanding (up to ``timeout`` s); every answer by send time."""
+        self._stop.set()
+        self._scheduler.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        with self._lock:
+            return sorted(self.answers, key=lambda a: a.sent_at)
+
+
+def switch_summary(answers: list[Answer], version: str, started: float, ended: float) -> Obj:
+    """What a rollout looked like to clients: failures, answers by version, when the new version was first
+    and the old one last seen (seconds from the rollout's start)."""
+    failed = [a for a in answers if a.status != 200]
+    new = [a.sent_at for a in answers if a.version == version]
+    old = [a.sent_at for a in answers if a.status == 200 and a.version != version]
+    by_version: dict[str, int] = {}
+    for answer in answers:
+        if answer.status == 200:
+            by_version[str(answer.version)] = by_version.get(str(answer.version), 0) + 1
+    return {
+        "requests": len(answers),
+        "failed": len(failed),
+        "failures": [vars(a) for a in failed[:20]],
+        "by_version": by_version,
+        "rollout_s": round(ended - started, 3),
+        "first_new_after_s": round(min(new) - started, 3) if new else None,
+        "last_old_after_s": round(max(old) - started, 3) if old else None,
+        "old_after_rollout": sum(1 for a in answers if a.sent_at > ended and a.status == 200 and a.version != version),
+        "latency_max_s": max((a.latency_s for a in answers), default=None),
+    }
 
 
 # -- on a cluster -------------------------------------------------------------------------------------

@@ -132,6 +132,18 @@ class Target(abc.ABC):
         """Ready replicas of a component."""
         raise TargetUnavailable(f"target {self.name} does not report replicas")
 
+    # -- rollouts -------------------------------------------------------------------------------------
+
+    def ensure_service_replicas(self, count: int) -> int:
+        """Hold at least ``count`` ready replicas of the predictor behind the gateway (until the scenario
+        ends); how many serve."""
+        raise TargetUnavailable(f"target {self.name} cannot run several replicas of the predictor")
+
+    def roll_out(self, version: str, *, timeout: float) -> dict[str, Any]:
+        """Roll every replica of the predictor to model ``version`` as the platform does (one at a time, the
+        old one drained), and return what was seen; raises WaitTimeout past ``timeout`` seconds."""
+        raise TargetUnavailable(f"target {self.name} cannot roll the predictor out")
+
     def scaling(self, component: str) -> dict[str, Any]:
         """What the component's autoscaler sees (bounds, desired, metric), for the evidence."""
         return {"ready": self.replicas(component)}

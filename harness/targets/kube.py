@@ -254,6 +254,38 @@ class ClusterTarget(Target):
             return facts.ready_pods(self._pods(component))
         return max(facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))["ready"], 0)
 
+    # -- rollouts -------------------------------------------------------------------------------------
+
+    def _predictor_spec(self) -> dict[str, Any]:
+        isvc = self.kube.custom_object("serving.kserve.io", "v1beta1", APP_NAMESPACE, "inferenceservices", ISVC)
+        return dict((isvc.get("spec") or {}).get("predictor") or {})
+
+    def _patch_predictor(self, fields: dict[str, Any]) -> None:
+        body = {"spec": {"predictor": fields}}
+        self.kube.patch_custom_object("serving.kserve.io", "v1beta1", APP_NAMESPACE, "inferenceservices", ISVC, body)
+
+    def ensure_service_replicas(self, count: int) -> int:
+        if self.profile.knative:
+            raise TargetUnavailable("a Knative predictor's replicas follow its load, not a count")
+        predictor = self._predictor_spec()
+        low, high = int(predictor.get("minReplicas", 1)), int(predictor.get("maxReplicas", 1))
+        if low < count:
+            self._patch_predictor({"minReplicas": count, "maxReplicas": max(high, count)})
+            self._undo.append(
+                (f"minReplicas back to {low}", lambda: self._patch_predictor({"minReplicas": low, "maxReplicas": high}))
+            )
+        wait.until(lambda: self.replicas("predictor"), lambda n: n >= count, timeout=READY_TIMEOUT_S, interval=3,
+                   what=f"{count} ready predictor replicas")  # fmt: skip
+        return self.replicas("predictor")
+
+    def roll_out(self, version: str, *, timeout: float) -> dict[str, Any]:
+        if self.profile.knative:
+            raise TargetUnavailable("a Knative predictor is rolled out by Knative revisions, not by this harness")
+        from harness.rollout import ClusterRollout
+
+        last = ClusterRollout(self.kube, APP_NAMESPACE, ISVC).run(version, timeout=timeout)
+        return {"version": version, "progress": last.seen}
+
     def scaling(self, component: str) -> dict[str, Any]:
         component = component_of(component)
         seen: dict[str, Any] = {"ready": self.replicas(component)}

@@ -8,12 +8,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
-from harness import commands, monitoring
+from harness import commands, monitoring, wait
 from harness.components import (
     Endpoint,
     prometheus_config,
@@ -23,8 +25,8 @@ from harness.components import (
     start_service,
     start_worker,
 )
-from harness.errors import TargetUnavailable
-from harness.gateway import Gateway, new_keys, start_gateway
+from harness.errors import HarnessError, TargetUnavailable
+from harness.gateway import Gateway, new_keys, server_name, start_gateway
 from harness.gateway import version as gateway_version
 from harness.processes import ManagedProcess, ignored_settings, inherited_env, stop_all
 from harness.prom import Prometheus
@@ -32,6 +34,9 @@ from harness.targets import kept
 from harness.targets.base import Target, TargetOptions
 
 ADMIN_TIMEOUT_S = 30
+# Replicas of the OCR service the gateway can balance over (the first one always runs).
+MAX_REPLICAS = 2
+ROTATION_TIMEOUT_S = 15.0
 # Prometheus job names of the local scrape configuration, by component.
 # As the cluster's job Redis (manifests/components/jobs/redis.yaml): the queue's byte bound, OCR_JOBS_QUEUE_MAX_BYTES
 # (128 MiB by default), is half of it.
@@ -57,6 +62,8 @@ class LocalTarget(Target):
         self.prom: Endpoint | None = None
         self.gateway: Gateway | None = None
         self._workers: dict[str, Endpoint] = {}
+        self._replicas: dict[int, Endpoint] = {}  # gateway slot -> OCR service process (rollouts)
+        self._model_version: str | None = None  # OCR_MODEL_VERSION of the replicas started from now on
         self._rule_files: list[Path] = []
         self._worker_seq = 0
 
@@ -74,7 +81,7 @@ class LocalTarget(Target):
             # the service's queue rather than being refused as overload.
             self.service = self._track(start_service(self.log_dir, env={**self._env(), "OCR_MAX_QUEUE": "64"}))
             self.gateway = start_gateway(
-                self.log_dir, self._work / "gateway", upstream=self.service.url, keys=new_keys()
+                self.log_dir, self._work / "gateway", upstream=self.service.url, keys=new_keys(), slots=MAX_REPLICAS
             )
             self._started.append(self.gateway.process)
             self.ensure_workers(self.initial_workers, reload=False)
@@ -93,7 +100,9 @@ class LocalTarget(Target):
         """Settings shared by the API and the workers: short timeouts so crash recovery is quick to see."""
         return {
             "OCR_REDIS_URL": self.redis_url,
-            "OCR_SHUTDOWN_DRAIN_S": "0.5",
+            # Several of the gateway's readiness checks (every 250 ms): an unready replica leaves its rotation
+            # while it still serves.
+            "OCR_SHUTDOWN_DRAIN_S": "1.5",
             "OCR_REQUEST_TIMEOUT_S": str(self.request_timeout_s),
             "OCR_VISIBILITY_TIMEOUT_S": str(self.visibility_timeout_s),
             "OCR_MAX_ATTEMPTS": str(self.max_attempts),
@@ -237,6 +246,87 @@ class LocalTarget(Target):
 
     def replicas(self, component: str) -> int:
         return sum(1 for p in self._processes(component) if p.alive())
+
+    # -- rollouts: replicas of the OCR service behind the gateway -------------------------------------------
+
+    def _service_env(self) -> dict[str, str]:
+        # The cluster's request timeout (manifests: 30 s), not the short one of the crash scenarios: a request
+        # slowed by a replica loading its model on this machine's shared cores is late, not lost.
+        env = {**self._env(), "OCR_MAX_QUEUE": "64", "OCR_REQUEST_TIMEOUT_S": "30", "OCR_VISIBILITY_TIMEOUT_S": "60"}
+        if self._model_version:
+            env["OCR_MODEL_VERSION"] = self._model_version
+        return env
+
+    def _rotation(self, slot: int, accept: Callable[[str], bool], what: str) -> float:
+        """Seconds until the gateway's state of a replica slot is accepted."""
+        assert self.gateway is not None
+        gateway = self.gateway
+        start = time.monotonic()
+        wait.until(
+            lambda: gateway.server_states().get(server_name(slot), "?"), accept, timeout=ROTATION_TIMEOUT_S,
+            interval=0.05, what=f"gateway: replica {slot} {what}",
+        )  # fmt: skip
+        return round(time.monotonic() - start, 3)
+
+    def ensure_service_replicas(self, count: int) -> int:
+        if self.gateway is None or self.service is None:
+            raise TargetUnavailable("local target not started")
+        if count > self.gateway.slots:
+            raise TargetUnavailable(f"the local gateway balances over at most {self.gateway.slots} replicas")
+        self._replicas.setdefault(1, self.service)
+        for slot in range(2, count + 1):
+            if slot not in self._replicas or not self._replicas[slot].process.alive():
+                endpoint = self._track(start_service(self.log_dir, name=f"service-{slot}", env=self._service_env()))
+                self._replicas[slot] = endpoint
+                self.gateway.assign(slot, endpoint.host, endpoint.port)
+        for slot in range(1, count + 1):
+            self._rotation(slot, lambda s: s == "UP", "in rotation")
+        return count
+
+    def roll_out(self, version: str, *, timeout: float) -> dict[str, Any]:
+        """Restart each replica in turn with ``OCR_MODEL_VERSION=version`` on its port: SIGTERM (readiness
+        503, the gateway takes it out, it drains and exits 0), then the new process, back in rotation once
+        ready, before the next replica."""
+        if self.gateway is None or self.service is None:
+            raise TargetUnavailable("local target not started")
+        self._replicas.setdefault(1, self.service)
+        deadline = time.monotonic() + timeout
+        self._model_version = version
+        seen: list[dict[str, Any]] = []
+        for slot, old in sorted(self._replicas.items()):
+            if not old.process.alive():
+                continue
+            entry: dict[str, Any] = {"replica": slot, "port": old.port}
+            start = time.monotonic()
+            old.process.signal(signal.SIGTERM)
+            entry["out_of_rotation_after_s"] = self._rotation(slot, lambda s: s.startswith("DOWN"), "out of rotation")
+            entry["serving_when_taken_out"] = old.process.alive()
+            if not entry["serving_when_taken_out"]:
+                raise HarnessError(f"replica {slot} stopped before the gateway took it out of rotation: {entry}")
+            entry["exit_code"] = old.process.wait_exit(max(deadline - time.monotonic(), 1.0))
+            entry["exited_after_s"] = round(time.monotonic() - start, 3)
+            name = f"service-{slot}-{version}"
+            new = self._track(
+                start_service(self.log_dir, name=name, env=self._service_env(), port=old.port,
+                              ready_timeout=max(deadline - time.monotonic(), 1.0))
+            )  # fmt: skip
+            self._replicas[slot] = new
+            if slot == 1:
+                self.service = new
+            self._rotation(slot, lambda s: s == "UP", "back in rotation")
+            entry["back_in_rotation_after_s"] = round(time.monotonic() - start, 3)
+            seen.append(entry)
+        return {"version": version, "replicas": seen}
+
+    def _retire_extra_replicas(self) -> None:
+        for slot in [s for s in self._replicas if s > 1]:
+            endpoint = self._replicas.pop(slot)
+            if self.gateway is not None:
+                self.gateway.retire(slot)
+            endpoint.process.stop()
+
+    def scenario_finished(self) -> None:
+        self._retire_extra_replicas()
 
     def collect_evidence(self, dest: Path) -> None:
         # Process logs already live under artifacts/<run>/processes; point at them from the scenario.

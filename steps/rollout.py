@@ -1,0 +1,124 @@
+"""Rollout steps: the predictor rolled to a new model version under steady load, as clients see it.
+
+The load goes through the gateway (HAProxy locally, the Istio ingress gateway on a cluster) with a
+one-line image, a few requests a second; each answer's status and model version are kept. The target
+does the rollout its way (local: each replica restarted in turn behind the gateway; a cluster: the
+InferenceService patched, KServe's Deployment rolling with maxUnavailable 0).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pytest_bdd import given, parsers, then, when
+
+from harness import samples, wait
+from harness.evidence import ScenarioEvidence
+from harness.load import ensure_loopback
+from harness.rollout import Answer, SteadyLoad, switch_summary
+from harness.targets import Target
+
+ONE_LINE = samples.text_line("ok").encode()
+ROLLOUT_TIMEOUT_S = 600.0
+STEADY_BEFORE_S = 3.0  # steady load before the rollout starts, and after it ends
+
+
+@dataclass
+class RolloutRun:
+    version: str
+    report: dict[str, Any]
+    answers: list[Answer]
+    started: float
+    ended: float
+    summary: dict[str, Any]
+    ready_replicas: list[tuple[float, int]] = field(default_factory=list)
+
+
+def _new_version() -> str:
+    return time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+
+
+@given(parsers.parse("the predictor runs {count:d} ready replicas behind the gateway"))
+def replicas_behind_gateway(target: Target, evidence: ScenarioEvidence, count: int) -> None:
+    serving = target.ensure_service_replicas(count)
+    evidence.record("replicas_behind_gateway", serving)
+    assert serving >= count
+
+
+@when(
+    parsers.parse(
+        '"{client}" sends {rate:d} requests per second with a one-line image while the predictor is rolled to a '
+        "new model version"
+    ),
+    target_fixture="rollout_run",
+)
+def rolled_under_load(target: Target, evidence: ScenarioEvidence, client: str, rate: int) -> RolloutRun:
+    url = f"{target.gateway_url()}/predict"
+    ensure_loopback(url)
+    headers = {"x-api-key": target.api_keys()[client]}
+    if host := target.host_header():
+        headers["host"] = host
+    version = _new_version()
+    samples_seen: list[tuple[float, int]] = []
+    with httpx.Client(timeout=60) as http:
+        load = SteadyLoad(lambda: http.post(url, files={"file": ("line.png", ONE_LINE)}, headers=headers), rate=rate)
+        load.start()
+        stop_sampling = threading.Event()
+
+        def sample_replicas() -> None:
+            while not stop_sampling.wait(1.0):
+                try:
+                    samples_seen.append((round(load.elapsed(), 1), target.replicas("predictor")))
+                except Exception:  # noqa: BLE001 - a failed look is no sample
+                    continue
+
+        try:
+            wait.until(lambda: load.answered(), lambda n: n >= rate * STEADY_BEFORE_S, timeout=60, interval=0.2,
+                       what="steady load answered before the rollout")  # fmt: skip
+            sampler = threading.Thread(target=sample_replicas, daemon=True)
+            sampler.start()
+            started = load.elapsed()
+            report = target.roll_out(version, timeout=ROLLOUT_TIMEOUT_S)
+            ended = load.elapsed()
+            stop_sampling.set()
+            wait.until(lambda: load.answered(ended), lambda n: n >= rate * STEADY_BEFORE_S, timeout=60,
+                       interval=0.2, what="steady load answered after the rollout")  # fmt: skip
+        finally:
+            stop_sampling.set()
+            answers = load.stop()
+    summary = switch_summary(answers, version, started, ended)
+    evidence.record("rollout", {"version": version, "rate": rate, "target": report, "clients": summary,
+                                "ready_replicas": samples_seen})  # fmt: skip
+    evidence.write_json("rollout_answers.json", [vars(a) for a in answers])
+    return RolloutRun(version, report, answers, started, ended, summary, samples_seen)
+
+
+@then("no request failed")
+def no_request_failed(rollout_run: RolloutRun) -> None:
+    summary = rollout_run.summary
+    assert summary["requests"] > 0, "no request was sent"
+    assert summary["failed"] == 0, summary["failures"]
+
+
+@then(parsers.parse("every answer names the new model version within {seconds:d} seconds of the rollout's start"))
+def switched_within(rollout_run: RolloutRun, seconds: int) -> None:
+    summary = rollout_run.summary
+    assert summary["first_new_after_s"] is not None, f"no answer named {rollout_run.version}: {summary}"
+    assert (summary["last_old_after_s"] or 0) <= seconds, summary
+
+
+@then("every answer sent after the rollout names the new model version")
+def all_new_after(rollout_run: RolloutRun) -> None:
+    assert rollout_run.summary["old_after_rollout"] == 0, rollout_run.summary
+    assert any(a.sent_at > rollout_run.ended and a.version == rollout_run.version for a in rollout_run.answers)
+
+
+@then(parsers.parse("the predictor never had fewer than {count:d} ready replicas during the rollout"))
+def capacity_kept(rollout_run: RolloutRun, count: int) -> None:
+    seen = rollout_run.ready_replicas
+    assert seen, "no replica count was sampled during the rollout"
+    assert min(n for _, n in seen) >= count, seen
