@@ -24,7 +24,7 @@ from service.metrics import ApiMetrics
 from service.model import OcrModel
 from service.routes import ROUTERS
 from service.settings import ServiceSettings
-from service.startup import LoadedModel, load_model
+from service.startup import LoadedModel, label_version, load_model
 from service.state import ServiceState
 
 __all__ = ["ModelFactory", "ServiceState", "create_app"]
@@ -39,6 +39,7 @@ def _load(settings: ServiceSettings, factory: ModelFactory | None) -> LoadedMode
         return load_model(settings)
     start = time.perf_counter()
     model = factory(settings)
+    label_version(model, settings)
     loaded = time.perf_counter()
     return LoadedModel(model=model, load_s=loaded - start, warmup_s=model.warm_up())
 
@@ -53,7 +54,7 @@ async def _load_model(state: ServiceState, factory: ModelFactory | None) -> None
         raise
     model = loaded.model
     state.model = model
-    state.metrics.model.info({"name": model.info.name, "version": model.info.version})
+    state.metrics.model.info({"name": model.info.name, "version": model.info.version, "digest": model.info.digest})
     state.metrics.ready.set(1)
     log.info("model ready", extra=loaded.log_fields())
 
@@ -120,6 +121,7 @@ def create_app(
         metrics=metrics,
         max_upload_bytes=settings.max_upload_bytes,
         model_version=lambda: state.model.info.version if state.model else None,
+        closing=lambda: state.shutting_down,
         upload_timeout_s=settings.upload_timeout_s,
         upload_idle_timeout_s=settings.upload_idle_timeout_s,
     )

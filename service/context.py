@@ -49,8 +49,10 @@ class RequestContext:
         model_version: Callable[[], str | None],
         upload_timeout_s: float = 60.0,
         upload_idle_timeout_s: float = 10.0,
+        closing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
+        self.closing = closing
         self.metrics = metrics
         self.max_upload_bytes = max_upload_bytes
         self.model_version = model_version
@@ -80,9 +82,13 @@ class RequestContext:
                 seen["status"] = message["status"]
                 seen["started"] = True
                 extra = [(b"x-request-id", request_id.encode())]
-                if not seen["body_done"]:  # the rest of the body is not waited for
+                # The rest of the body is not waited for; or the process is draining after SIGTERM: a client
+                # (a gateway's connection pool) must not send its next request on a connection about to close.
+                headers = list(message.get("headers", []))
+                closes = any(name.lower() == b"connection" for name, _ in headers)
+                if (not seen["body_done"] or self.closing()) and not closes:
                     extra.append((b"connection", b"close"))
-                message["headers"] = [*message.get("headers", []), *extra]
+                message["headers"] = [*headers, *extra]
             await send(message)
 
         async def counted_receive() -> Message:

@@ -53,6 +53,16 @@ class LogSettings(Protocol):
     log_level: str
 
 
+# Fields every line carries once the model is loaded (``model_name``, ``model_version``, ``model_digest``):
+# which model a line is about is known without a request to join it with, during a rollout too.
+_PROCESS_FIELDS: dict[str, str] = {}
+
+
+def set_process_fields(**fields: str) -> None:
+    """Fields added to every later line (a field the line sets itself wins)."""
+    _PROCESS_FIELDS.update(fields)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -64,6 +74,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value
+        for key, value in _PROCESS_FIELDS.items():
+            line.setdefault(key, value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, separators=(",", ":"))

@@ -85,6 +85,7 @@ class ModelFiles:
 class ModelInfo:
     name: str
     version: str
+    digest: str = ""  # SHA-256 of the model files
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ class OcrModel:
         if threads <= 0:
             threads = max(1, available_cpus() // max(concurrency, 1))
         self.threads = threads
-        self.info = ModelInfo(name=name, version=f"{rapidocr_version}+{files.digest()[:12]}")
+        digest = files.digest()
+        self.info = ModelInfo(name=name, version=f"{rapidocr_version}+{digest[:12]}", digest=digest)
         params: dict[str, object] = {
             "Global.log_level": "warning",
             "Det.model_path": str(files.det),

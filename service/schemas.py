@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 class ModelRef(BaseModel):
     name: str
-    version: str
+    version: str = Field(description="OCR_MODEL_VERSION when set, else the runtime's version and a digest prefix")
+    digest: str = Field("", description="SHA-256 of the model files")
 
 
 class BoxOut(BaseModel):
@@ -91,5 +92,5 @@ def build_predict_response(
         confidence=result.confidence,
         latency_ms=latency_ms,
         boxes=[BoxOut(**vars(b)) for b in result.boxes],
-        model=ModelRef(name=model.name, version=model.version),
+        model=ModelRef(name=model.name, version=model.version, digest=getattr(model, "digest", "")),
     )

@@ -31,6 +31,12 @@ class ServiceSettings(BaseSettings):
 
     model_dir: Path | None = None
     model_name: str = "pp-ocr"
+    model_version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
+        description="the version every response, log line and ocr_model_info reports (a rollout's label);"
+        " default: the runtime's version and a digest of the model files",
+    )
     det_limit_type: Literal["max", "min"] = "max"
     det_limit_side_len: int = Field(960, ge=32, le=4096)
     angle_cls: bool = Field(False, description="run the angle classifier on each line (for upside-down text)")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from service import logs
 from service.model import ModelFiles, OcrModel
@@ -90,4 +92,14 @@ def load_model(settings: ServiceSettings, *, concurrency: int | None = None) -> 
     model = OcrModel.from_settings(settings)
     loaded = time.perf_counter()
     warmup_s = model.warm_up()
+    label_version(model, settings)
     return LoadedModel(model=model, load_s=loaded - start, warmup_s=warmup_s)
+
+
+def label_version(model: Any, settings: ServiceSettings) -> None:
+    """Report ``OCR_MODEL_VERSION``, when set, as the model's version (its digest still names its files: a
+    rollout can be labelled and observed with the same files), and name the model on every later log line."""
+    if settings.model_version:
+        model.info = dataclasses.replace(model.info, version=settings.model_version)
+    info = model.info
+    logs.set_process_fields(model_name=info.name, model_version=info.version, model_digest=getattr(info, "digest", ""))
