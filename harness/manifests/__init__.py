@@ -6,5 +6,6 @@ platform's promises are checked on the rendered objects (:mod:`harness.manifests
 
 Modules: ``paths`` (where things are), ``render`` (kustomize), ``crds`` (the pinned CRDs), ``schemas``
 (strict validation), ``overlays`` (what each overlay promises), ``policies`` (the promises as rules),
-``secrets`` (per-cluster API keys), ``validate`` (all of it for an overlay), ``cli`` (``harness manifests``).
+``secrets`` (per-cluster API keys, their hashes and the job Redis password), ``extauthz`` (the API-key
+authorizer as istiod's extension provider), ``validate`` (all of it for an overlay), ``cli`` (``harness manifests``).
 """

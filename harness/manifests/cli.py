@@ -2,7 +2,7 @@
 
     harness manifests validate [--crd-dir DIR] [--overlay NAME ...]
     harness manifests render OVERLAY [--with-keys]
-    harness manifests keys [--force]
+    harness manifests keys [--force | --rotate primary|secondary]
     harness manifests fetch-crds [--dest DIR]
 
 ``python -m harness.manifests ...`` is the same command. ``validate`` prints one line per overlay (objects,
@@ -23,7 +23,14 @@ from harness.manifests.crds import CRD_DIR_ENV, default_crd_dir, download_crds
 from harness.manifests.paths import SECRETS_DIR
 from harness.manifests.render import overlay_names, render
 from harness.manifests.schemas import SchemaCatalog
-from harness.manifests.secrets import generate_secrets, render_with_keys
+from harness.manifests.secrets import (
+    API_KEY_IDS,
+    HASHES_FILE,
+    KEYS_FILE,
+    generate_api_keys,
+    generate_secrets,
+    render_with_keys,
+)
 from harness.manifests.validate import validate_overlays
 
 
@@ -60,7 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     keys = sub.add_parser(
         "keys", help=f"generate per-cluster API keys and the job Redis password into {SECRETS_DIR} (git-ignored)"
     )
-    keys.add_argument("--force", action="store_true", help="replace existing secrets")
+    replace = keys.add_mutually_exclusive_group()
+    replace.add_argument("--force", action="store_true", help="replace existing secrets")
+    replace.add_argument(
+        "--rotate",
+        metavar="KEY",
+        choices=[key_id for key_id, _ in API_KEY_IDS.values()],
+        help="replace one API key (primary or secondary) and its hash, keeping the other and the rest",
+    )
     keys.set_defaults(func=run_keys)
 
     fetch = sub.add_parser("fetch-crds", help="download the pinned versions' CRDs (network)")
@@ -86,6 +100,12 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_keys(args: argparse.Namespace) -> int:
+    if args.rotate:
+        generate_api_keys(SECRETS_DIR, rotate=args.rotate)
+        hashes = SECRETS_DIR / HASHES_FILE
+        print(f"API key {args.rotate} replaced in {SECRETS_DIR / KEYS_FILE}; its hash in {hashes}")
+        print(f"put it in force: kubectl apply -f {hashes} (the authorizer reloads it, no restart)")
+        return 0
     for path in generate_secrets(force=args.force):
         print(f"secrets in {path}")
     return 0

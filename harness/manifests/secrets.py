@@ -2,18 +2,25 @@
 
 Two sets of secrets are generated per cluster, never committed:
 
-- the gateway's API keys (istio component): ``manifests/secrets/api-keys.env``, copied into the gateway's
-  AuthorizationPolicy;
+- the gateway's API keys (istio component): the keys themselves in ``manifests/secrets/api-keys.env``, read
+  only by the harness (the acceptance steps send them), and their salted hashes in
+  ``manifests/secrets/api-key-hashes.yaml``, a patch of the Secret ``ocr-api-key-hashes`` that the gateway's
+  authorizer reads. No key is in any rendered object: the cluster gets the hashes alone.
 - the job Redis' password (jobs component): ``manifests/secrets/redis-auth.env``, copied into the Secret
   ``ocr-redis-auth`` that Redis, the predictor, the workers and KEDA read.
 
-The committed tree renders with placeholders (each component's ``*.env.example``, values starting with
-``placeholder-``, which a deploy refuses). Each component turns its env file into a local-config ConfigMap
-and copies the values where they belong with a replacements file. For a cluster, :func:`generate_secrets`
-writes random values, and :func:`render_with_keys` renders an overlay through a kustomization written next
-to them (``manifests/secrets/kustomization.yaml``) that replaces each placeholder ConfigMap the overlay uses
-and re-applies that component's replacements (read from the component, so where a secret goes is said
-once). Every generated file is git-ignored.
+The committed tree renders with placeholders (values or comments starting with ``placeholder-``, which a
+deploy refuses): the Secret ``ocr-api-key-hashes`` holds no key at all, and the jobs component turns its env
+file into a local-config ConfigMap whose value its replacements copy into ``ocr-redis-auth``. For a
+cluster, :func:`generate_secrets` writes random values, and :func:`render_with_keys` renders an overlay
+through a kustomization written next to them (``manifests/secrets/kustomization.yaml``) that patches the
+hashes Secret, replaces each placeholder ConfigMap the overlay uses and re-applies that component's
+replacements (read from the component, so where a secret goes is said once). Every generated file is
+git-ignored.
+
+Rotating a key: ``harness manifests keys --rotate primary`` (or ``secondary``) replaces that key and its
+hash, and ``kubectl apply -f manifests/secrets/api-key-hashes.yaml`` updates the Secret; the authorizer
+reloads it without a restart (see manifests/README.md).
 """
 
 from __future__ import annotations
@@ -35,16 +42,17 @@ from harness.manifests.yamlio import load
 
 @dataclass(frozen=True)
 class SecretSet:
-    """Secrets of one component: an env file of ``names``, the ConfigMap made from it, its replacements."""
+    """Secrets of one component: an env file of ``names``; for a set placed by replacements, the ConfigMap
+    made from that file and the component's replacements file."""
 
     what: str  # for messages: "API keys"
     component: str  # relative to manifests/
     env_file: str  # in manifests/secrets/
     names: tuple[str, ...]
-    configmap: str
-    namespace: str
-    replacements: str  # in the component's directory
     header: str  # first line of a generated env file
+    configmap: str | None = None
+    namespace: str | None = None
+    replacements: str | None = None  # in the component's directory
 
 
 API_KEYS = SecretSet(
@@ -52,30 +60,33 @@ API_KEYS = SecretSet(
     component="components/istio",
     env_file="api-keys.env",
     names=("OCR_API_KEY_PRIMARY", "OCR_API_KEY_SECONDARY"),
-    configmap="ocr-api-keys",
-    namespace="istio-system",
-    replacements="api-keys-replacements.yaml",
-    header="# Per-cluster API keys for the ingress gateway: generated, git-ignored, never committed.",
+    header="# Per-cluster API keys for the ingress gateway: generated, git-ignored, never committed. The cluster"
+    " holds only their hashes (api-key-hashes.yaml).",
 )
 REDIS_AUTH = SecretSet(
     what="job Redis password",
     component="components/jobs",
     env_file="redis-auth.env",
     names=("OCR_REDIS_PASSWORD",),
+    header="# Per-cluster password of the job Redis (Secret ocr-redis-auth): generated, git-ignored, never committed.",
     configmap="ocr-redis-auth-source",
     namespace="ocr-dev",
     replacements="redis-auth-replacements.yaml",
-    header="# Per-cluster password of the job Redis (Secret ocr-redis-auth): generated, git-ignored, never committed.",
 )
 SECRET_SETS = (API_KEYS, REDIS_AUTH)
 
 # Kept for callers that name the API keys' parts.
 API_KEY_NAMES = API_KEYS.names
 KEYS_FILE = API_KEYS.env_file
-CONFIGMAP = API_KEYS.configmap
-CONFIGMAP_NAMESPACE = API_KEYS.namespace
 ISTIO_COMPONENT = API_KEYS.component
-REPLACEMENTS_FILE = API_KEYS.replacements
+
+# Each key's id and client (the tenant the authorizer names; the clients the acceptance harness sends each
+# key for, harness.targets.kube.API_KEY_CLIENTS). Two keys, so one can be rotated while the other stays valid.
+API_KEY_IDS = {"OCR_API_KEY_PRIMARY": ("primary", "team-a"), "OCR_API_KEY_SECONDARY": ("secondary", "team-b")}
+HASHES_FILE = "api-key-hashes.yaml"  # in manifests/secrets/
+HASHES_SECRET = "ocr-api-key-hashes"
+HASHES_NAMESPACE = "ocr-dev"
+HASHES_KEY = "hashes.jsonl"
 
 
 def new_key() -> str:
@@ -113,10 +124,96 @@ def _read(spec: SecretSet, path: Path) -> dict[str, str]:
 
 
 def generate_api_keys(
-    directory: Path = SECRETS_DIR, *, force: bool = False, make_key: Callable[[], str] = new_key
+    directory: Path = SECRETS_DIR,
+    *,
+    force: bool = False,
+    make_key: Callable[[], str] = new_key,
+    rotate: str | None = None,
 ) -> Path:
-    """Write fresh keys to ``<directory>/api-keys.env`` (mode 0600); keep existing keys unless ``force``."""
-    return _generate(API_KEYS, directory, force, make_key)
+    """Write fresh keys to ``<directory>/api-keys.env`` (mode 0600) and their hashes to
+    ``<directory>/api-key-hashes.yaml``; keep existing keys unless ``force``. ``rotate`` (a key id, ``primary``
+    or ``secondary``, or its variable's name) replaces that one key and keeps the other."""
+    path = _generate(API_KEYS, directory, force, make_key) if rotate is None else _rotate(directory, rotate, make_key)
+    write_key_hashes(directory)
+    return path
+
+
+def _rotate(directory: Path, which: str, make_key: Callable[[], str]) -> Path:
+    names = {key_id: name for name, (key_id, _) in API_KEY_IDS.items()}
+    name = names.get(which, which)
+    if name not in API_KEY_IDS:
+        raise HarnessError(f"no API key {which!r} to rotate (known: {', '.join(names)})")
+    path = directory / API_KEYS.env_file
+    keys = _read(API_KEYS, path)
+    keys[name] = make_key()
+    lines = [API_KEYS.header] + [f"{n}={keys[n]}" for n in API_KEYS.names]
+    _write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing it in one step (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(path.name + ".new")
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(fresh, path)
+
+
+def hashes_secret(keys: Mapping[str, str]) -> dict[str, object]:
+    """The Secret ``ocr-api-key-hashes`` for these keys: one salted hash per key (service.authz's format)."""
+    from service.authz import hash_line
+
+    lines = [hash_line(*API_KEY_IDS[name], keys[name]) for name in API_KEYS.names]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": HASHES_SECRET,
+            "namespace": HASHES_NAMESPACE,
+            "labels": {"app.kubernetes.io/name": "ocr-authz", "app.kubernetes.io/part-of": "ocr-platform"},
+        },
+        "type": "Opaque",
+        "stringData": {HASHES_KEY: "\n".join(lines) + "\n"},
+    }
+
+
+def read_key_hashes(path: Path) -> str:
+    """The hashes file inside a generated Secret manifest."""
+    manifest = load(path.read_text(encoding="utf-8")) or {}
+    text = (manifest.get("stringData") or {}).get(HASHES_KEY) if isinstance(manifest, dict) else None
+    if not isinstance(text, str):
+        raise HarnessError(f"{path} is not a Secret with stringData.{HASHES_KEY}")
+    return text
+
+
+def _hashes_match(path: Path, keys: Mapping[str, str]) -> bool:
+    """Whether a generated hashes Secret admits exactly these keys, each under its id and tenant."""
+    from service.authz import InvalidHashes, KeyTable, parse_hashes
+
+    try:
+        table = KeyTable(parse_hashes(read_key_hashes(path)))
+    except (OSError, HarnessError, InvalidHashes, yaml.YAMLError):
+        return False
+    found = {name: table.lookup(keys[name]) for name in API_KEYS.names}
+    return len(table) == len(API_KEYS.names) and all(
+        entry is not None and (entry.key_id, entry.tenant) == API_KEY_IDS[name] for name, entry in found.items()
+    )
+
+
+def write_key_hashes(directory: Path = SECRETS_DIR) -> Path:
+    """``<directory>/api-key-hashes.yaml`` for the keys in ``api-keys.env``: kept when it already matches them
+    (fresh salts would change the Secret on every render), written anew otherwise."""
+    keys = _read(API_KEYS, directory / API_KEYS.env_file)
+    path = directory / HASHES_FILE
+    if not _hashes_match(path, keys):
+        header = (
+            "# Per-cluster API key hashes (Secret ocr-api-key-hashes, read by the gateway's authorizer): written by\n"
+            "# `harness manifests keys`, git-ignored. Apply it alone to rotate: kubectl apply -f <this file>\n"
+        )
+        _write_private(path, header + yaml.safe_dump(hashes_secret(keys), sort_keys=False))
+    return path
 
 
 def generate_redis_password(
@@ -128,9 +225,13 @@ def generate_redis_password(
 
 
 def generate_secrets(directory: Path = SECRETS_DIR, *, force: bool = False) -> list[Path]:
-    """Every per-cluster secret (API keys and the job Redis password); existing ones are kept unless
-    ``force``. What a deploy calls before :func:`render_with_keys`."""
-    return [_generate(spec, directory, force, new_key) for spec in SECRET_SETS]
+    """Every per-cluster secret (API keys with their hashes, the job Redis password); existing ones are kept
+    unless ``force``. What a deploy calls before :func:`render_with_keys`."""
+    return [
+        generate_api_keys(directory, force=force),
+        directory / HASHES_FILE,
+        generate_redis_password(directory, force=force),
+    ]
 
 
 def read_api_keys(path: Path = SECRETS_DIR / KEYS_FILE) -> dict[str, str]:
@@ -166,37 +267,51 @@ def uses_secrets(overlay: str, overlays_dir: Path | None = None) -> bool:
 
 
 def cluster_kustomization(
-    overlay: str, sets: Sequence[tuple[SecretSet, list[Mapping[str, object]]]]
+    overlay: str,
+    sets: Sequence[tuple[SecretSet, list[Mapping[str, object]]]],
+    patches: Sequence[str] = (),
 ) -> dict[str, object]:
-    """The per-cluster kustomization: the overlay, each set's real values instead of its placeholders, placed
-    again by that set's replacements."""
-    return {
+    """The per-cluster kustomization: the overlay, each set's real values instead of its placeholders (placed
+    again by that set's replacements), and the generated Secret patches (the API key hashes)."""
+    kustomization: dict[str, object] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [f"../overlays/{overlay}"],
-        "configMapGenerator": [
-            {
-                "name": spec.configmap,
-                "namespace": spec.namespace,
-                "behavior": "replace",
-                "envs": [spec.env_file],
-                "options": {
-                    "disableNameSuffixHash": True,
-                    "annotations": {"config.kubernetes.io/local-config": "true"},
-                },
-            }
-            for spec, _ in sets
-        ],
-        "replacements": [entry for _, replacements in sets for entry in replacements],
     }
+    generated = [
+        {
+            "name": spec.configmap,
+            "namespace": spec.namespace,
+            "behavior": "replace",
+            "envs": [spec.env_file],
+            "options": {
+                "disableNameSuffixHash": True,
+                "annotations": {"config.kubernetes.io/local-config": "true"},
+            },
+        }
+        for spec, _ in sets
+        if spec.configmap
+    ]
+    if generated:
+        kustomization["configMapGenerator"] = generated
+        kustomization["replacements"] = [entry for _, replacements in sets for entry in replacements]
+    if patches:
+        kustomization["patches"] = [{"path": path} for path in patches]
+    return kustomization
 
 
 def write_cluster_kustomization(overlay: str, manifests_dir: Path = MANIFESTS_DIR) -> Path:
-    """Write ``<manifests>/secrets/kustomization.yaml`` for an overlay; its secrets must exist already."""
+    """Write ``<manifests>/secrets/kustomization.yaml`` for an overlay; its secrets must exist already (the API
+    key hashes are brought up to date with the keys)."""
     secrets_dir = manifests_dir / "secrets"
-    sets = []
+    sets: list[tuple[SecretSet, list[Mapping[str, object]]]] = []
+    patches: list[str] = []
     for spec in secret_sets_for(overlay, manifests_dir / "overlays"):
         _read(spec, secrets_dir / spec.env_file)
+        if spec is API_KEYS:
+            patches.append(write_key_hashes(secrets_dir).name)
+        if spec.replacements is None:
+            continue
         source = manifests_dir / spec.component / spec.replacements
         replacements = load(source.read_text(encoding="utf-8"))
         if not isinstance(replacements, list):
@@ -204,7 +319,8 @@ def write_cluster_kustomization(overlay: str, manifests_dir: Path = MANIFESTS_DI
         sets.append((spec, replacements))
     path = secrets_dir / "kustomization.yaml"
     header = "# Written by harness.manifests.secrets for one cluster render; git-ignored.\n"
-    path.write_text(header + yaml.safe_dump(cluster_kustomization(overlay, sets), sort_keys=False), encoding="utf-8")
+    text = yaml.safe_dump(cluster_kustomization(overlay, sets, patches), sort_keys=False)
+    path.write_text(header + text, encoding="utf-8")
     return path
 
 

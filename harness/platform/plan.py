@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from harness import versions
+from harness.manifests import extauthz
 from harness.platform.profiles import Profile
 from harness.versions import Chart
 
@@ -47,6 +48,9 @@ ISTIOD_VALUES = {
     # Every sidecar's request counts in its pod's CPU utilisation, and so in the predictor's HPA.
     "global.proxy.resources.requests.cpu": "50m",
     "global.proxy.resources.requests.memory": "64Mi",
+    # The gateway's API-key authorizer (components/istio/authz.yaml), named by the CUSTOM policy
+    # ocr-require-api-key: meshConfig.extensionProviders[0] (harness/manifests/extauthz.py says each field).
+    **extauthz.helm_values(),
 }
 KUBE_PROMETHEUS_STACK_VALUES = {
     # Select the project's PodMonitors and rules, which carry no Helm release label.

@@ -142,6 +142,20 @@ def test_the_traps_are_handled() -> None:
         assert f"prometheus.prometheusSpec.{key}=false" in flat["kube-prometheus-stack"]
     # istiod's default requests (500m / 2Gi) do not fit a laptop; the chart's keys are top-level.
     assert "resources.requests.cpu=100m" in flat["istiod"] and "autoscaleEnabled=false" in flat["istiod"]
+    # The API-key authorizer as an extension provider of the mesh (istio/api 1.30 mesh/v1alpha1/config.proto
+    # EnvoyExternalAuthorizationHttpProvider); the CUSTOM policy ocr-require-api-key names it.
+    provider = "meshConfig.extensionProviders[0]"
+    for value in (
+        f"{provider}.name=ocr-api-key",
+        f"{provider}.envoyExtAuthzHttp.service=ocr-authz.ocr-dev.svc.cluster.local",
+        f"{provider}.envoyExtAuthzHttp.port=8080",
+        f"{provider}.envoyExtAuthzHttp.timeout=1s",
+        f"{provider}.envoyExtAuthzHttp.failOpen=false",
+        f"{provider}.envoyExtAuthzHttp.includeRequestHeadersInCheck={{x-api-key,x-request-id}}",
+        f"{provider}.envoyExtAuthzHttp.headersToUpstreamOnAllow={{x-tenant-id,x-api-key-id}}",
+        f"{provider}.envoyExtAuthzHttp.headersToDownstreamOnDeny={{content-type}}",
+    ):
+        assert f"--set {value} " in flat["istiod"] + " ", value
     # The dashboard reads KEDA's own metrics and the SLO looks back 3 days.
     assert "prometheus.operator.podMonitor.enabled=true" in flat["keda"]
     assert "prometheus.prometheusSpec.retention=4d" in flat["kube-prometheus-stack"]
@@ -299,8 +313,8 @@ def test_deploy_render_has_real_secrets_and_never_a_placeholder(
     from harness.manifests.render import render
     from harness.platform.env import PLACEHOLDER_MARK, render_for
 
-    for example in ("components/istio/api-keys.env.example", "components/jobs/redis-auth.env.example"):
-        # The committed secrets are marked, so the guard below can see them.
+    for example in ("components/istio/authz.yaml", "components/jobs/redis-auth.env.example"):
+        # The committed secrets (no API key hashes, a placeholder password) are marked, so the guard below sees them.
         assert PLACEHOLDER_MARK in (secrets.MANIFESTS_DIR / example).read_text()
     # Render in a temporary copy of manifests/: nothing is written to the repository. The render makes the
     # per-cluster secrets itself.
@@ -314,8 +328,13 @@ def test_deploy_render_has_real_secrets_and_never_a_placeholder(
     text = (tmp_path / "out.yaml").read_text()
     assert PLACEHOLDER_MARK not in text
     if overlay != "milestone1":
+        # The cluster gets the keys' hashes, never the keys.
         keys = secrets.read_api_keys(copy / "secrets" / "api-keys.env")
-        assert all(value in text for value in keys.values())
+        assert not [value for value in keys.values() if value in text]
+        hashes = [o for o in yaml.safe_load_all(text) if o["metadata"]["name"] == secrets.HASHES_SECRET]
+        assert [o["stringData"]["hashes.jsonl"] for o in hashes] == [
+            secrets.read_key_hashes(copy / "secrets" / secrets.HASHES_FILE)
+        ]
     if overlay == "full":
         assert secrets.read_redis_password(copy / "secrets" / "redis-auth.env") in text
     # The service image is the one loaded into the cluster (dev.local: Knative resolves no tag there).

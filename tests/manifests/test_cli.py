@@ -73,3 +73,21 @@ def test_python_dash_m_runs_the_same_command(crd_dir: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("scale-to-zero: ")
+
+
+def test_keys_rotate_replaces_one_key_and_says_how_to_apply_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.manifests.secrets import HASHES_FILE, generate_api_keys, read_api_keys
+
+    before = read_api_keys(generate_api_keys(tmp_path))
+    monkeypatch.setattr(cli, "SECRETS_DIR", tmp_path)
+    assert cli.main(["keys", "--rotate", "primary"]) == 0
+    after = read_api_keys(tmp_path / "api-keys.env")
+    assert after["OCR_API_KEY_PRIMARY"] != before["OCR_API_KEY_PRIMARY"]
+    assert after["OCR_API_KEY_SECONDARY"] == before["OCR_API_KEY_SECONDARY"]
+    out = capsys.readouterr().out
+    assert f"kubectl apply -f {tmp_path / HASHES_FILE}" in out
+    assert not [key for key in (*before.values(), *after.values()) if key in out]
+    with pytest.raises(SystemExit):
+        cli.main(["keys", "--rotate", "tertiary"])

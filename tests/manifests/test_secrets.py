@@ -1,5 +1,5 @@
 """Per-cluster secrets (API keys, the job Redis password): generated git-ignored, rendered only where they
-belong, never into the committed tree."""
+belong (the API keys nowhere: the cluster gets their salted hashes), never into the committed tree."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ from harness.manifests.paths import REPO_ROOT
 from harness.manifests.render import render
 from harness.manifests.schemas import SchemaCatalog
 from harness.manifests.secrets import (
+    API_KEY_IDS,
     API_KEY_NAMES,
+    HASHES_FILE,
     generate_api_keys,
     generate_redis_password,
     generate_secrets,
     read_api_keys,
+    read_key_hashes,
     read_redis_password,
     render_with_keys,
     uses_api_keys,
@@ -29,21 +32,20 @@ from harness.manifests.secrets import (
 )
 from harness.manifests.validate import check_objects
 from harness.targets.kube import API_KEY_CLIENTS
+from service import authz
 from tests.manifests.helpers import the
 
 
-def policy_keys(objects: list[dict]) -> list[str]:
-    return the(objects, "AuthorizationPolicy", "ocr-require-api-key")["spec"]["rules"][0]["when"][0]["values"]
+def hashes(objects: list[dict]) -> str:
+    """The hashes file of the authorizer's Secret in a render."""
+    return the(objects, "Secret", "ocr-api-key-hashes")["stringData"]["hashes.jsonl"]
 
 
-def route_keys(objects: list[dict]) -> dict[str, tuple[str, str]]:
-    """Each keyed route of the gateway's VirtualService: its name -> (the key it matches, the tenant it sets)."""
-    routes = the(objects, "VirtualService", "ocr")["spec"]["http"]
-    return {
-        r["name"]: (r["match"][0]["headers"]["x-api-key"]["exact"], r["headers"]["request"]["set"]["x-tenant-id"])
-        for r in routes
-        if r.get("match")
-    }
+def admitted(text: str, keys: dict[str, str]) -> dict[str, tuple[str, str] | None]:
+    """What the authorizer makes of each key with this hashes file: (key id, tenant), or None if refused."""
+    table = authz.KeyTable(authz.parse_hashes(text))
+    found = {name: table.lookup(key) for name, key in keys.items()}
+    return {name: (entry.key_id, entry.tenant) if entry else None for name, entry in found.items()}
 
 
 def redis_password(objects: list[dict]) -> str:
@@ -73,10 +75,45 @@ def test_the_generated_redis_password_is_private_url_safe_and_kept(tmp_path: Pat
 def test_generate_secrets_makes_every_set_and_keeps_what_exists(tmp_path: Path) -> None:
     keys_path = generate_api_keys(tmp_path)
     keys = read_api_keys(keys_path)
+    hashes_before = (tmp_path / HASHES_FILE).read_text()
     paths = generate_secrets(tmp_path)
-    assert sorted(p.name for p in paths) == ["api-keys.env", "redis-auth.env"]
+    assert sorted(p.name for p in paths) == ["api-key-hashes.yaml", "api-keys.env", "redis-auth.env"]
     assert read_api_keys(keys_path) == keys
+    assert (tmp_path / HASHES_FILE).read_text() == hashes_before  # same keys: same salts, no Secret churn
     assert read_redis_password(tmp_path / "redis-auth.env")
+
+
+def test_the_hashes_admit_each_key_as_its_client_and_hold_no_key(tmp_path: Path) -> None:
+    keys = read_api_keys(generate_api_keys(tmp_path))
+    path = tmp_path / HASHES_FILE
+    text = read_key_hashes(path)
+    assert admitted(text, keys) == {name: API_KEY_IDS[name] for name in API_KEY_NAMES}
+    # The clients the acceptance harness sends each key for are the tenants the authorizer names.
+    assert {client: API_KEY_IDS[name][1] for client, name in API_KEY_CLIENTS.items()} == {c: c for c in API_KEY_CLIENTS}
+    assert not [key for key in keys.values() if key in path.read_text()]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_rotating_one_key_keeps_the_other(tmp_path: Path) -> None:
+    before = read_api_keys(generate_api_keys(tmp_path))
+    after = read_api_keys(generate_api_keys(tmp_path, rotate="secondary"))
+    assert after["OCR_API_KEY_PRIMARY"] == before["OCR_API_KEY_PRIMARY"]
+    assert after["OCR_API_KEY_SECONDARY"] != before["OCR_API_KEY_SECONDARY"]
+    text = read_key_hashes(tmp_path / HASHES_FILE)
+    assert admitted(text, after) == {name: API_KEY_IDS[name] for name in API_KEY_NAMES}
+    assert admitted(text, {"old": before["OCR_API_KEY_SECONDARY"]}) == {"old": None}
+    with pytest.raises(HarnessError, match="no API key 'tertiary'"):
+        generate_api_keys(tmp_path, rotate="tertiary")
+
+
+def test_hashes_out_of_step_with_the_keys_are_rewritten(tmp_path: Path) -> None:
+    keys = read_api_keys(generate_api_keys(tmp_path))
+    (tmp_path / HASHES_FILE).write_text("not: a secret\n")
+    render_dir = tmp_path  # write_key_hashes runs for every cluster render
+    from harness.manifests.secrets import write_key_hashes
+
+    write_key_hashes(render_dir)
+    assert admitted(read_key_hashes(tmp_path / HASHES_FILE), keys) == {n: API_KEY_IDS[n] for n in API_KEY_NAMES}
 
 
 def test_an_incomplete_keys_file_is_refused(tmp_path: Path) -> None:
@@ -89,32 +126,29 @@ def test_an_incomplete_keys_file_is_refused(tmp_path: Path) -> None:
 
 def test_the_committed_tree_renders_placeholders() -> None:
     objects = render("milestone2")
-    keys = policy_keys(objects)
-    assert keys and all(key.startswith("placeholder-") for key in keys)
-    assert sorted(key for key, _ in route_keys(objects).values()) == sorted(keys)
+    # No key at all: an overlay applied as committed admits nobody, and the deploy's guard sees the mark.
+    text = hashes(objects)
+    assert authz.parse_hashes(text) == [] and "placeholder-" in text
     assert "set-by-replacement" not in str(objects)  # every slot the replacements fill is filled
-    # The deploy's guard looks for "placeholder-" in the render's text: the Secret keeps it readable.
     assert redis_password(render("milestone3")).startswith("placeholder-")
 
 
-def test_a_cluster_render_carries_its_secrets_and_nothing_else_does(
-    manifests_copy: Path, catalog: SchemaCatalog
-) -> None:
+def test_a_cluster_render_carries_hashes_and_never_a_key(manifests_copy: Path, catalog: SchemaCatalog) -> None:
     generate_secrets(manifests_copy / "secrets")
     keys = read_api_keys(manifests_copy / "secrets" / "api-keys.env")
     password = read_redis_password(manifests_copy / "secrets" / "redis-auth.env")
     objects = render_with_keys("full", manifests_dir=manifests_copy)
-    assert policy_keys(objects) == [keys[name] for name in API_KEY_NAMES]
-    # Each key names its client as the tenant, the client the acceptance harness sends that key for.
-    assert route_keys(objects) == {client: (keys[name], client) for client, name in API_KEY_CLIENTS.items()}
+    # The authorizer's Secret admits each key as the client the acceptance harness sends it for.
+    assert admitted(hashes(objects), keys) == {name: API_KEY_IDS[name] for name in API_KEY_NAMES}
+    assert hashes(objects) == read_key_hashes(manifests_copy / "secrets" / HASHES_FILE)
     assert redis_password(objects) == password
-    # The sources' ConfigMaps are local config: replacement sources, never applied to the cluster.
-    sources = {"ocr-api-keys", "ocr-redis-auth-source"}
-    assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] in sources]
+    # The Redis password source ConfigMap is local config: a replacement source, never applied.
+    assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "ocr-redis-auth-source"]
     text = "\n".join(str(o) for o in objects)
-    # Each key twice: the gateway's policy, and its route in the gateway's VirtualService.
-    assert {value: text.count(value) for value in keys.values()} == {value: 2 for value in keys.values()}
-    assert text.count(password) == 1  # the Secret alone; everyone else refers to it
+    # No key anywhere in the render, nor a part of one; the password once, in its Secret.
+    for key in keys.values():
+        assert key not in text and key[:12] not in text and key[-12:] not in text
+    assert text.count(password) == 1
     assert "placeholder-" not in text and "set-by-replacement" not in text
     assert [str(f) for f in check_objects(objects, catalog, OVERLAYS["full"])] == []
 
@@ -122,8 +156,8 @@ def test_a_cluster_render_carries_its_secrets_and_nothing_else_does(
 def test_an_overlay_without_jobs_needs_no_redis_password(manifests_copy: Path) -> None:
     keys = read_api_keys(generate_api_keys(manifests_copy / "secrets"))
     objects = render_with_keys("milestone2", manifests_dir=manifests_copy)
-    assert policy_keys(objects) and not [o for o in objects if o["kind"] == "Secret"]
-    assert sorted(key for key, _ in route_keys(objects).values()) == sorted(keys.values())
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"] == ["ocr-api-key-hashes"]
+    assert admitted(hashes(objects), keys) == {name: API_KEY_IDS[name] for name in API_KEY_NAMES}
     assert not (manifests_copy / "secrets" / "redis-auth.env").exists()
 
 
@@ -150,6 +184,7 @@ def test_a_cluster_render_without_keys_says_how_to_make_them(manifests_copy: Pat
 def test_generated_files_are_git_ignored() -> None:
     paths = [
         "manifests/secrets/api-keys.env",
+        "manifests/secrets/api-key-hashes.yaml",
         "manifests/secrets/redis-auth.env",
         "manifests/secrets/kustomization.yaml",
     ]

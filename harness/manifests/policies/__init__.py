@@ -9,9 +9,10 @@ profiles they apply to; :func:`check` runs every rule that applies. The rules, b
 - ``autoscaling``: isvc-scalable, keda-target, keda-stream, keda-lag-mode, keda-redis-address,
   worker-grace-period
 - ``mesh``: mtls-strict, deny-all, sidecar-injection, api-key-required
+- ``apikeys``: api-keys-hashed-only, authz-wiring
 - ``ratelimit``: ratelimit-per-key, ratelimit-wiring
 - ``redis``: redis-auth, redis-auth-shared, redis-network-policy, redis-memory
-- ``tenant``: tenant-from-api-key
+- ``tenant``: tenant-from-authorizer
 - ``rollout``: rollout-readiness, rollout-prestop, rollout-grace-period, rollout-max-unavailable
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 # Imported to register their rules.
 from harness.manifests.policies import (  # noqa: F401
+    apikeys,
     autoscaling,
     mesh,
     namespaces,

@@ -1,17 +1,17 @@
-"""Rules of the Istio mesh: STRICT mTLS everywhere, deny by default, sidecars injected, API keys at the edge."""
+"""Rules of the Istio mesh: STRICT mTLS everywhere, deny by default, sidecars injected, API keys checked at the
+edge."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from harness.manifests import extauthz
 from harness.manifests.objects import Finding, Obj, dig, find, finding, is_workload
 from harness.manifests.policies.base import Context, rule
 
 MESH_ROOT_NAMESPACE = "istio-system"
 GATEWAY_SELECTOR = {"istio": "ingressgateway"}
-API_KEY_CONDITION = "request.headers[x-api-key]"
 RENDER = "(render)"
 
 
@@ -92,45 +92,50 @@ def sidecar_injection(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-@dataclass(frozen=True)
-class ApiKeyCondition:
-    """A ``request.headers[x-api-key]`` condition of an ALLOW policy on the ingress gateway."""
+def api_key_policies(objects: Sequence[Obj]) -> list[Obj]:
+    """CUSTOM AuthorizationPolicies in istio-system that select the ingress gateway."""
+    return [
+        policy
+        for policy in find(objects, "AuthorizationPolicy", namespace=MESH_ROOT_NAMESPACE)
+        if dig(policy, "spec", "selector", "matchLabels") == GATEWAY_SELECTOR
+        and dig(policy, "spec", "action") == "CUSTOM"
+    ]
 
-    policy: Obj
-    path: list[str | int]  # of the condition's values
-    values: list[Any]
 
-
-def api_key_conditions(objects: Sequence[Obj]) -> list[ApiKeyCondition]:
-    """The x-api-key conditions of ALLOW AuthorizationPolicies in istio-system that select the gateway."""
-    out = []
-    for policy in find(objects, "AuthorizationPolicy", namespace=MESH_ROOT_NAMESPACE):
-        if dig(policy, "spec", "selector", "matchLabels") != GATEWAY_SELECTOR:
-            continue
-        if dig(policy, "spec", "action") not in (None, "ALLOW"):
-            continue
-        for r_index, entry in enumerate(dig(policy, "spec", "rules") or []):
-            for w_index, condition in enumerate((entry or {}).get("when") or []):
-                if (condition or {}).get("key") == API_KEY_CONDITION:
-                    values = condition.get("values") or []
-                    path: list[str | int] = ["spec", "rules", r_index, "when", w_index, "values"]
-                    out.append(ApiKeyCondition(policy, path, values if isinstance(values, list) else []))
-    return out
+def _matches_everything(entry: Any) -> bool:
+    """A rule with no from, to or when: it matches every request."""
+    return isinstance(entry, dict) and not any(entry.get(field) for field in ("from", "to", "when"))
 
 
 @rule("api-key-required", when=lambda p: p.mesh)
 def api_key_required(ctx: Context) -> Iterator[Finding]:
-    """The ingress gateway allows only requests with a known x-api-key (an ALLOW AuthorizationPolicy in
-    istio-system selecting the gateway, conditioned on the header's value)."""
-    conditions = api_key_conditions(ctx.objects)
-    if not conditions:
+    """The ingress gateway asks the API-key authorizer about every request: a CUSTOM AuthorizationPolicy in
+    istio-system selecting the gateway, naming the extension provider the install plan gives istiod
+    (harness/manifests/extauthz.py), with a rule that matches every request (CUSTOM runs the check only for the
+    requests its rules match; a request it does not match passes unchecked)."""
+    policies = api_key_policies(ctx.objects)
+    if not policies:
         yield finding(
             RENDER,
             "api-key-required",
-            f"no ALLOW AuthorizationPolicy in {MESH_ROOT_NAMESPACE} selecting istio=ingressgateway with a "
-            f"{API_KEY_CONDITION} condition",
+            f"no CUSTOM AuthorizationPolicy in {MESH_ROOT_NAMESPACE} selecting istio=ingressgateway (the API-key"
+            f" check by provider {extauthz.PROVIDER_NAME})",
         )
         return
-    first = conditions[0]
-    if not (first.values and all(isinstance(v, str) and v.strip() for v in first.values)):
-        yield finding(first.policy, "api-key-required", "the x-api-key condition lists no usable key", first.path)
+    for policy in policies:
+        provider = dig(policy, "spec", "provider", "name")
+        if provider != extauthz.PROVIDER_NAME:
+            yield finding(
+                policy,
+                "api-key-required",
+                f"provider {provider!r} is not the API-key authorizer istiod knows ({extauthz.PROVIDER_NAME})",
+                "spec.provider.name",
+            )
+        rules = dig(policy, "spec", "rules") or []
+        if not any(_matches_everything(entry) for entry in rules):
+            yield finding(
+                policy,
+                "api-key-required",
+                "no rule matches every request ({}): requests outside its rules reach the service unchecked",
+                "spec.rules",
+            )

@@ -1,4 +1,5 @@
-"""Rules of the global rate limit: 10 requests per second per API key, and the gateway wired to enforce it."""
+"""Rules of the global rate limit: 10 requests per second per API key (by the x-api-key-id the authorizer sets),
+and the gateway wired to enforce it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from harness.manifests.policies.base import Context, rule
 from harness.manifests.yamlio import load
 
 REQUESTS_PER_SECOND = 10
-API_KEY_HEADER = "x-api-key"
+# The key's id as the API-key authorizer names it (never the key: see the rule api-keys-hashed-only).
+API_KEY_HEADER = "x-api-key-id"
 RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 RATELIMIT_GRPC_PORT = 8081
 RATELIMIT_HEADERS = "DRAFT_VERSION_03"
@@ -76,7 +78,7 @@ def gateway_patches(objects: Sequence[Obj]) -> list[Patch]:
 
 
 def api_key_descriptor_keys(patches: Sequence[Patch]) -> list[tuple[Patch, str]]:
-    """Descriptor keys the gateway sends for the x-api-key header (rate_limits request_headers actions)."""
+    """Descriptor keys the gateway sends for the x-api-key-id header (rate_limits request_headers actions)."""
     out = []
     for patch in patches:
         for limit in patch.value.get("rate_limits") or []:
@@ -155,7 +157,7 @@ def _grpc_cluster_port(ctx: Context, cluster: str, patches: Sequence[Patch]) -> 
 @rule("ratelimit-wiring", when=lambda p: p.ratelimit)
 def ratelimit_wiring(ctx: Context) -> Iterator[Finding]:
     """The ingress gateway runs the ratelimit HTTP filter for the configuration's domain against the rate limit
-    service's gRPC port (8081), answers with x-ratelimit headers, and sends x-api-key as the descriptor the
+    service's gRPC port (8081), answers with x-ratelimit headers, and sends x-api-key-id as the descriptor the
     configuration limits."""
     patches = gateway_patches(ctx.objects)
     filters = [p for p in patches if p.spec.get("applyTo") == "HTTP_FILTER" and p.value.get("name") == RATELIMIT_FILTER]
