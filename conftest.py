@@ -16,4 +16,5 @@ pytest_plugins = [
     "steps.jobs",
     "steps.cluster",
     "steps.rollout",
+    "steps.models",
 ]

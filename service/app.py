@@ -15,33 +15,32 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, models
 from service.context import RequestContext
 from service.errors import install_handlers
 from service.jobs import JobStore, QueueCollector
 from service.limits import InferenceGate
 from service.metrics import ApiMetrics
-from service.model import OcrModel
-from service.routes import ROUTERS
+from service.models import ServedModel
+from service.routes import ROUTERS, v2
 from service.settings import ServiceSettings
-from service.startup import LoadedModel, label_version, load_model
+from service.startup import LoadedModel, label_version
 from service.state import ServiceState
 
 __all__ = ["ModelFactory", "ServiceState", "create_app"]
 
 log = logging.getLogger("service.app")
 
-ModelFactory = Callable[[ServiceSettings], OcrModel]
+ModelFactory = Callable[[ServiceSettings], ServedModel]
 
 
 def _load(settings: ServiceSettings, factory: ModelFactory | None) -> LoadedModel:
-    if factory is None:
-        return load_model(settings)
+    """The model ``OCR_MODEL`` selects (``service.models``), loaded and warmed (blocking: seconds)."""
     start = time.perf_counter()
-    model = factory(settings)
+    model = (factory or models.load)(settings)
     label_version(model, settings)
     loaded = time.perf_counter()
-    return LoadedModel(model=model, load_s=loaded - start, warmup_s=model.warm_up())
+    return LoadedModel(model=model, load_s=loaded - start, warmup_s=model.warm_up())  # type: ignore[arg-type]
 
 
 async def _load_model(state: ServiceState, factory: ModelFactory | None) -> None:
@@ -54,7 +53,10 @@ async def _load_model(state: ServiceState, factory: ModelFactory | None) -> None
         raise
     model = loaded.model
     state.model = model
-    state.metrics.model.info({"name": model.info.name, "version": model.info.version, "digest": model.info.digest})
+    # The model's identity, as every response and log line carry it.
+    state.metrics.model.info(
+        {"name": model.info.name, "version": model.info.version, "digest": model.info.digest, "kind": model.kind}
+    )
     state.metrics.ready.set(1)
     log.info("model ready", extra=loaded.log_fields())
 
@@ -112,6 +114,7 @@ def create_app(
     )
     app.state.service = state
     install_handlers(app)
+    v2.install_error_shape(app)  # the Open Inference Protocol's {"error": "..."} under /v2
     for router in ROUTERS:
         app.include_router(router)
     # Unexpected errors are answered by RequestContext (as JSON, with the request id), not by a handler:

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -22,6 +22,9 @@ from service.cgroup import available_cpus
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
 from service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from service.schemas import PredictResponse
 
 log = logging.getLogger("service.model")
 
@@ -83,9 +86,12 @@ class ModelFiles:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A loaded model's identity: its name, its version (the runtime package's, then the first 12 hex digits
+    of the digest) and the SHA-256 of its files."""
+
     name: str
     version: str
-    digest: str = ""  # SHA-256 of the model files
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,9 @@ def _warmup_image() -> Image.Image:
 
 
 class OcrModel:
-    """One loaded PP-OCR pipeline. ``read`` is safe to call from worker threads."""
+    """One loaded PP-OCR pipeline. ``read`` (``predict``) is safe to call from worker threads."""
+
+    kind: ClassVar[str] = "ocr"
 
     def __init__(
         self,
@@ -246,6 +254,11 @@ class OcrModel:
             angle_cls=settings.angle_cls,
         )
 
+    @staticmethod
+    def check_files(settings: ServiceSettings) -> ModelFiles:
+        """The files the settings name, checked to exist and be non-empty (``ModelLoadError`` if not)."""
+        return ModelFiles.from_dir(settings.model_dir) if settings.model_dir is not None else ModelFiles.bundled()
+
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
@@ -299,3 +312,39 @@ class OcrModel:
             _merged(row) for row in _rows([Box(*_in_frame(r, wide[0], wide[1]), text=t, conf=c) for r, t, c in pieces])
         ]
         return [(folding.turn_back((b.x1, b.y1, b.x2, b.y2), fold), b.text, b.conf) for b in lines]
+
+    # -- the model plugin's interface (``service.models``) ---------------------------------------
+
+    def predict(self, image: Image.Image) -> OcrResult:
+        return self.read(image)
+
+    def response(self, result: OcrResult, *, request_id: str, latency_ms: float) -> PredictResponse:
+        from service.schemas import build_predict_response
+
+        return build_predict_response(result, self.info, request_id=request_id, latency_ms=latency_ms)
+
+    @staticmethod
+    def oip_outputs_metadata() -> list[dict[str, object]]:
+        return [
+            {"name": "text", "datatype": "BYTES", "shape": [1]},
+            {"name": "confidence", "datatype": "FP32", "shape": [1]},
+            {"name": "boxes", "datatype": "INT32", "shape": [-1, 4]},
+            {"name": "box_text", "datatype": "BYTES", "shape": [-1]},
+            {"name": "box_conf", "datatype": "FP32", "shape": [-1]},
+        ]
+
+    @staticmethod
+    def oip_outputs(result: OcrResult) -> list[dict[str, object]]:
+        n = len(result.boxes)
+        return [
+            {"name": "text", "datatype": "BYTES", "shape": [1], "data": [result.text]},
+            {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [result.confidence]},
+            {
+                "name": "boxes",
+                "datatype": "INT32",
+                "shape": [n, 4],
+                "data": [v for b in result.boxes for v in (b.x1, b.y1, b.x2, b.y2)],
+            },
+            {"name": "box_text", "datatype": "BYTES", "shape": [n], "data": [b.text for b in result.boxes]},
+            {"name": "box_conf", "datatype": "FP32", "shape": [n], "data": [b.conf for b in result.boxes]},
+        ]

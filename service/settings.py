@@ -29,6 +29,7 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    model: Literal["ocr", "layout"] = Field("ocr", description="the model served (service.models): ocr or layout")
     model_dir: Path | None = None
     model_name: str = "pp-ocr"
     model_version: str | None = Field(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import logs
-from service.model import ModelFiles, OcrModel
+from service.model import OcrModel
 from service.settings import ServiceSettings, SettingsError, load_settings
 
 EXIT_BAD_SETTINGS = 2
@@ -59,9 +59,12 @@ def boot(prog: str, **overrides: object) -> ServiceSettings:
     return settings
 
 
-def check_model_files(settings: ServiceSettings) -> ModelFiles:
-    """The model files the settings name, checked to exist and be non-empty (``ModelLoadError`` if not)."""
-    return ModelFiles.from_dir(settings.model_dir) if settings.model_dir is not None else ModelFiles.bundled()
+def check_model_files(settings: ServiceSettings) -> object:
+    """The files of the model ``OCR_MODEL`` selects, checked to exist and be non-empty (``ModelLoadError`` if
+    not)."""
+    from service import models
+
+    return models.check_files(settings)
 
 
 @dataclass(frozen=True)

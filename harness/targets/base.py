@@ -18,7 +18,10 @@ from harness.errors import HarnessError, TargetUnavailable
 from harness.prom import Prometheus
 
 # Every capability a scenario can ask for with a tag of the same name.
-CAPABILITIES = frozenset({"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs"})
+# "models": the OCR model and the layout model, each in a service of its own (``Target.model_url``).
+CAPABILITIES = frozenset(
+    {"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs", "models"}
+)
 # Components a step may name; each target maps them to its processes or workloads.
 COMPONENTS = ("service", "predictor", "worker", "redis", "prometheus", "gateway")
 
@@ -70,6 +73,12 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def service_url(self) -> str:
         """Base URL of the OCR service as clients reach it directly (no gateway)."""
+
+    def model_url(self, model: str) -> str:
+        """Base URL of the service serving ``model`` (``ocr``: ``service_url``; ``layout``: its own)."""
+        if model == "ocr":
+            return self.service_url()
+        raise TargetUnavailable(f"target {self.name} serves no model {model!r} directly")
 
     def service_headers(self) -> dict[str, str]:
         """Headers every direct request needs (a Host header where routing needs one)."""

@@ -1,4 +1,5 @@
-"""The local target: the platform's real processes on loopback (service, Redis, Prometheus, workers)."""
+"""The local target: the platform's real processes on loopback (service, Redis, Prometheus, workers, and a
+second service process serving the layout model)."""
 
 from __future__ import annotations
 
@@ -41,12 +42,12 @@ ROTATION_TIMEOUT_S = 15.0
 # As the cluster's job Redis (manifests/components/jobs/redis.yaml): the queue's byte bound, OCR_JOBS_QUEUE_MAX_BYTES
 # (128 MiB by default), is half of it.
 REDIS_MAXMEMORY = "256mb"
-SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker"}
+SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker", "layout": "ocr-layout"}
 
 
 class LocalTarget(Target):
     name = "local"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"prometheus", "jobs", "gateway", "ratelimit"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"prometheus", "jobs", "gateway", "ratelimit", "models"})
     initial_workers = 2
     request_timeout_s = 6
     visibility_timeout_s = 8
@@ -59,6 +60,7 @@ class LocalTarget(Target):
         self._started: list[ManagedProcess] = []
         self.redis: Endpoint | None = None
         self.service: Endpoint | None = None
+        self.layout: Endpoint | None = None  # the same service code with OCR_MODEL=layout
         self.prom: Endpoint | None = None
         self.gateway: Gateway | None = None
         self._workers: dict[str, Endpoint] = {}
@@ -80,6 +82,10 @@ class LocalTarget(Target):
             # The gateway scenarios let 10 requests per key through at the start of each second: they wait in
             # the service's queue rather than being refused as overload.
             self.service = self._track(start_service(self.log_dir, env={**self._env(), "OCR_MAX_QUEUE": "64"}))
+            # The layout model in a second process of the same service code (one onnxruntime thread: it shares
+            # this machine's cores). The job workers run OCR only: it is given no job queue of its own.
+            layout_env = {**self._env(), "OCR_MODEL": "layout", "OCR_INTRA_OP_THREADS": "1"}
+            self.layout = self._track(start_service(self.log_dir, name="layout", env=layout_env))
             self.gateway = start_gateway(
                 self.log_dir, self._work / "gateway", upstream=self.service.url, keys=new_keys(), slots=MAX_REPLICAS
             )
@@ -112,6 +118,7 @@ class LocalTarget(Target):
         assert self.service is not None
         return {
             "ocr-service": [self._addr(self.service)],
+            "ocr-layout": [self._addr(self.layout)] if self.layout is not None else [],
             "ocr-worker": [self._addr(w) for w in self._workers.values() if w.process.alive()],
         }
 
@@ -207,6 +214,15 @@ class LocalTarget(Target):
         if self.service is None:
             raise TargetUnavailable("local target not started")
         return self.service.url
+
+    def model_url(self, model: str) -> str:
+        endpoints = {"ocr": self.service, "layout": self.layout}
+        if model not in endpoints:
+            raise TargetUnavailable(f"target local serves no model {model!r}; it serves {sorted(endpoints)}")
+        endpoint = endpoints[model]
+        if endpoint is None:
+            raise TargetUnavailable("local target not started")
+        return endpoint.url
 
     def gateway_url(self) -> str:
         if self.gateway is None:

@@ -1,0 +1,144 @@
+"""Steps about the platform's models: each served by a service of its own (``Target.model_url``), each
+answering in its own shape, and each naming itself (name, version, digest) in its answers and in /metrics."""
+
+from __future__ import annotations
+
+import base64
+import random
+from typing import Any
+
+import httpx
+from PIL import Image, ImageDraw
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_bdd import parsers, then, when
+
+from harness import samples
+from harness.evidence import ScenarioEvidence
+from harness.targets import Target
+from steps.common import post_image
+
+PAGE_SIZE = (1240, 1754)  # A4 at 150 dpi
+
+
+def layout_page(seed: int) -> Image.Image:
+    """A page with a title, three paragraphs and a figure (a filled block): what the layout model finds."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", PAGE_SIZE, "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((120, 110), samples.random_line(rng, words=(2, 4)).title(), fill="black", font=samples._font(56))
+    body = samples._font(26)
+    y = 230
+    for _ in range(3):
+        for _ in range(7):
+            draw.text((120, y), " ".join(samples.random_line(rng, words=(9, 11)).split()[:11]), fill="black", font=body)
+            y += 38
+        y += 40
+    draw.rectangle((200, y, 1040, y + 420), fill=(90, 120, 160))
+    return image
+
+
+def page_for(model: str) -> Image.Image:
+    """A page for ``model``: a short document for OCR (a full page costs it seconds), a full one for layout."""
+    return layout_page(seed=1) if model == "layout" else samples.document(seed=1).image
+
+
+def model_info(client: httpx.Client, url: str) -> dict[str, str]:
+    """The labels of ``ocr_model_info`` in a service's /metrics: the identity of the model it loaded."""
+    text = client.get(f"{url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name in ("ocr_model", "ocr_model_info"):  # the parser's name varies
+            for sample in family.samples:
+                if sample.name == "ocr_model_info":
+                    return dict(sample.labels)
+    raise AssertionError("ocr_model_info is not in /metrics")
+
+
+@when(parsers.parse('a client sends a document page to the "{model}" model'))
+def send_page(target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, model: str) -> None:
+    url = target.model_url(model)
+    page = page_for(model)
+    ctx.update(model=model, model_url=url, page_size=page.size)
+    ctx["response"] = post_image(client, url, samples.encode(page))
+    body = ctx["response"].json()
+    evidence.record(
+        "predict", {"model": model, "status": ctx["response"].status_code, "model_named": body.get("model")}
+    )
+
+
+@then("the answer has the text of the page and its boxes")
+def has_text(ctx: dict, evidence: ScenarioEvidence) -> None:
+    body = ctx["response"].json()
+    evidence.record("ocr_answer", {"lines": body["text"].count("\n") + 1, "boxes": len(body["boxes"])})
+    assert body["text"].strip() and body["boxes"], body
+    assert "regions" not in body, body
+
+
+@then(parsers.parse("the answer finds {labels} regions inside the page"))
+def finds_regions(ctx: dict, evidence: ScenarioEvidence, labels: str) -> None:
+    wanted = {label.strip() for label in labels.replace(" and ", ",").split(",") if label.strip()}
+    body = ctx["response"].json()
+    regions = body["regions"]
+    found = sorted({r["label"] for r in regions})
+    evidence.record("layout_answer", {"labels": found, "regions": regions})
+    assert wanted <= set(found), f"wanted {sorted(wanted)}, found {found}"
+    width, height = ctx["page_size"]
+    for r in regions:
+        assert 0 <= r["x1"] <= r["x2"] <= width and 0 <= r["y1"] <= r["y2"] <= height, r
+        assert 0 <= r["conf"] <= 1, r
+    assert "text" not in body and "boxes" not in body, body
+
+
+@then(parsers.parse('the answer names the model "{name}" with the version and digest its /metrics shows'))
+def names_model(client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, name: str) -> None:
+    named = ctx["response"].json()["model"]
+    info = model_info(client, ctx["model_url"])
+    evidence.record("model_identity", {"response": named, "metrics": info})
+    assert named["name"] == info["name"] == name, (named, info)
+    assert named["version"] == info["version"], (named, info)
+    assert len(info["digest"]) == 64 and named.get("digest") == info["digest"], (named, info)
+    assert info["kind"] == ctx["model"], info
+
+
+@when(parsers.parse('a client sends a document page to the "{model}" model over the Open Inference Protocol'))
+def send_page_oip(target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, model: str) -> None:
+    url = target.model_url(model)
+    name = model_info(client, url)["name"]
+    metadata = client.get(f"{url}/v2/models/{name}")
+    assert metadata.status_code == 200, metadata.text
+    image = samples.encode(page_for(model))
+    request = {
+        "id": f"page-for-{model}",
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(image).decode()]}],
+    }
+    ctx.update(model=model, model_url=url, metadata=metadata.json())
+    ctx["response"] = client.post(f"{url}/v2/models/{name}/infer", json=request)
+    evidence.record(
+        "oip",
+        {"model": model, "metadata": metadata.json(), "status": ctx["response"].status_code, "id": request["id"]},
+    )
+
+
+@then(parsers.parse('the inference answer names the model "{name}" with the version and digest its /metrics shows'))
+def oip_names_model(client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, name: str) -> None:
+    body: dict[str, Any] = ctx["response"].json()
+    info = model_info(client, ctx["model_url"])
+    named = {"model_name": body["model_name"], "model_version": body["model_version"], **body.get("parameters", {})}
+    evidence.record("oip_identity", {"response": named, "metrics": info})
+    assert body["model_name"] == info["name"] == name, (named, info)
+    assert body["model_version"] == info["version"], (named, info)
+    assert body["parameters"]["model_digest"] == info["digest"], (named, info)
+    assert ctx["metadata"]["versions"] == [info["version"]], ctx["metadata"]
+
+
+@then("the inference answer carries every output its metadata lists, and no other")
+def oip_outputs(ctx: dict, evidence: ScenarioEvidence) -> None:
+    body = ctx["response"].json()
+    declared = {o["name"]: o["datatype"] for o in ctx["metadata"]["outputs"]}
+    answered = {o["name"]: o["datatype"] for o in body["outputs"]}
+    evidence.record("oip_outputs", {"declared": declared, "answered": answered})
+    assert answered == declared
+    for output in body["outputs"]:
+        size = 1
+        for d in output["shape"]:
+            size *= d
+        assert len(output["data"]) == size, output
