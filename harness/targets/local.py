@@ -184,7 +184,8 @@ class LocalTarget(Target):
         """Leave the processes running: record them where ``harness local down`` finds them (once)."""
         if self.kept_message:
             return
-        addresses = {e.process.name: e.url for e in (self.service, self.prom, *self._workers.values()) if e}
+        endpoints = (self.service, self.layout, *self._replicas.values(), self.prom, *self._workers.values())
+        addresses = {e.process.name: e.url for e in endpoints if e}
         if self.redis is not None:
             addresses[self.redis.process.name] = f"redis://{self._addr(self.redis)}"
         if self.gateway is not None:

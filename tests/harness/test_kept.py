@@ -76,8 +76,10 @@ def test_local_up_then_down_with_real_processes(state: Path, tmp_path: Path) -> 
     )  # fmt: skip
     assert up.returncode == 0, up.stdout + up.stderr
     try:
-        pids = {name: int(pid) for name, pid in re.findall(r"^  (\S+) +\S+ +pid (\d+)$", up.stdout, re.M)}
-        assert set(pids) == {"redis", "service", "gateway", "worker-1", "worker-2", "prometheus"}, up.stdout
+        listed = re.findall(r"^  (\S+) +(\S+) +pid (\d+)$", up.stdout, re.M)
+        pids = {name: int(pid) for name, _, pid in listed}
+        assert {"redis", "service", "gateway", "worker-1", "worker-2", "prometheus"} <= set(pids), up.stdout
+        assert all(address != "-" for _, address, _ in listed), up.stdout  # every process says where it listens
         service = re.search(r"^  service +(http://127\.0\.0\.1:\d+) ", up.stdout, re.M)
         assert service and httpx.get(f"{service[1]}/healthz", timeout=5).status_code == 200
         work = Path(re.search(r"removes (\S+)\)", up.stdout)[1])  # type: ignore[index]
