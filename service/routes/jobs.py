@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from service.deps import get_job_store, get_jobs_gate, get_state
-from service.errors import BadRequest, JobNotFound, queue_unavailable, request_id_of
+from service.errors import BadRequest, JobNotFound, ServiceError, queue_unavailable, request_id_of
 from service.images import load_rgb
 from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
 from service.limits import InferenceGate
@@ -30,6 +30,12 @@ from service.uploads import OPENAPI_UPLOAD, admitted_image
 router = APIRouter(tags=["jobs"])
 log = logging.getLogger("service.routes.jobs")
 T = TypeVar("T")
+
+
+class JobsNotServed(ServiceError):
+    """The job workers run the OCR model only: a service serving another model (OCR_MODEL) queues no job."""
+
+    status, code, reason = 404, "jobs_not_served", None
 
 
 def _unavailable(request: Request, exc: redis.RedisError) -> Exception:
@@ -58,7 +64,7 @@ async def call_store(request: Request, fn: Callable[..., T], *args: object, **kw
     status_code=202,
     responses={
         200: {"model": JobAccepted, "description": "The job this Idempotency-Key already created"},
-        **error_responses(400, 408, 413, 415, 422, 503, 504),
+        **error_responses(400, 404, 408, 413, 415, 422, 503, 504),
     },
     openapi_extra=OPENAPI_UPLOAD,
 )
@@ -70,7 +76,10 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(description="The same key returns the same job")] = None,
 ) -> JSONResponse:
     """Queue an OCR job (multipart field ``file``); the image is validated now, and read later by a worker.
-    The same Idempotency-Key with the same image returns the first job (200); with another image, 422."""
+    The same Idempotency-Key with the same image returns the first job (200); with another image, 422.
+    A service serving another model than OCR answers 404 ``jobs_not_served``: the workers run OCR only."""
+    if state.settings.model != "ocr":
+        raise JobsNotServed(f"jobs are served for the OCR model only; this service serves {state.settings.model!r}")
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise BadRequest("Idempotency-Key must be 1 to 128 printable ASCII characters")
     settings = state.settings

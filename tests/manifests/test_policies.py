@@ -171,6 +171,16 @@ RATELIMIT_CONFIG = (
 )
 
 CASES = [
+    # governance: a second InferenceService gets what the first gets (more breaks in test_governance.py)
+    Case(
+        "second-model-unfenced",
+        "full",
+        "isvc-governance",
+        lambda o: drop(o, "AuthorizationPolicy", "layout-predictor-allow-ingressgateway"),
+        "InferenceService/ocr-dev/layout",
+        "no ALLOW AuthorizationPolicy admits",
+        "metadata",
+    ),
     # workloads
     Case(
         "no memory limit",

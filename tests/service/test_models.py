@@ -268,3 +268,10 @@ def test_infer_same_limits_as_predict(tight_layout: Endpoint) -> None:
             assert int(response.headers["retry-after"]) >= 1
         else:
             oip_error(response, 504)  # 0.2 s is less than one layout inference on a full page
+
+
+def test_jobs_are_refused_by_a_service_serving_another_model(layout_service: Endpoint) -> None:
+    """The job workers run OCR only: a layout service queues no job (404 ``jobs_not_served``)."""
+    response = httpx.post(f"{layout_service.url}/jobs", files={"file": ("page.png", LAYOUT_PAGE)}, timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "jobs_not_served"

@@ -14,6 +14,7 @@ profiles they apply to; :func:`check` runs every rule that applies. The rules, b
 - ``redis``: redis-auth, redis-auth-shared, redis-network-policy, redis-memory
 - ``tenant``: tenant-from-authorizer
 - ``rollout``: rollout-readiness, rollout-prestop, rollout-grace-period, rollout-max-unavailable
+- ``governance``: isvc-governance
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from harness.manifests.policies import (  # noqa: F401
     apikeys,
     autoscaling,
+    governance,
     mesh,
     namespaces,
     ratelimit,

@@ -205,6 +205,17 @@ def _url_password_variable(container: Container) -> tuple[str, str]:
     return variable.group(1), ""
 
 
+def job_clients(objects: Sequence[Obj]) -> list[Obj]:
+    """The InferenceServices that queue jobs: those serving the OCR model (``OCR_MODEL`` unset or ``ocr``), the
+    one model the workers run; another model's service answers ``POST /jobs`` 404 and needs no Redis."""
+    out = []
+    for isvc in find(objects, "InferenceService"):
+        main = next((c for c in containers(isvc) if not c.init), None)
+        if main is None or main.env("OCR_MODEL") in (None, "ocr"):
+            out.append(isvc)
+    return out
+
+
 @rule("redis-auth-shared", when=lambda p: p.jobs)
 def redis_auth_shared(ctx: Context) -> Iterator[Finding]:
     """The predictor and the workers build OCR_REDIS_URL from a variable set earlier from the Secret key the
@@ -215,7 +226,7 @@ def redis_auth_shared(ctx: Context) -> Iterator[Finding]:
     if secret is None:
         return  # redis-auth says why
     clients: list[tuple[Obj, Container]] = [(d, c) for d, running in worker_deployments(ctx.objects) for c in running]
-    for isvc in find(ctx.objects, "InferenceService"):
+    for isvc in job_clients(ctx.objects):
         main = [c for c in containers(isvc) if not c.init]
         if main:
             clients.append((isvc, main[0]))
@@ -318,7 +329,7 @@ def _clients(ctx: Context) -> list[Client]:
         Client(
             "the predictor", str(dig(isvc, "metadata", "namespace")), {ISVC_LABEL: str(dig(isvc, "metadata", "name"))}
         )
-        for isvc in find(ctx.objects, "InferenceService")
+        for isvc in job_clients(ctx.objects)
     ]
     out += [
         Client(
@@ -495,7 +506,7 @@ def redis_memory(ctx: Context) -> Iterator[Finding]:
             f" Lua and the allocator: at least {_mib(needed)}",
             limit_path,
         )
-    for isvc in find(ctx.objects, "InferenceService"):
+    for isvc in job_clients(ctx.objects):
         main = next((c for c in containers(isvc) if not c.init), None)
         if main is None:
             continue
