@@ -72,6 +72,9 @@ PROFILES: dict[str, Profile] = {
     )
 }
 NESTED = ("milestone1", "milestone2", "milestone3", "full")
+# Capabilities only the local target provides so far: no cluster profile is chosen for them, and their
+# scenarios are skipped on a cluster with a reason ("models": each model's own service URL, Target.model_url).
+LOCAL_ONLY = frozenset({"models"})
 
 
 def profile(name: str) -> Profile:
@@ -88,7 +91,7 @@ def profile_for(milestones: Iterable[str], capabilities: Iterable[str]) -> Profi
     selects nothing else that needs a Kubernetes profile; otherwise the largest nested profile needed wins
     and the Knative scenarios are skipped with a reason (see :func:`skip_reason`).
     """
-    caps = set(capabilities)
+    caps = set(capabilities) - LOCAL_ONLY
     named = [m for m in milestones if m in PROFILES]
     alone = PROFILES["scale-to-zero"]
     if ("knative" in caps or "scale-to-zero" in named) and caps <= alone.capabilities and set(named) <= alone.serves:
@@ -103,6 +106,8 @@ def profile_for(milestones: Iterable[str], capabilities: Iterable[str]) -> Profi
 def skip_reason(deployed: Profile, milestones: Iterable[str], capabilities: Iterable[str]) -> str | None:
     """Why a scenario cannot run on the deployed profile, or None when it can."""
     missing = sorted(set(capabilities) - deployed.capabilities)
+    if missing and set(missing) <= LOCAL_ONLY:
+        return f"needs {', '.join(missing)}, which only the local target provides so far (--target local)"
     if missing:
         return (
             f"needs {', '.join(missing)}; the {deployed.name} profile deployed for this run does not provide "

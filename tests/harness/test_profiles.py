@@ -85,3 +85,11 @@ def test_a_minikube_context_is_known_by_its_kubeconfig_extension() -> None:
     assert context_provider(kubeconfig, "minikube") == "minikube.sigs.k8s.io"
     assert context_provider(kubeconfig, "kind-ocr") is None
     assert context_provider(kubeconfig, "absent") is None
+
+
+def test_local_only_capabilities_choose_no_cluster_profile_and_say_why_they_skip() -> None:
+    """models.feature needs each model's own service, which only the local target gives so far."""
+    assert profile_for({"milestone1"}, {"models", "prometheus"}).name == "milestone1"
+    reason = skip_reason(profile("full"), {"milestone1"}, {"models"})
+    assert reason is not None and "only the local target" in reason
+    assert "models" in LocalTarget.capabilities
