@@ -6,6 +6,8 @@ PROFILE ?= full
 KUBE_CONTEXT ?=
 USERS ?= 8
 SECONDS ?= 60
+# make bench RECORD=1 writes the committed results (bench/results) instead of artifacts/bench.
+RECORD ?=
 CONTEXT_ARG = $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 
 .PHONY: help venv run worker test unit local lint format manifests image bench clean \
@@ -44,8 +46,10 @@ manifests: ## render and validate every overlay
 image: ## build the image and prove it serves
 	$(PY) -m tox -e image
 
-bench: ## benchmarks; results go to bench/results and the README
-	$(PY) bench/service_bench.py
+bench: ## benchmarks (throughput grid and KServe peer, then the service); results in artifacts/bench, RECORD=1: bench/results
+	test -x .venv-peer/bin/python || (python3 -m venv .venv-peer && .venv-peer/bin/pip install -q -r bench/peer_requirements.txt)
+	$(PY) bench/throughput_bench.py $(if $(RECORD),--record)
+	$(PY) bench/service_bench.py $(if $(RECORD),--record)
 
 cluster-up: ## the platform and the OCR service for PROFILE (default full) on kind, or on KUBE_CONTEXT
 	$(PY) -m harness up --profile $(PROFILE) $(CONTEXT_ARG)

@@ -1,4 +1,8 @@
-"""Shared pieces of the benchmarks: percentiles, RSS, result files."""
+"""Shared pieces of the benchmarks: percentiles, RSS, result files.
+
+A run's results go to ``artifacts/bench/`` (git-ignored); the committed figures in ``bench/results/`` (which
+the README quotes) change only when a benchmark is run with ``--record``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,12 @@ import statistics
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results"  # recorded runs, committed
+LOCAL_RESULTS = Path(__file__).resolve().parents[1] / "artifacts" / "bench"  # every other run, ignored
+
+
+def results_dir(record: bool) -> Path:
+    return RESULTS if record else LOCAL_RESULTS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,13 +48,15 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def write_result(name: str, result: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, result: dict, *, record: bool = False) -> Path:
+    """Write ``<name>.json`` to bench/results when ``record``, else to artifacts/bench."""
+    folder = results_dir(record)
+    folder.mkdir(parents=True, exist_ok=True)
     result = {
         "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version()},
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         **result,
     }
-    path = RESULTS / f"{name}.json"
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path

@@ -604,6 +604,7 @@ def ungated_demo(candidate: Candidate, root: Path, upstream_port: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="write to bench/results (committed), not artifacts/bench")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of scenarios a, b, d")
     parser.add_argument("--candidates", default="", help="comma-separated names (default: all)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write the result file")
@@ -655,7 +656,7 @@ def main() -> int:
         "pitfall_no_key_check": pitfalls,
     }
     if not args.no_write:
-        path = write_result("gateway_limiter", result)
+        path = write_result("gateway_limiter", result, record=args.record)
         print(f"wrote {path}")
     return 0
 

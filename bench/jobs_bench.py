@@ -102,6 +102,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--pickups", type=int, default=20)
+    parser.add_argument("--record", action="store_true", help="write to bench/results (committed), not artifacts/bench")
     args = parser.parse_args()
     images = [samples.words_image(seed=7000 + i) for i in range(args.jobs)]
     root = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
@@ -122,7 +123,7 @@ def main() -> int:
         },
         "pickup_idle_worker": pickup,
     }
-    path = write_result("jobs", result)
+    path = write_result("jobs", result, record=args.record)
     print(f"wrote {path}")
     print(result)
     return 0

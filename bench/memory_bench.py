@@ -4,8 +4,8 @@ Starts ``python -m service`` (and a ``redis-server`` for /jobs) on loopback with
 predictor runs with, then, for each scenario, resets the process's high-water mark
 (``/proc/<pid>/clear_refs``) and reads its peak resident set size (``VmHWM``) once the scenario is done:
 
-  * one request at a time: each worst legal image (pages just under the pixel limit in PNG, JPEG and
-    TIFF, gray and RGBA; a tiny PNG declaring 6000x6000);
+  * one request at a time: each worst legal image (pages just under the service's pixel limit, as its
+    settings resolve it, in PNG, JPEG and TIFF, gray and RGBA; a tiny PNG declaring 6000x6000);
   * 60 concurrent uploads of a legal 10 MB page (just under the upload limit) on /predict, and on /jobs;
   * 20 concurrent pages just under the pixel limit on /predict, and on /jobs;
   * both at once: 30 near-limit pages and 30 10 MB pages split over /predict and /jobs.
@@ -15,13 +15,17 @@ from ``manifests/base/inferenceservice.yaml``. ``--source DIR`` runs the service
 (e.g. a ``git worktree`` of an older commit) to measure it the same way; ``--label`` names the run in
 ``bench/results/memory.json`` (runs with other labels are kept).
 
-Run: ``python bench/memory_bench.py [--label after] [--source DIR]`` (about 3 minutes on 2 cores).
+``--env OCR_NAME=VALUE`` sets the service's settings (else its defaults, as resolved from this machine's CPUs).
+
+Run: ``python bench/memory_bench.py [--label after] [--source DIR] [--env ...] [--record]`` (about 3 minutes
+on 2 cores); results go to artifacts/bench/memory.json, or bench/results/memory.json with ``--record``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,7 +44,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, write_result  # noqa: E402
+from bench.common import results_dir, write_result  # noqa: E402
 from harness.components import redis_url, start_redis  # noqa: E402
 from harness.ports import LOOPBACK, free_port  # noqa: E402
 from harness.processes import ManagedProcess  # noqa: E402
@@ -74,6 +78,21 @@ def page_near_upload_limit(target: int = UPLOAD_LIMIT - 256 * 1024) -> bytes:
     return data
 
 
+def worst_legal(max_pixels: int) -> tuple[dict[str, bytes], str]:
+    """The worst legal images at the service's pixel limit (pages just under it in PNG, JPEG and TIFF, gray
+    and RGBA; a tiny PNG declaring 6000x6000), and the name of the RGBA PNG page."""
+    side = math.isqrt(int(max_pixels * 0.99)) // 10 * 10
+    tiny = "png declaring 6000x6000 (tiny file)"
+    images = {
+        f"png {side}x{side} gray page": corpus.near_limit_png(side, "L"),
+        f"png {side}x{side} rgba page": corpus.near_limit_png(side, "RGBA"),
+        f"jpeg {side}x{side} page": corpus.near_limit_jpeg(side),
+        f"tiff {side}x{side} rgba page": corpus.near_limit_tiff(side),
+        tiny: corpus.worst_legal()[tiny](),
+    }
+    return images, f"png {side}x{side} rgba page"
+
+
 def memory_status(pid: int) -> dict[str, float]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -86,6 +105,23 @@ def memory_status(pid: int) -> dict[str, float]:
 def reset_peak(pid: int) -> None:
     """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+_RESOLVE = """
+import json
+from service.settings import load_settings
+s = load_settings()
+print(json.dumps({k: getattr(s, k) for k in ("max_concurrency", "intra_op_threads", "max_pixels", "memory_limit_mb")}))
+"""
+
+
+def resolved_settings(source: Path, env: dict[str, str]) -> dict[str, object]:
+    """The settings the service resolves with ``env`` on this machine (its concurrency from the CPUs)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OCR_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _RESOLVE], env={**base, **env}, cwd=source, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 class Service:
@@ -158,17 +194,19 @@ def scenario(
     }
 
 
-def run(label: str, source: Path) -> dict[str, object]:
+def run(label: str, source: Path, extra_env: dict[str, str] | None = None) -> dict[str, object]:
     limit_mib = pod_memory_limit_mib()
     print(f"pod memory limit (manifest): {limit_mib:.0f} MiB", flush=True)
-    worst = {name: make() for name, make in corpus.worst_legal().items()}
-    big = page_near_upload_limit()
-    near = worst["png 6300x6300 rgba page"]
-    print(f"10 MB page: {len(big)} bytes; near-limit page: {len(near)} bytes", flush=True)
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
         work = Path(tmp)
         redis_ep = start_redis(work, work / "redis")
-        env = {"OCR_REDIS_URL": redis_url(redis_ep), "OCR_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
+        env = {"OCR_REDIS_URL": redis_url(redis_ep), "OCR_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), **(extra_env or {})}
+        settings = resolved_settings(source, env)
+        print(f"service settings: {json.dumps(settings)}", flush=True)
+        worst, near_name = worst_legal(int(settings["max_pixels"]))  # type: ignore[call-overload]
+        big = page_near_upload_limit()
+        near = worst[near_name]
+        print(f"10 MB page: {len(big)} bytes; near-limit page ({near_name}): {len(near)} bytes", flush=True)
         service = Service(work, source, env)
         queue = redis.Redis(host=redis_ep.host, port=redis_ep.port)
         results: dict[str, object] = {}
@@ -203,6 +241,7 @@ def run(label: str, source: Path) -> dict[str, object]:
         "source": str(source),
         "commit": _commit(source),
         "pod_limit_mib": limit_mib,
+        "settings": settings,
         "idle_rss_mb": round(idle["VmRSS"], 1),
         "peak_rss_mb": peak,
         "peak_vs_limit": round(peak / limit_mib, 3),
@@ -221,12 +260,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="after", help="name of this run in the results file")
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose service is measured")
+    parser.add_argument("--record", action="store_true", help="write to bench/results (committed), not artifacts/bench")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="OCR_NAME=VALUE", help="a setting for the service (repeatable)"
+    )
     args = parser.parse_args()
-    run_result = run(args.label, args.source.resolve())
-    path = RESULTS / "memory.json"
+    extra = dict(item.split("=", 1) for item in args.env)
+    run_result = run(args.label, args.source.resolve(), extra)
+    path = results_dir(args.record) / "memory.json"
     runs = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
     runs[args.label] = run_result
-    written = write_result("memory", {"runs": runs})
+    written = write_result("memory", {"runs": runs}, record=args.record)
     print(f"peak RSS {run_result['peak_rss_mb']} MiB vs pod limit {run_result['pod_limit_mib']:.0f} MiB -> {written}")
     return 0 if run_result["under_limit"] else 1
 

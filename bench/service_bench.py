@@ -8,8 +8,9 @@ Measures, on seeded document-like images with known text:
   * cold start (process start to /readyz 200) and the service's peak RSS;
   * the detector's resize settings ("min" 736 vs "max" 960): speed and CER on small images and pages.
 
-Run: ``python bench/service_bench.py [--pages 12] [--small 30]``; writes bench/results/service.json and
-prints a Markdown table for the README.
+Run: ``python bench/service_bench.py [--pages 12] [--small 30] [--record]``; writes
+artifacts/bench/service.json (bench/results/service.json with ``--record``) and prints a Markdown table for
+the README. The service runs at its defaults, resolved from this machine's CPUs.
 """
 
 from __future__ import annotations
@@ -184,15 +185,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=12)
     parser.add_argument("--small", type=int, default=30)
+    parser.add_argument("--record", action="store_true", help="write to bench/results (committed), not artifacts/bench")
     args = parser.parse_args()
     pages, small = corpus(args.pages, args.small)
 
+    def progress(what: str) -> None:
+        print(f"[{time.perf_counter() - started:5.0f}s] {what}", flush=True)
+
+    started = time.perf_counter()
     model = OcrModel.load()
     model.warm_up()
+    progress("raw model")
     raw_before = raw_model(model, pages, small)
     raw_decode = raw_with_decode(model, pages)
+    progress("service over HTTP at 1, 2 and 4 clients")
     service = service_runs(pages, small, Path(mkdtemp(prefix="bench-")))
     # The raw model again after the service runs: the machine's drift shows as the gap between the two.
+    progress("raw model again")
     raw_after = raw_model(model, pages, small)
     del model
     raw = {
@@ -205,8 +214,11 @@ def main() -> int:
         },
         "small_p50_ms_runs": [raw_before["small"]["p50_ms"], raw_after["small"]["p50_ms"]],
     }
+    progress("detector settings")
     detector = detector_settings(pages[:4], small[:6])
+    progress("recogniser batch sizes")
     rec_batch = rec_batch_sizes(min(len(pages), 8))
+    progress("angle classifier")
     cls = angle_classifier(pages)
 
     ratios = {
@@ -233,7 +245,7 @@ def main() -> int:
         "recogniser_batch": rec_batch,
         "angle_classifier": cls,
     }
-    path = write_result("service", result)
+    path = write_result("service", result, record=args.record)
     print(f"wrote {path}")
     print("| measure | raw model | service c1 | service c2 | service c4 |")
     print("|---|---|---|---|---|")

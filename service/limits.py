@@ -9,6 +9,14 @@ A request whose deadline passes answers 504, but its place stays taken until the
 onnxruntime and the decoders cannot be interrupted, and pretending otherwise would let the machine
 oversubscribe. /predict and /jobs each have a gate.
 
+**Defaults by measurement.** :func:`default_concurrency` and :func:`default_threads` are what
+``OCR_MAX_CONCURRENCY=0`` and ``OCR_INTRA_OP_THREADS=0`` (the defaults) resolve to, from the CPUs the process
+may use (``service.cgroup.available_cpus``). Measured (README, Benchmarks: ``bench/throughput_bench.py``):
+one inference scales poorly over intra-op threads, so at 2 CPUs two inferences of one thread each read about
+1.5x the pages of one inference of two threads, and a small image alone is no slower; at 1 CPU a second
+inference adds nothing but memory and latency. Beyond 2 CPUs nothing was measured, so the rule goes no
+further than 2 inferences at once and gives the other CPUs to their threads.
+
 **Memory.** :class:`MemoryBudget` splits the container's memory limit into what the process needs
 whatever it is sent (interpreter, model, one inference's working set per model slot), what admitted
 uploads hold, and what is left for decoding: at most two decodes per model slot at once (one /predict,
@@ -30,6 +38,17 @@ from service.errors import InferenceTimeout, Overloaded, ShuttingDown
 
 T = TypeVar("T")
 MIB = 1024 * 1024
+MAX_DEFAULT_CONCURRENCY = 2  # the most inferences at once that a measurement supports as a default
+
+
+def default_concurrency(cpus: int) -> int:
+    """Inferences at once for ``cpus`` CPUs, before the memory budget has its say: one a CPU, up to 2."""
+    return max(1, min(cpus, MAX_DEFAULT_CONCURRENCY))
+
+
+def default_threads(cpus: int, concurrency: int) -> int:
+    """onnxruntime intra-op threads per inference: the CPUs shared among the inferences, at least 1."""
+    return max(1, cpus // max(concurrency, 1))
 
 
 class Ticket:

@@ -8,11 +8,13 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.cgroup import available_cpus
 from service.images import REFERENCE_BYTES_PER_PIXEL
-from service.limits import MemoryBudget
+from service.limits import MemoryBudget, default_concurrency, default_threads
 
 ENV_PREFIX = "OCR_"
-MIN_PIXELS = 4_000_000  # a page at 300 dpi is 8.7 M: a budget below this serves nothing useful
+MIN_PIXELS = 4_000_000  # a budget below this serves nothing useful
+PAGE_300_DPI_PIXELS = 8_700_000  # an A4 page at 300 dpi: the default concurrency keeps at least this
 DEFAULT_MAX_PIXELS = 40_000_000  # the documented limit, when the memory budget allows it
 
 
@@ -42,7 +44,9 @@ class ServiceSettings(BaseSettings):
     det_limit_side_len: int = Field(960, ge=32, le=4096)
     angle_cls: bool = Field(False, description="run the angle classifier on each line (for upside-down text)")
     rec_batch_size: int = Field(1, ge=1, le=64, description="text lines recognised per onnxruntime call")
-    intra_op_threads: int = Field(0, ge=0, le=256, description="0: from the container's CPU limit")
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="0: the CPUs the process may use, shared among OCR_MAX_CONCURRENCY"
+    )
 
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     memory_limit_mb: int = Field(1024, ge=128, description="the memory the API may use: its container's limit")
@@ -53,7 +57,13 @@ class ServiceSettings(BaseSettings):
     upload_timeout_s: float = Field(60.0, gt=0, description="the whole request body must arrive within this")
     upload_idle_timeout_s: float = Field(10.0, gt=0, description="longest wait for the next bytes of a body")
     header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this")
-    max_concurrency: int = Field(1, ge=1, le=64)
+    max_concurrency: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="inferences at once; 0: one per CPU the process may use, at most 2, fewer if the memory"
+        " budget would then not take a 300-dpi page (README, Benchmarks)",
+    )
     max_queue: int = Field(8, ge=0, le=10_000)
     shutdown_drain_s: float = Field(2.0, ge=0, le=300)
 
@@ -77,9 +87,29 @@ class ServiceSettings(BaseSettings):
         return value
 
     def memory_budget(self) -> MemoryBudget:
+        return self._budget(self.max_concurrency)
+
+    @model_validator(mode="after")
+    def _resolve_concurrency(self) -> ServiceSettings:
+        """``OCR_MAX_CONCURRENCY=0`` and ``OCR_INTRA_OP_THREADS=0`` resolved once, here, from the CPUs (frozen
+        model: the derived values are written as if they had been given)."""
+        cpus = available_cpus()
+        if self.max_concurrency == 0:
+            # Fewer inferences when the memory limit would then not decode the pixel limit asked for (a
+            # 300-dpi page when none is): the budget validator below would refuse to start.
+            need = self.max_pixels or PAGE_300_DPI_PIXELS
+            concurrency = default_concurrency(cpus)
+            while concurrency > 1 and self._budget(concurrency).max_pixels(REFERENCE_BYTES_PER_PIXEL) < need:
+                concurrency -= 1
+            object.__setattr__(self, "max_concurrency", concurrency)
+        if self.intra_op_threads == 0:
+            object.__setattr__(self, "intra_op_threads", default_threads(cpus, self.max_concurrency))
+        return self
+
+    def _budget(self, concurrency: int) -> MemoryBudget:
         return MemoryBudget(
             limit_mib=self.memory_limit_mb,
-            concurrency=self.max_concurrency,
+            concurrency=concurrency,
             queue=self.max_queue,
             max_upload_bytes=self.max_upload_bytes,
         )

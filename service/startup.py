@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import logs
+from service.cgroup import available_cpus
+from service.limits import default_threads
 from service.model import OcrModel
 from service.settings import ServiceSettings, SettingsError, load_settings
 
@@ -86,11 +88,15 @@ class LoadedModel:
 def load_model(settings: ServiceSettings, *, concurrency: int | None = None) -> LoadedModel:
     """Load the model as the settings describe it and warm it up (blocking: seconds).
 
-    ``concurrency`` is how many inferences the process runs at once (the API: ``OCR_MAX_CONCURRENCY``; a
-    worker: 1), which sets the onnxruntime threads per inference when ``OCR_INTRA_OP_THREADS`` is 0.
+    ``concurrency`` is how many inferences the process runs at once (the API: ``OCR_MAX_CONCURRENCY``, as
+    the settings resolved it; a worker: 1), which sets the onnxruntime threads per inference unless
+    ``OCR_INTRA_OP_THREADS`` was given (``service.limits.default_threads``).
     """
-    if concurrency is not None:
-        settings = settings.model_copy(update={"max_concurrency": concurrency})
+    if concurrency is not None and concurrency != settings.max_concurrency:
+        update: dict[str, object] = {"max_concurrency": concurrency}
+        if "intra_op_threads" not in settings.model_fields_set:
+            update["intra_op_threads"] = default_threads(available_cpus(), concurrency)
+        settings = settings.model_copy(update=update)
     start = time.perf_counter()
     model = OcrModel.from_settings(settings)
     loaded = time.perf_counter()

@@ -38,10 +38,10 @@ def redis_ep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory, redis_ep: Endpoint) -> Iterator[Endpoint]:
-    """The service at its default settings, with a job queue."""
-    endpoint = start_service(
-        tmp_path_factory.mktemp("hostile"), name="service-hostile", env={"OCR_REDIS_URL": redis_url(redis_ep)}
-    )
+    """The service at the predictor's settings (its 1-CPU limit: one inference at once, the 40 M pixel limit,
+    whatever this machine's CPUs), with a job queue."""
+    env = {"OCR_REDIS_URL": redis_url(redis_ep), "OCR_MAX_CONCURRENCY": "1"}
+    endpoint = start_service(tmp_path_factory.mktemp("hostile"), name="service-hostile", env=env)
     yield endpoint
     endpoint.process.stop()
 

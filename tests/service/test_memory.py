@@ -26,7 +26,9 @@ LIMIT_MIB = pod_memory_limit_mib()
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     root = tmp_path_factory.mktemp("memory")
     redis_ep = start_redis(root, root / "redis")
-    endpoint = start_service(root, name="service-memory", env={"OCR_REDIS_URL": redis_url(redis_ep)})
+    # The predictor's settings at its 1-CPU limit: one inference at once, whatever this machine's CPUs.
+    env = {"OCR_REDIS_URL": redis_url(redis_ep), "OCR_MAX_CONCURRENCY": "1"}
+    endpoint = start_service(root, name="service-memory", env=env)
     yield endpoint
     endpoint.process.stop()
     redis_ep.process.stop()
