@@ -12,10 +12,10 @@ oversubscribe. /predict and /jobs each have a gate.
 **Defaults by measurement.** :func:`default_concurrency` and :func:`default_threads` are what
 ``OCR_MAX_CONCURRENCY=0`` and ``OCR_INTRA_OP_THREADS=0`` (the defaults) resolve to, from the CPUs the process
 may use (``service.cgroup.available_cpus``). Measured (README, Benchmarks: ``bench/throughput_bench.py``):
-one inference scales poorly over intra-op threads, so at 2 CPUs two inferences of one thread each read about
-1.5x the pages of one inference of two threads, and a small image alone is no slower; at 1 CPU a second
-inference adds nothing but memory and latency. Beyond 2 CPUs nothing was measured, so the rule goes no
-further than 2 inferences at once and gives the other CPUs to their threads.
+one inference scales poorly over intra-op threads, so at 2 CPUs two inferences of one thread each read more
+pages than one inference of two threads (the raw model 1.4x, the service 1.2x in one run) and a small image
+alone is no slower; at 1 CPU a second inference adds memory and latency, not pages. Beyond 2 CPUs nothing
+was measured, so the rule goes no further than 2 inferences at once and gives the other CPUs to their threads.
 
 **Memory.** :class:`MemoryBudget` splits the container's memory limit into what the process needs
 whatever it is sent (interpreter, model, one inference's working set per model slot), what admitted
