@@ -45,6 +45,8 @@ SOURCE_SIZE = "ocr_source_size"
 DECODE_BYTES_PER_PIXEL = {"PNG": 5.5, "TIFF": 5.5, "BMP": 9.0, "JPEG": 3.1, "MPO": 3.1, "WEBP": 16.0}
 REFERENCE_BYTES_PER_PIXEL = DECODE_BYTES_PER_PIXEL["PNG"]
 
+# Deflate's densest code spends 2 bits on a 258-byte match: no zlib stream inflates more than 1032-fold.
+DEFLATE_MAX_RATIO = 1032
 MAX_PNG_CHUNKS = 65_536  # a 10 MB PNG in 8 KB IDAT chunks has 1,300
 MAX_PNG_ANCILLARY_CHUNKS = 4_096  # text, colour and timing chunks; real files carry a few dozen
 BAND_PIXELS = 1 << 21  # pixels of the full-size image converted at once while reducing (a band of rows)
@@ -102,6 +104,7 @@ class PngLayout:
     """What the chunk walk learnt of a PNG: where its pixel data lies and how long it must inflate to."""
 
     idat: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of each IDAT chunk
+    stored: int = 0  # bytes of pixel data the file really holds (a truncated chunk counts what is there)
     expected: int = 0  # bytes the IDAT stream inflates to for the declared size
 
 
@@ -157,6 +160,12 @@ def inspect_image(data: bytes | BinaryIO, *, max_pixels: int) -> Inspected:
         raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {limit}{why}")
     if image.format in ("JPEG", "MPO"):
         _check_jpeg_size(source, width, height)
+    if png is not None and png.stored * DEFLATE_MAX_RATIO < png.expected:
+        # Refused before the decoder allocates the declared size, which no byte of the file would fill.
+        raise InvalidImage(
+            f"the PNG's pixel data ends early: {png.stored} compressed bytes cannot hold the {png.expected} bytes"
+            f" its size needs (deflate inflates at most {DEFLATE_MAX_RATIO}-fold)"
+        )
     return Inspected(image=image, source=source, size=(width, height), format=str(image.format), png=png)
 
 
@@ -289,6 +298,7 @@ def _png_layout(source: BinaryIO) -> PngLayout:
     """Walk the chunks (headers only): refuse a flood of them, and note where the pixel data lies. A
     broken structure is left for the parser to report."""
     layout = PngLayout()
+    size = source.seek(0, 2)
     source.seek(8)
     ihdr = source.read(25)
     if len(ihdr) == 25 and ihdr[4:8] == b"IHDR":
@@ -303,6 +313,7 @@ def _png_layout(source: BinaryIO) -> PngLayout:
         chunks += 1
         if kind == b"IDAT":
             layout.idat.append((source.tell(), length))
+            layout.stored += max(0, min(length, size - source.tell()))
         elif kind not in (b"IHDR", b"PLTE", b"IEND", b"fdAT"):
             ancillary += 1
         if chunks > MAX_PNG_CHUNKS or ancillary > MAX_PNG_ANCILLARY_CHUNKS:

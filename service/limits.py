@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from service import allocator
 from service.errors import InferenceTimeout, Overloaded, ShuttingDown
 
 T = TypeVar("T")
@@ -143,7 +144,7 @@ class InferenceGate:
         started = loop.time()
         ticket._thread_started()
         try:
-            future = loop.run_in_executor(self._executor, fn)
+            future = loop.run_in_executor(self._executor, allocator.trimmed(fn))
         except BaseException:
             self._slots.release()
             ticket._thread_done()

@@ -8,15 +8,13 @@ file raises ``ModelLoadError``, exit 3). :func:`check_model_files` fails fast be
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from service import logs
+from service import allocator, logs
 from service.cgroup import available_cpus
 from service.limits import default_threads
 from service.model import OcrModel
@@ -26,24 +24,6 @@ EXIT_BAD_SETTINGS = 2
 EXIT_NO_MODEL = 3
 
 log = logging.getLogger("service.startup")
-
-
-# glibc's mallopt parameters, and the values set: every allocation of 1 MiB or more is its own mapping,
-# returned to the system when freed (by default the threshold rises to 32 MiB as large blocks are freed, and
-# decoded images and inference buffers then stay in the heap: measured, 430 MiB resident after one page
-# instead of 215), and at most two heaps for all threads.
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
-MMAP_THRESHOLD_BYTES, ARENA_MAX = 1 << 20, 2
-
-
-def return_freed_memory() -> bool:
-    """Make glibc give large freed blocks back to the system (no effect, False, on other C libraries)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_ARENA_MAX, ARENA_MAX))
 
 
 def boot(prog: str, **overrides: object) -> ServiceSettings:
@@ -56,8 +36,8 @@ def boot(prog: str, **overrides: object) -> ServiceSettings:
         log.critical("%s cannot start: %s", prog, exc)
         raise SystemExit(EXIT_BAD_SETTINGS) from exc
     logs.configure(settings.log_level)
-    if not return_freed_memory():
-        log.warning("the C library is not glibc: freed memory may stay resident (see service.startup)")
+    if not allocator.configure():
+        log.warning("the C library is not glibc: freed memory may stay resident (see service.allocator)")
     return settings
 
 

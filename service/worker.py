@@ -36,6 +36,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from service import allocator
 from service.images import decode_image
 from service.jobs import Delivery, Job, JobStore, QueueCollector
 from service.metrics import LATENCY_BUCKETS
@@ -311,7 +312,7 @@ class Worker:
         if job.image is None:
             raise ValueError("the job has no image")
         image = decode_image(job.image, max_pixels=self.settings.max_pixels)
-        result = self.model.read(image)
+        result = allocator.trimmed(lambda: self.model.read(image))()
         # The exact shape of a /predict answer; latency_ms is set once the job is done.
         response = build_predict_response(
             result, self.model.info, request_id=job.request_id or job.job_id, latency_ms=0.0

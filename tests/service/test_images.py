@@ -1,5 +1,6 @@
 import gc
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,3 +136,19 @@ def test_reduced_decode_keeps_the_upright_frame_of_exif_rotated_images() -> None
     image = decode_image(corpus.encode(page, "JPEG", exif=exif.tobytes()), max_pixels=LIMIT)
     assert image.info[SOURCE_SIZE] == (4800, 2400)
     assert image.width > image.height and max(image.size) == DECODE_MAX_SIDE
+
+
+def test_png_too_short_for_its_declared_size_is_refused_before_decoding() -> None:
+    # 64 compressed bytes inflate to at most 66 KB: never the 144 MB a 6000x6000 RGBA image needs.
+    data = corpus.png_raw(6000, 6000, zlib.compress(b"\0" * 64), color_type=6)
+    with pytest.raises(InvalidImage, match="deflate inflates at most"):
+        inspect_image(data, max_pixels=LIMIT)
+
+
+def test_a_blank_page_compressed_as_far_as_deflate_goes_is_still_read() -> None:
+    # The densest legal PNG: one color, deflate at level 9, near the 1032:1 bound the refusal above uses.
+    page = Image.new("L", (4000, 3000), 255)
+    data = samples.encode(page, compress_level=9)
+    inspected = inspect_image(data, max_pixels=LIMIT)
+    assert inspected.png is not None and inspected.png.stored * 1000 > inspected.png.expected / 1.1
+    assert decode_image(data, max_pixels=LIMIT).size[0] > 0
