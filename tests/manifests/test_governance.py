@@ -1,5 +1,6 @@
 """Rule isvc-governance: a second InferenceService (components/layout) gets what the ocr predictor gets, and
-each way of leaving it out is caught. The layout component is in the full overlay."""
+each way of leaving it out is caught. Every Standard-mode overlay serves both models; scale-to-zero shows
+one predictor in Knative mode and serves OCR only."""
 
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ def test_the_full_overlay_serves_both_models_under_the_same_governance(rendered:
     assert run(objects) == []
 
 
-def test_every_overlay_without_the_layout_model_passes_too(rendered: Rendered) -> None:
+def test_every_overlay_passes_and_every_standard_mode_overlay_serves_both_models(rendered: Rendered) -> None:
     for overlay in sorted(OVERLAYS):
-        assert run(rendered(overlay), overlay) == [], overlay
+        objects = rendered(overlay)
+        assert run(objects, overlay) == [], overlay
+        served = {o["metadata"]["name"] for o in objects if o["kind"] == "InferenceService"}
+        assert served == ({"ocr"} if overlay == "scale-to-zero" else {"ocr", "layout"}), overlay
 
 
 def _unroute(objects: list[Obj]) -> None:
