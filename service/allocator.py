@@ -9,7 +9,8 @@ thread multiplies it. Two measures keep the resident size near what is in use:
 
 A 1 MiB ``M_MMAP_THRESHOLD`` (each large block its own mapping) holds memory as low but costs a fresh
 mapping, page faults and zeroing for every large buffer of every inference: 25 to 30% fewer pages a second
-on two CPUs (README, Benchmarks), where the trim after each inference costs about a millisecond.
+on two CPUs (README, Benchmarks), where the trim after each inference costs about a millisecond. It stays
+available as ``OCR_MALLOC_MMAP_THRESHOLD_KB`` (e.g. 1024) for a pod that must trade speed for memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
 ARENA_MAX = 2
 
 
@@ -38,9 +39,14 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-def configure() -> bool:
-    """Cap glibc's arenas (False, and nothing done, on another C library)."""
-    return _LIBC is not None and bool(_LIBC.mallopt(M_ARENA_MAX, ARENA_MAX))
+def configure(mmap_threshold_bytes: int = 0) -> bool:
+    """Cap glibc's arenas and, if ``mmap_threshold_bytes``, fix the size from which a block is its own mapping
+    (``OCR_MALLOC_MMAP_THRESHOLD_KB``). False, and nothing done, on another C library."""
+    if _LIBC is None:
+        return False
+    if mmap_threshold_bytes and not _LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold_bytes):
+        return False
+    return bool(_LIBC.mallopt(M_ARENA_MAX, ARENA_MAX))
 
 
 def trim() -> None:

@@ -48,6 +48,13 @@ class ServiceSettings(BaseSettings):
         0, ge=0, le=256, description="0: the CPUs the process may use, shared among OCR_MAX_CONCURRENCY"
     )
 
+    malloc_mmap_threshold_kb: int = Field(
+        0,
+        ge=0,
+        le=32 * 1024,
+        description="0: glibc's own; N: each block of N KiB or more its own mapping (less resident, fewer pages/s)",
+    )
+
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     memory_limit_mb: int = Field(1024, ge=128, description="the memory the API may use: its container's limit")
     max_pixels: int = Field(

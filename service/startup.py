@@ -36,7 +36,7 @@ def boot(prog: str, **overrides: object) -> ServiceSettings:
         log.critical("%s cannot start: %s", prog, exc)
         raise SystemExit(EXIT_BAD_SETTINGS) from exc
     logs.configure(settings.log_level)
-    if not allocator.configure():
+    if not allocator.configure(settings.malloc_mmap_threshold_kb * 1024):
         log.warning("the C library is not glibc: freed memory may stay resident (see service.allocator)")
     return settings
 

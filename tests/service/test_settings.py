@@ -1,5 +1,9 @@
+import subprocess
+import sys
+
 import pytest
 
+from service import allocator
 from service import settings as settings_module
 from service.images import REFERENCE_BYTES_PER_PIXEL
 from service.limits import default_concurrency, default_threads
@@ -173,3 +177,19 @@ def test_a_worker_runs_one_job_with_all_the_cpus_unless_told(monkeypatch: pytest
     assert _threads_loaded(monkeypatch, api, 1) == (1, 2)  # a worker: one job, both CPUs
     monkeypatch.setenv("OCR_INTRA_OP_THREADS", "1")
     assert _threads_loaded(monkeypatch, load_settings(), 1) == (1, 1)  # as told
+
+
+def test_the_mmap_threshold_is_off_by_default_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().malloc_mmap_threshold_kb == 0
+    monkeypatch.setenv("OCR_MALLOC_MMAP_THRESHOLD_KB", "1024")
+    assert load_settings().malloc_mmap_threshold_kb == 1024
+    monkeypatch.setenv("OCR_MALLOC_MMAP_THRESHOLD_KB", str(64 * 1024))
+    with pytest.raises(SettingsError, match="OCR_MALLOC_MMAP_THRESHOLD_KB"):
+        load_settings()
+
+
+@pytest.mark.skipif(allocator._LIBC is None, reason="glibc only")
+def test_the_allocator_takes_both_settings_on_glibc() -> None:
+    # In a process of its own: a fixed mmap threshold would stay for the rest of this test session.
+    code = "from service import allocator; assert allocator.configure(1 << 20); allocator.trim()"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
