@@ -1,6 +1,5 @@
 """Rule isvc-governance: a second InferenceService (components/layout) gets what the ocr predictor gets, and
-each way of leaving it out is caught. Every Standard-mode overlay serves both models; scale-to-zero shows
-one predictor in Knative mode and serves OCR only."""
+each way of leaving it out is caught. Every overlay serves both models (scale-to-zero in Knative mode)."""
 
 from __future__ import annotations
 
@@ -37,12 +36,12 @@ def test_the_full_overlay_serves_both_models_under_the_same_governance(rendered:
     assert run(objects) == []
 
 
-def test_every_overlay_passes_and_every_standard_mode_overlay_serves_both_models(rendered: Rendered) -> None:
+def test_every_overlay_passes_and_serves_both_models(rendered: Rendered) -> None:
     for overlay in sorted(OVERLAYS):
         objects = rendered(overlay)
         assert run(objects, overlay) == [], overlay
         served = {o["metadata"]["name"] for o in objects if o["kind"] == "InferenceService"}
-        assert served == ({"ocr"} if overlay == "scale-to-zero" else {"ocr", "layout"}), overlay
+        assert served == {"ocr", "layout"}, overlay
 
 
 def _unroute(objects: list[Obj]) -> None:
