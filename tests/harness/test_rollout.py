@@ -50,7 +50,7 @@ def apply_patch(doc: Obj, ops: list[Obj]) -> Obj:
 
 @pytest.fixture(scope="module")
 def isvc() -> Obj:
-    return next(o for o in render("milestone1") if o["kind"] == "InferenceService")
+    return next(o for o in render("milestone1") if o["kind"] == "InferenceService" and o["metadata"]["name"] == "ocr")
 
 
 def _version_fields(obj: Obj) -> tuple[str, str, str]:
