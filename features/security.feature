@@ -34,6 +34,13 @@ Feature: Only clients with a provisioned API key reach the OCR service
     And the service logs that request with tenant "team-a"
 
   @k8s @istio
+  Scenario: With the API-key authorizer down, the gateway refuses even a provisioned key
+    Given the API keys "team-a" and "team-b" are provisioned
+    And the API-key authorizer is down
+    When "team-a" sends a small image through the gateway
+    Then the gateway refuses the request with 403
+
+  @k8s @istio
   Scenario: A pod outside the mesh cannot reach the predictor
     When a pod outside the mesh calls the predictor directly
     Then the connection is refused before any HTTP answer

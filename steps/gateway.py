@@ -110,6 +110,11 @@ def rate_limit_down(target: Target, evidence: ScenarioEvidence) -> None:
     evidence.record("stopped", target.stop_rate_limit_service())  # restarted when the scenario ends
 
 
+@given("the API-key authorizer is down")
+def authorizer_down(target: Target, evidence: ScenarioEvidence) -> None:
+    evidence.record("stopped", target.stop_api_key_authorizer())  # restarted when the scenario ends
+
+
 @when(parsers.parse('"{name}" pauses for {seconds:d} seconds'))
 def pauses(evidence: ScenarioEvidence, name: str, seconds: int) -> None:
     evidence.record("paused_s", seconds)
@@ -127,6 +132,14 @@ def gateway_answers(ctx: dict, evidence: ScenarioEvidence, status: int) -> None:
         assert error["code"] and error["message"] and "request_id" in error, error
 
 
+@then(parsers.parse("the gateway refuses the request with {status:d}"))
+def gateway_refuses(ctx: dict, evidence: ScenarioEvidence, status: int) -> None:
+    # Only the status: a refusal the gateway makes on its own (its authorizer unreachable) has no JSON body.
+    response: httpx.Response = ctx["response"]
+    evidence.record("gateway_answer", {"status": response.status_code, "body": response.text[:300]})
+    assert response.status_code == status, (response.status_code, response.text[:300])
+
+
 @then(parsers.parse("the gateway answers {status:d} with the text read"))
 def gateway_answers_text(ctx: dict, evidence: ScenarioEvidence, status: int) -> None:
     response: httpx.Response = ctx["response"]
@@ -137,7 +150,10 @@ def gateway_answers_text(ctx: dict, evidence: ScenarioEvidence, status: int) -> 
 
 @then(parsers.parse('the service logs that request with tenant "{tenant}"'))
 def logged_tenant(target: Target, ctx: dict, evidence: ScenarioEvidence, tenant: str) -> None:
-    request_id = ctx["request_id"]
+    # The id the service answered with is the one it logged: an edge proxy may replace the one the client
+    # sent (Envoy does for requests it counts as external).
+    request_id = ctx["response"].json().get("request_id") or ctx["request_id"]
+    evidence.record("request_ids", {"sent": ctx["request_id"], "answered": request_id})
     lines = eventually(
         evidence, f"service log line for {request_id}",
         lambda: [e for e in target.log_events("service") if e.get("request_id") == request_id],

@@ -104,6 +104,10 @@ class Target(abc.ABC):
         """Take the gateway's rate-limit service away until the scenario ends; what was stopped."""
         raise TargetUnavailable(f"target {self.name} has no separate rate-limit service (its limiter is in-process)")
 
+    def stop_api_key_authorizer(self) -> str:
+        """Take the gateway's API-key authorizer away until the scenario ends; what was stopped."""
+        raise TargetUnavailable(f"target {self.name} has no separate API-key authorizer (its gateway checks keys)")
+
     def api_keys(self) -> dict[str, str]:
         """API keys provisioned for named clients (e.g. "team-a")."""
         raise TargetUnavailable(f"target {self.name} provisions no API keys")

@@ -43,6 +43,9 @@ GATEWAY = ("istio-system", "svc/istio-ingressgateway", 80)
 PROBE_NAMESPACE = "ocr-probe"
 RATELIMIT = ("ocr-ratelimit", "ratelimit")
 RATELIMIT_SELECTOR = "app.kubernetes.io/name=ratelimit"
+# The gateway's API-key authorizer (manifests/components/istio/authz.yaml).
+AUTHORIZER = (APP_NAMESPACE, "ocr-authz")
+AUTHORIZER_SELECTOR = "app.kubernetes.io/name=ocr-authz"
 READY_TIMEOUT_S = 600
 
 # Where each component runs: namespace, label selector, container.
@@ -189,16 +192,25 @@ class ClusterTarget(Target):
     def stop_rate_limit_service(self) -> str:
         if "istio" not in self.profile.addons:
             raise TargetUnavailable(f"the {self.profile.name} profile has no rate-limit service")
-        namespace, name = RATELIMIT
+        return self._stop_deployment(RATELIMIT, RATELIMIT_SELECTOR)
+
+    def stop_api_key_authorizer(self) -> str:
+        if "istio" not in self.profile.addons:
+            raise TargetUnavailable(f"the {self.profile.name} profile has no API-key authorizer")
+        return self._stop_deployment(AUTHORIZER, AUTHORIZER_SELECTOR)
+
+    def _stop_deployment(self, deployment: tuple[str, str], selector: str) -> str:
+        """Scale a Deployment to 0 until the scenario ends, and wait for its last pod to go."""
+        namespace, name = deployment
         before = facts.deployment_replicas(self.kube.deployment(namespace, name))["desired"]
         self.kube.scale_deployment(namespace, name, 0)
-        self._undo.append((f"restarting {namespace}/{name}", lambda: self._restore_rate_limit(before)))
-        wait.until(lambda: len(self.kube.pods(namespace, RATELIMIT_SELECTOR)), lambda n: n == 0, timeout=120,
+        self._undo.append((f"restarting {namespace}/{name}", lambda: self._restore_deployment(deployment, before)))
+        wait.until(lambda: len(self.kube.pods(namespace, selector)), lambda n: n == 0, timeout=120,
                    interval=2, what=f"no {namespace}/{name} pod left")  # fmt: skip
         return f"{namespace}/{name} scaled from {before} to 0"
 
-    def _restore_rate_limit(self, replicas: int) -> None:
-        namespace, name = RATELIMIT
+    def _restore_deployment(self, deployment: tuple[str, str], replicas: int) -> None:
+        namespace, name = deployment
         self.kube.scale_deployment(namespace, name, replicas)
         wait.until(lambda: facts.deployment_replicas(self.kube.deployment(namespace, name))["ready"],
                    lambda ready: ready >= replicas, timeout=180, interval=2,

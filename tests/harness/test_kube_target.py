@@ -192,3 +192,42 @@ def test_the_rate_limit_service_is_stopped_for_a_scenario_and_restarted_after(tm
     m1, _ = target(tmp_path, "milestone1")
     with pytest.raises(TargetUnavailable, match="no rate-limit service"):
         m1.stop_rate_limit_service()
+
+
+def test_the_api_key_authorizer_is_stopped_for_a_scenario_and_restarted_after(tmp_path: Path) -> None:
+    t, server = target(tmp_path, "milestone2")
+    authorizer = load("deployment-predictor.json")
+    authorizer["metadata"].update(name="ocr-authz", namespace="ocr-dev")
+    authorizer["spec"]["replicas"] = 2
+    authorizer["status"].update(replicas=2, readyReplicas=2)
+    server.objects[("deployment", "ocr-dev", "ocr-authz")] = authorizer
+    assert t.stop_api_key_authorizer() == "ocr-dev/ocr-authz scaled from 2 to 0"
+    assert server.scaled == [("ocr-dev", "ocr-authz", 0)]
+    t.scenario_finished()
+    assert server.scaled[-1] == ("ocr-dev", "ocr-authz", 2)
+    m1, _ = target(tmp_path, "milestone1")
+    with pytest.raises(TargetUnavailable, match="no API-key authorizer"):
+        m1.stop_api_key_authorizer()
+
+
+@pytest.mark.parametrize(
+    ("manifest", "deployment", "selector"),
+    [
+        ("components/ratelimit/ratelimit.yaml", "RATELIMIT", "RATELIMIT_SELECTOR"),
+        ("components/istio/authz.yaml", "AUTHORIZER", "AUTHORIZER_SELECTOR"),
+    ],
+)
+def test_the_deployments_a_scenario_stops_are_the_ones_the_manifests_declare(
+    manifest: str, deployment: str, selector: str
+) -> None:
+    import yaml
+
+    from harness.targets import kube
+
+    namespace, name = getattr(kube, deployment)
+    docs = [d for d in yaml.safe_load_all((Path(__file__).parents[2] / "manifests" / manifest).read_text()) if d]
+    found = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"no Deployment {name} in {manifest}"
+    assert found[0]["metadata"]["namespace"] == namespace
+    key, _, value = getattr(kube, selector).partition("=")
+    assert found[0]["spec"]["template"]["metadata"]["labels"][key] == value
