@@ -93,6 +93,7 @@ METRICS: dict[str, str] = {
 # dashboard selects them, and the built-in intervals at values fit for a 15 s scrape.
 VARIABLES: dict[str, str] = {
     "namespace": "ocr-dev",
+    "predictor": ".+",  # All, the committed selection: Grafana sends the variable's allValue
     "__rate_interval": "1m",
     "__interval": "15s",
     "__range": "30m",

@@ -87,8 +87,9 @@ def test_the_dashboard_shows_what_the_platform_promises(board: dict[str, Any]) -
         "Request rate", "Latency", "Errors", "503s", "Rate-limited", "SLO", "Availability", "Replicas", "Worker",
         "Cold starts", "Job queue lag", "Job outcomes",
     )}  # fmt: skip
-    assert "by (route, status)" in joined["Request rate"]
-    latency = "histogram_quantile({}, sum by (le) (rate(ocr_http_request_duration_seconds_bucket"
+    assert "by (job, route, status)" in joined["Request rate"]
+    # Per predictor: the OCR and layout models' latencies differ several-fold and are never one quantile.
+    latency = "histogram_quantile({}, sum by (le, job) (rate(ocr_http_request_duration_seconds_bucket"
     assert all(latency.format(q) in joined["Latency"] for q in ("0.5", "0.95", "0.99"))
     assert 'status=~"5.."' in joined["Errors"] and "ocr:predict_errors:ratio_rate5m" in joined["Errors"]
     assert 'status="503"' in joined["503s"] and "ocr_rejections_total" in joined["503s"]
@@ -99,6 +100,16 @@ def test_the_dashboard_shows_what_the_platform_promises(board: dict[str, Any]) -
     assert "process_start_time_seconds" in joined["Cold starts"] and "ocr_ready" in joined["Cold starts"]
     assert "ocr_jobs_queue_lag" in joined["Job queue lag"] and "ocr_jobs_pending" in joined["Job queue lag"]
     assert all(f"ocr_jobs_{o}_total" in joined["Job outcomes"] for o in ("processed", "failed", "retried"))
+
+
+def test_traffic_latency_and_refusals_are_per_predictor(board: dict[str, Any]) -> None:
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    predictor = variables["predictor"]
+    assert predictor["includeAll"] and predictor["multi"] and predictor["allValue"] == ".+"
+    assert predictor["query"]["query"] == 'label_values(ocr_ready{namespace="$namespace"}, job)'
+    for start in ("Request rate", "Latency", "503s"):
+        for expr in exprs(board, start):
+            assert 'job=~"$predictor"' in expr and re.search(r"by \([^)]*\bjob\b", expr), (start, expr)
 
 
 def test_the_slo_panels_use_the_rules_budget(board: dict[str, Any]) -> None:
