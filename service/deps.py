@@ -16,7 +16,7 @@ from service.state import ServiceState
 if TYPE_CHECKING:
     from service.jobs import JobStore
     from service.limits import InferenceGate
-    from service.model import OcrModel
+    from service.models import ServedModel
     from service.settings import ServiceSettings
 
 
@@ -30,7 +30,7 @@ def get_settings(request: Request) -> ServiceSettings:
     return get_state(request).settings
 
 
-def get_model(request: Request) -> OcrModel:
+def get_model(request: Request) -> ServedModel:
     """The loaded, warm model; 503 ``model_not_ready`` before that. While draining after SIGTERM /readyz
     says 503, but requests still arriving are served."""
     model = get_state(request).model

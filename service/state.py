@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from service.jobs import JobStore
     from service.limits import InferenceGate
     from service.metrics import ApiMetrics
-    from service.model import OcrModel
+    from service.models import ServedModel
     from service.settings import ServiceSettings
 
 
@@ -27,7 +27,7 @@ class ServiceState:
     gate: InferenceGate | None = None  # /predict
     jobs_gate: InferenceGate | None = None  # /jobs: validation and enqueue
     job_store: JobStore | None = None
-    model: OcrModel | None = None
+    model: ServedModel | None = None  # the plugin OCR_MODEL selects
     load_error: str | None = None
     shutting_down: bool = False
 
