@@ -32,9 +32,11 @@ Feature: Each API key is limited to 10 requests per second at the gateway
     Then the gateway answers 200 with the text read
 
   @k8s
-  Scenario: Another host name of the predictor does not bypass the limit
-    When "team-a" sends 20 requests per second to the predictor's other host name for 10 seconds
-    Then at most 110 of its requests are admitted
+  Scenario: One key's limit holds across every host of the gateway
+    When "team-a" sends 10 requests per second to each of the OCR and layout hosts for 10 seconds
+    Then between 90 and 110 of its requests are admitted across both hosts
+    And every other request is answered 429
+    And each host answered some of its requests with 200
 
   @k8s
   Scenario: With the rate-limit service down, requests are served unlimited and keys still checked

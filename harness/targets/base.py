@@ -97,7 +97,7 @@ class Target(abc.ABC):
         return None
 
     def alternate_hosts(self) -> list[str]:
-        """Other host names that reach the gateway: each must be limited like the main one."""
+        """Other host names the gateway serves (another model's): one API key's limit covers them all."""
         return []
 
     def stop_rate_limit_service(self) -> str:

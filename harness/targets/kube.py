@@ -35,9 +35,10 @@ from harness.targets.base import Target, TargetOptions
 PREDICTOR = f"{ISVC}-predictor"
 WORKER = "ocr-worker"
 GATEWAY_HOST = f"{ISVC}-{APP_NAMESPACE}.example.com"
-# KServe's raw Ingress would also serve this name (disabled by the plan); the rate-limit scenario proves
-# it does not bypass the limit.
-PREDICTOR_HOST = f"{PREDICTOR}-{APP_NAMESPACE}.example.com"
+# The layout model's host on the same gateway (components/layout/mesh): the rate-limit scenario proves one
+# key's limit is shared by every host. (KServe's own Ingress, which would serve <isvc>-predictor-<ns>, is
+# disabled by the plan: the gateway serves only the hosts the overlay routes.)
+LAYOUT_HOST = f"layout-{APP_NAMESPACE}.example.com"
 PROMETHEUS = ("monitoring", "svc/kube-prometheus-stack-prometheus", 9090)
 GATEWAY = ("istio-system", "svc/istio-ingressgateway", 80)
 PROBE_NAMESPACE = "ocr-probe"
@@ -187,7 +188,7 @@ class ClusterTarget(Target):
         return f"Istio {versions.ISTIO_VERSION} ingress gateway with Envoy's global rate limit"
 
     def alternate_hosts(self) -> list[str]:
-        return [PREDICTOR_HOST]
+        return [LAYOUT_HOST]
 
     def stop_rate_limit_service(self) -> str:
         if "istio" not in self.profile.addons:

@@ -169,9 +169,19 @@ def test_the_gateway_exists_only_with_istio(tmp_path: Path) -> None:
     t, _ = target(tmp_path, "milestone1")
     with pytest.raises(TargetUnavailable, match="no ingress gateway"):
         t.gateway_url()
-    assert ClusterTarget(TargetOptions(artifacts=tmp_path, profile="milestone2")).alternate_hosts() == [
-        "ocr-predictor-ocr-dev.example.com"
-    ]
+    m2 = ClusterTarget(TargetOptions(artifacts=tmp_path, profile="milestone2"))
+    # The hosts the steps send to are the ones the overlay's VirtualServices route: ocr's, then layout's.
+    assert m2.host_header() == virtual_service_host("components/istio/gateway.yaml")
+    assert m2.alternate_hosts() == [virtual_service_host("components/layout/mesh/gateway.yaml")]
+
+
+def virtual_service_host(manifest: str) -> str:
+    import yaml
+
+    docs = yaml.safe_load_all((Path(__file__).parents[2] / "manifests" / manifest).read_text())
+    (service,) = [d for d in docs if d and d["kind"] == "VirtualService"]
+    (host,) = service["spec"]["hosts"]
+    return str(host)
 
 
 def test_a_cluster_without_a_context_is_a_clear_error(tmp_path: Path) -> None:

@@ -226,7 +226,7 @@ _VHOST_NARROWING = ("name", "domainName")
 
 def _every_host(patch: Patch) -> Iterator[Finding]:
     """The rate_limits must reach every virtual host of the gateway: a host left out is a way around the limit
-    (KServe's raw Ingress serves a second host for the predictor)."""
+    (the layout model's host, or KServe's own Ingress were it enabled)."""
     if patch.spec.get("applyTo") != "VIRTUAL_HOST":
         yield finding(
             patch.envoyfilter,
