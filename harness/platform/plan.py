@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from harness import versions
+from harness.errors import HarnessError
 from harness.manifests import extauthz
 from harness.platform.profiles import Profile
 from harness.versions import Chart
@@ -245,6 +246,37 @@ class Probes:
 
     cluster_exists: Callable[[str], bool] = lambda cluster: False
     release_matches: Callable[[str, str, str, str], bool] = lambda context, namespace, release, desc: False
+    release_exists: Callable[[str, str, str], bool] = lambda context, namespace, release: False
+
+
+def serving_mode_conflict(spec: Spec, probes: Probes) -> str | None:
+    """Why the cluster cannot take the profile's serving mode in place, or None when it can.
+
+    KServe cannot move an InferenceService between Standard and Knative mode: its webhook refuses a change of
+    ``serving.kserve.io/deploymentMode`` once the status records one, and its controller looks for Knative's
+    Service CRD only when it starts, so Knative installed after KServe is never used. A cluster that has KServe
+    keeps the mode it was installed for: with Knative (the scale-to-zero profile) or without (the milestones).
+    """
+    ctx = spec.context
+    if not probes.release_exists(ctx, "kserve", "kserve"):
+        return None  # no KServe yet: this run installs it in the profile's mode
+    has_knative = probes.release_exists(ctx, "knative-operator", "knative-operator")
+    wants_knative = "knative" in spec.profile.addons
+    if has_knative == wants_knative:
+        return None
+    now = "Knative mode (a scale-to-zero cluster)" if has_knative else "Standard mode (KServe without Knative)"
+    wanted = "Knative" if wants_knative else "Standard"
+    way_out = (
+        f"delete it first (harness down --cluster {spec.cluster}) or give this profile a cluster of its own "
+        f"(harness up --cluster NAME)"
+        if spec.owns_cluster
+        else "use another cluster for this profile"
+    )
+    return (
+        f"cluster {ctx} serves InferenceServices in {now}; the {spec.profile.name} profile needs {wanted} mode, "
+        f"which KServe cannot switch in place (its webhook refuses a deploymentMode change, and its controller "
+        f"looks for Knative only when it starts): {way_out}"
+    )
 
 
 def _helm_step(name: str, argv: tuple[str, ...], probes: Probes, **kw: object) -> Step:
@@ -428,7 +460,15 @@ def install_plan(
         (work / "ingressclass.yaml").write_text(INGRESS_CLASS)
         (work / "knative-serving.yaml").write_text(knative_serving())
 
-    steps = [Step("write the cluster config and chart values", action=write_inputs, group="setup")]
+    def check_serving_mode() -> None:
+        if conflict := serving_mode_conflict(spec, probes):
+            raise HarnessError(conflict)
+
+    steps = [
+        Step("write the cluster config and chart values", action=write_inputs, group="setup"),
+        # Before anything changes: a cluster of the other serving mode is refused in one line.
+        Step("the cluster's KServe serving mode fits the profile", action=check_serving_mode, group="setup"),
+    ]
     if spec.owns_cluster:
         argv = (
             "kind",

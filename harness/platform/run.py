@@ -117,4 +117,20 @@ def helm_release_matches(context: str, namespace: str, release: str, description
     return bool(info.get("status") == "deployed" and info.get("description") == description)
 
 
-LIVE_PROBES = Probes(cluster_exists=lambda cluster: cluster in kind_clusters(), release_matches=helm_release_matches)
+def helm_release_exists(context: str, namespace: str, release: str) -> bool:
+    """A release of that name is installed, whatever its command (no cluster: none is)."""
+    try:
+        commands.run(
+            [resolve("helm"), "status", release, "--namespace", namespace, "--kube-context", context, "-o", "json"],
+            timeout=60,
+        )
+    except CommandFailed:
+        return False
+    return True
+
+
+LIVE_PROBES = Probes(
+    cluster_exists=lambda cluster: cluster in kind_clusters(),
+    release_matches=helm_release_matches,
+    release_exists=helm_release_exists,
+)

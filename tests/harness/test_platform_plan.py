@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from harness import versions
-from harness.errors import CommandFailed
+from harness.errors import CommandFailed, HarnessError
 from harness.platform.plan import (
     GATEWAY_NODE_PORT,
     IMAGE,
@@ -347,3 +347,40 @@ def test_deploy_render_has_real_secrets_and_never_a_placeholder(
     monkeypatch.setattr(secrets, "render_with_keys", lambda overlay: render(copy / "overlays" / overlay))
     with pytest.raises(HarnessError, match="placeholder"):
         render_for(spec(overlay, tmp_path))(tmp_path / "refused.yaml")
+
+
+@pytest.mark.parametrize(
+    ("installed", "profile", "refused"),
+    [
+        ((), "scale-to-zero", False),  # a new cluster takes either mode
+        ((), "milestone2", False),
+        (("kserve",), "milestone3", False),
+        (("kserve", "knative-operator"), "scale-to-zero", False),
+        (("kserve",), "scale-to-zero", True),  # Knative would come after KServe, and the mode cannot change
+        (("kserve", "knative-operator"), "milestone1", True),
+        (("knative-operator",), "milestone1", False),  # no KServe yet: it is installed in the profile's mode
+    ],
+)
+def test_a_cluster_of_the_other_serving_mode_is_refused_before_anything_changes(
+    installed: tuple[str, ...], profile: str, refused: bool
+) -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def release_exists(context: str, namespace: str, release: str) -> bool:
+        asked.append((context, namespace, release))
+        return release in installed
+
+    steps = install_plan(spec(profile), probes=Probes(release_exists=release_exists), render=lambda d: None)
+    guard = steps[1]
+    assert guard.name == "the cluster's KServe serving mode fits the profile" and guard.group == "setup"
+    assert guard.action is not None
+    if refused:
+        with pytest.raises(HarnessError, match=f"the {profile} profile needs .* mode.*harness down --cluster"):
+            guard.action()
+    else:
+        guard.action()
+    assert ("kind-ocr-platform", "kserve", "kserve") in asked
+    # It stays in the plan whatever --only selects.
+    assert "the cluster's KServe serving mode fits the profile" in names(
+        install_plan(spec(profile), render=lambda d: None, only="app")
+    )
