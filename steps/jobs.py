@@ -177,6 +177,16 @@ def lag_within(target: Target, evidence: ScenarioEvidence, n: int, seconds: int)
     evidence.record("queue_lag", lag)
 
 
+@then(parsers.parse("the queue holds no job, delivered or not, within {seconds:d} seconds"))
+def queue_empty_within(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
+    # Lag alone reaches 0 once every job was delivered; pending entries are delivered but not yet acknowledged.
+    stats = eventually(
+        evidence, "no job in the queue", target.queue_stats,
+        lambda s: s.get("lag") == 0 and s.get("pending") == 0, seconds=seconds, interval=1,
+    )  # fmt: skip
+    evidence.record("queue_stats", stats)
+
+
 @then("each job ended in its final state exactly once")
 def finished_once(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     finishes: dict[str, int] = dict.fromkeys(jobs, 0)

@@ -72,9 +72,11 @@ def rolled_under_load(target: Target, evidence: ScenarioEvidence, client: str, r
         def sample_replicas() -> None:
             while not stop_sampling.wait(1.0):
                 try:
-                    samples_seen.append((round(load.elapsed(), 1), target.replicas("predictor")))
+                    ready = target.replicas("predictor")
                 except Exception:  # noqa: BLE001 - a failed look is no sample
                     continue
+                if ready >= 0:  # -1: the status predates the rollout's spec, no count at all
+                    samples_seen.append((round(load.elapsed(), 1), ready))
 
         try:
             wait.until(lambda: load.answered(), lambda n: n >= rate * STEADY_BEFORE_S, timeout=60, interval=0.2,

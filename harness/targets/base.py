@@ -142,7 +142,7 @@ class Target(abc.ABC):
         return events
 
     def replicas(self, component: str) -> int:
-        """Ready replicas of a component."""
+        """Ready replicas of a component; -1 when the target cannot tell yet (a status older than its spec)."""
         raise TargetUnavailable(f"target {self.name} does not report replicas")
 
     # -- rollouts -------------------------------------------------------------------------------------

@@ -265,7 +265,8 @@ class ClusterTarget(Target):
         name = {"predictor": PREDICTOR, "worker": WORKER}.get(component)
         if name is None:
             return facts.ready_pods(self._pods(component))
-        return max(facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))["ready"], 0)
+        # -1 while the Deployment's status predates its spec: unknown, never taken for a count (0 included).
+        return facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))["ready"]
 
     # -- rollouts -------------------------------------------------------------------------------------
 
@@ -302,6 +303,12 @@ class ClusterTarget(Target):
     def scaling(self, component: str) -> dict[str, Any]:
         component = component_of(component)
         seen: dict[str, Any] = {"ready": self.replicas(component)}
+        name = {"predictor": None if self.profile.knative else PREDICTOR, "worker": WORKER}.get(component)
+        if name is not None:
+            # What the autoscaler asked for and the pods that exist, ready or not: "0 replicas" means none of
+            # either, not merely none ready (a scale-out whose pods are still starting is not 0).
+            state = facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))
+            seen.update(desired=state["desired"], current=state["current"])
         try:
             if component == "predictor" and not self.profile.knative:
                 seen["hpa"] = facts.hpa_summary(self.kube.hpa(APP_NAMESPACE, PREDICTOR))

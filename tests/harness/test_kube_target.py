@@ -102,12 +102,15 @@ def test_replicas_and_what_the_autoscalers_see(tmp_path: Path) -> None:
     t, _ = target(tmp_path)
     assert t.replicas("predictor") == 2
     assert t.replicas("service") == 2  # the service is the predictor on a cluster
-    # The worker Deployment's status is older than its spec: not taken as a count.
-    assert t.replicas("worker") == 0
+    # The worker Deployment's status is older than its spec (scaled to 0, two pods still reported ready):
+    # no count at all, neither its stale 2 nor a 0 that "0 replicas" would take for done.
+    assert t.replicas("worker") == -1
     predictor = t.scaling("predictor")
     assert predictor["hpa"]["desired"] == 5 and predictor["hpa"]["cpu_target"] == 65
+    assert (predictor["desired"], predictor["current"]) == (3, 3)
     worker = t.scaling("worker")
     assert worker["scaledobject"]["paused_replicas"] == "2" and worker["scaledobject"]["ready"] is True
+    assert (worker["ready"], worker["desired"], worker["current"]) == (-1, 0, 2)
 
 
 def test_a_knative_predictor_is_counted_by_its_ready_pods(tmp_path: Path) -> None:
