@@ -16,7 +16,9 @@ from harness.targets import Target
 def users_send(
     target: Target, evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str, seconds: int
 ) -> LocustStats:
-    stats = users_start(target, evidence, load_runs, users, kind, seconds).finish()
+    # Straight to the service (short runs that read its metrics back): one pod on a cluster is enough.
+    run = _start(target.service_url(), target.service_headers(), evidence, load_runs, users, kind, seconds)
+    stats = run.finish()
     evidence.record("load", vars(stats))
     return stats
 
@@ -28,12 +30,27 @@ def users_send(
 def users_start(
     target: Target, evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str, seconds: int
 ) -> LocustRun:
+    # Sustained load that must reach every replica the autoscaler adds: the target's balancing way in.
+    url, headers = target.load_endpoint()
+    return _start(url, headers, evidence, load_runs, users, kind, seconds)
+
+
+def _start(
+    url: str, headers: dict[str, str], evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str,
+    seconds: int,
+) -> LocustRun:  # fmt: skip
     image = {"small": "small", "page": "page", "document page": "page"}.get(kind)
     assert image is not None, f"unknown image kind {kind!r}: say small or document page"
-    evidence.record("load_started", {"users": users, "seconds": seconds, "image": image})
-    run = LocustRun(
-        target.service_url(), users=users, seconds=seconds, out_dir=evidence.path / "load", env={"LOAD_IMAGE": image}
-    )
+    evidence.record("load_started", {"users": users, "seconds": seconds, "image": image,
+                                     "through": url, "headers": sorted(headers)})  # fmt: skip
+    env = {"LOAD_IMAGE": image}
+    unknown = set(headers) - {"x-api-key", "host"}
+    assert not unknown, f"the load user sends no header {sorted(unknown)}"
+    if "x-api-key" in headers:
+        env["LOAD_API_KEY"] = headers["x-api-key"]  # to the child's environment: never on a command line
+    if "host" in headers:
+        env["LOAD_HOST_HEADER"] = headers["host"]
+    run = LocustRun(url, users=users, seconds=seconds, out_dir=evidence.path / "load", env=env)
     load_runs.append(run)
     return run
 

@@ -87,3 +87,21 @@ def scaled_object_working(target: Target, evidence: ScenarioEvidence) -> None:
     )  # fmt: skip
     evidence.record("scaledobject", seen.get("scaledobject"))
     assert seen["scaledobject"]["hpa"] == "keda-hpa-ocr-worker", seen
+
+
+@then(parsers.re(rf"^at least (?P<n>\d+) predictor replicas serve part of the load {_WITHIN}$"))
+def replicas_serve(target: Target, evidence: ScenarioEvidence, n: str, amount: str, unit: str) -> None:
+    # Replicas the autoscaler added prove nothing if the load never reaches them: count the pods that answered
+    # /predict in the last minute, as Prometheus scraped them.
+    job = target.scrape_job("predictor")
+    expr = f'sum by (pod) (increase(ocr_http_requests_total{{job="{job}",route="/predict"}}[1m]))'
+    prom = target.prometheus()
+
+    def serving() -> dict[str, float]:
+        return {s.labels.get("pod", "?"): round(s.value, 1) for s in prom.query(expr)}
+
+    seen = eventually(
+        evidence, f"at least {n} predictor pods answering /predict", serving,
+        lambda pods: sum(1 for v in pods.values() if v > 0) >= int(n), seconds=seconds_of(amount, unit), interval=5,
+    )  # fmt: skip
+    evidence.record("requests_per_pod_last_minute", seen)

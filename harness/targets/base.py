@@ -96,6 +96,11 @@ class Target(abc.ABC):
         """What serves as the gateway (for the run's summary), or None without one."""
         return None
 
+    def load_endpoint(self) -> tuple[str, dict[str, str]]:
+        """Where load goes, and its headers, so that it spreads over every ready replica (what autoscaling
+        needs to show): the service itself unless the target knows a balancing way in."""
+        return self.service_url(), self.service_headers()
+
     def alternate_hosts(self) -> list[str]:
         """Other host names the gateway serves (another model's): one API key's limit covers them all."""
         return []

@@ -24,7 +24,7 @@ from harness import versions, wait
 from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.kube import facts
 from harness.kube.client import Kube, NotFound
-from harness.kube.portforward import PortForward
+from harness.kube.portforward import KubectlProxy, PortForward
 from harness.platform import profiles
 from harness.platform.plan import APP_NAMESPACE, IMAGE, ISVC
 from harness.platform.tools import resolve
@@ -86,6 +86,7 @@ class ClusterTarget(Target):
         self.log_dir = options.artifacts / "cluster"
         self._kube: Kube | None = None
         self._forwards: dict[tuple[str, str, int], PortForward] = {}
+        self._proxy: KubectlProxy | None = None
         self._followers: dict[str, ManagedProcess] = {}
         self._undo: list[tuple[str, Callable[[], None]]] = []
 
@@ -149,6 +150,9 @@ class ClusterTarget(Target):
             forward.stop()
         for follower in self._followers.values():
             follower.stop(grace=2)
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         self._forwards.clear()
         self._followers.clear()
 
@@ -165,6 +169,20 @@ class ClusterTarget(Target):
             # A Knative predictor at zero has no pod to forward to: requests go through the activator.
             return self.gateway_url()
         return self._forward(APP_NAMESPACE, f"svc/{PREDICTOR}", 80)
+
+    def load_endpoint(self) -> tuple[str, dict[str, str]]:
+        if self.profile.knative:
+            return super().load_endpoint()  # the gateway already: Knative's activator and queue-proxies balance
+        if "istio" in self.profile.addons:
+            # STRICT mTLS admits no plaintext from outside the mesh: the load enters where clients do, through
+            # the gateway, whose Envoy balances every request over the ready pods.
+            headers = {"x-api-key": self.api_keys()["team-a"]}
+            if host := self.host_header():
+                headers["host"] = host
+            return self.gateway_url(), headers
+        if self._proxy is None:
+            self._proxy = KubectlProxy(self.context, log_dir=self.log_dir)
+        return self._proxy.service_url(APP_NAMESPACE, PREDICTOR, 80), {}
 
     def service_headers(self) -> dict[str, str]:
         if not self.profile.knative:

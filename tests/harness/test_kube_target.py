@@ -244,3 +244,18 @@ def test_the_deployments_a_scenario_stops_are_the_ones_the_manifests_declare(
     assert found[0]["metadata"]["namespace"] == namespace
     key, _, value = getattr(kube, selector).partition("=")
     assert found[0]["spec"]["template"]["metadata"]["labels"][key] == value
+
+
+def test_sustained_load_is_balanced_over_every_replica(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.kube.portforward import KubectlProxy
+
+    # Without a mesh: the API server's service proxy (a random ready endpoint per request), never a
+    # port-forward (one pod).
+    monkeypatch.setattr(KubectlProxy, "url", lambda self: "http://127.0.0.1:8001")
+    m1, _ = target(tmp_path, "milestone1")
+    assert m1.load_endpoint() == ("http://127.0.0.1:8001/api/v1/namespaces/ocr-dev/services/ocr-predictor:80/proxy", {})
+    # With STRICT mTLS only the gateway lets a client in: its Envoy balances, with a provisioned key.
+    monkeypatch.setattr(ClusterTarget, "gateway_url", lambda self: "http://127.0.0.1:8080")
+    monkeypatch.setattr(ClusterTarget, "api_keys", lambda self: {"team-a": "key-a", "team-b": "key-b"})
+    m2, _ = target(tmp_path, "milestone2")
+    assert m2.load_endpoint() == ("http://127.0.0.1:8080", {"x-api-key": "key-a", "host": "ocr-ocr-dev.example.com"})
