@@ -9,7 +9,8 @@ Fields of ``MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationHttpProvider`
 (istio/api ``mesh/v1alpha1/config.proto``) and turns them into Envoy's ext_authz filter (istio/istio
 ``pilot/pkg/security/authz/builder/extauthz.go``):
 
-- ``includeRequestHeadersInCheck``: Envoy's ``allowed_headers``; method, path and host are always sent.
+- ``includeRequestHeadersInCheck``: Envoy's ``allowed_headers``; the method, path, host, ``Content-Length`` and
+  ``Authorization`` are always sent (Envoy's ext_authz.proto, on ``allowed_headers``).
   ``x-request-id`` so the authorizer's 403 names the request, as the service's errors do.
 - ``headersToUpstreamOnAllow``: ``allowed_upstream_headers``, which *overwrite* a header the client sent
   (Envoy: "coexistent headers will be overridden"): the tenant and key id are the authorizer's alone.
