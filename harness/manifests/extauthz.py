@@ -11,7 +11,8 @@ Fields of ``MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationHttpProvider`
 
 - ``includeRequestHeadersInCheck``: Envoy's ``allowed_headers``; the method, path, host, ``Content-Length`` and
   ``Authorization`` are always sent (Envoy's ext_authz.proto, on ``allowed_headers``).
-  ``x-request-id`` so the authorizer's 403 names the request, as the service's errors do.
+  Here also ``x-api-key`` (the key to check) and ``x-request-id``, so that the authorizer's 403 names the
+  request, as the service's errors do.
 - ``headersToUpstreamOnAllow``: ``allowed_upstream_headers``, which *overwrite* a header the client sent
   (Envoy: "coexistent headers will be overridden"): the tenant and key id are the authorizer's alone.
 - ``headersToDownstreamOnDeny``: ``allowed_client_headers``; the body of a denial always reaches the client.
