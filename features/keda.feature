@@ -17,5 +17,6 @@ Feature: KEDA scales the job workers on queue lag and drains a burst of 1,000 jo
     When a client enqueues 1,000 small jobs with known text
     Then the workers run at least 2 ready replicas within 3 minutes
     And all 1,000 jobs succeed within 15 minutes
+    And each job's result reads its image's text
     And the queue holds no job, delivered or not, within 60 seconds
     And the workers run 0 replicas within 5 minutes
