@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pytest_bdd import given, parsers, then, when
@@ -15,6 +16,7 @@ from harness.evidence import ScenarioEvidence
 from harness.targets import Target
 from steps.common import eventually
 
+T = TypeVar("T")
 FINAL = ("succeeded", "failed")
 # Structured worker log events (the `event` field) that mark a job's outcome being stored.
 FINISH_EVENTS = ("job_succeeded", "job_failed")
@@ -28,35 +30,32 @@ def enqueue(client: httpx.Client, target: Target, data: bytes, **headers: str) -
     return client.post(f"{target.service_url()}/jobs", files={"file": ("job.png", data)}, headers=headers)
 
 
-def enqueue_once(client: httpx.Client, target: Target, data: bytes, key: str, *, attempts: int = 3) -> httpx.Response:
-    """One job, whatever the transport does: a dropped connection (a port-forward restarting under a burst)
-    is retried with the same Idempotency-Key, so a job the first try did create is answered again (200), not
-    queued twice."""
+def _over_drops(call: Callable[[], T], *, attempts: int = 3) -> T:
+    """``call`` again after a dropped connection (a port-forward restarting under a burst), up to ``attempts``."""
     for attempt in range(1, attempts + 1):
         try:
-            return enqueue(client, target, data, **{"Idempotency-Key": key})
+            return call()
         except httpx.TransportError:
             if attempt == attempts:
                 raise
             time.sleep(1.0)
     raise AssertionError("unreachable")
+
+
+def enqueue_once(client: httpx.Client, target: Target, data: bytes, key: str) -> httpx.Response:
+    """One job, whatever the transport does: a retry carries the same Idempotency-Key, so a job the first try
+    did create is answered again (200), not queued twice."""
+    return _over_drops(lambda: enqueue(client, target, data, **{"Idempotency-Key": key}))
 
 
 def job_views(client: httpx.Client, target: Target, job_ids: list[str]) -> list[dict[str, Any]]:
     return [_job_view(client, target, job_id) for job_id in job_ids]
 
 
-def _job_view(client: httpx.Client, target: Target, job_id: str, *, attempts: int = 3) -> dict[str, Any]:
-    """GET /jobs/{id}, read-only and so retried on a dropped connection (a port-forward restarting)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            view: dict[str, Any] = client.get(f"{target.service_url()}/jobs/{job_id}").json()
-            return view
-        except httpx.TransportError:
-            if attempt == attempts:
-                raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
+def _job_view(client: httpx.Client, target: Target, job_id: str) -> dict[str, Any]:
+    """GET /jobs/{id}: read-only, so safe to send again after a dropped connection."""
+    view: dict[str, Any] = _over_drops(lambda: client.get(f"{target.service_url()}/jobs/{job_id}")).json()
+    return view
 
 
 def _ts(value: str | None) -> float | None:
