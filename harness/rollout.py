@@ -154,12 +154,16 @@ def rollout_progress(isvc: Obj, deployment: Obj | None, pods: list[Obj], version
         available=int(status.get("availableReplicas", 0)),
         unavailable=int(status.get("unavailableReplicas", 0)),
     )
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    # Every pod, terminating ones included: an old pod in its preStop pause still serves what the gateway
+    # sends it until the endpoint change reaches the gateway, so the rollout is done once it is gone.
     versions: dict[str, int] = {}
-    for pod in live:
+    draining: dict[str, int] = {}
+    for pod in pods:
         label = ((pod.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL, "(none)")
-        versions[label] = versions.get(label, 0) + 1
+        counts = draining if (pod.get("metadata") or {}).get("deletionTimestamp") else versions
+        counts[label] = counts.get(label, 0) + 1
     seen["pods_by_version"] = versions
+    seen["terminating_by_version"] = draining
     done = (
         seen["isvc_ready"]
         and seen["observed"]
@@ -168,6 +172,7 @@ def rollout_progress(isvc: Obj, deployment: Obj | None, pods: list[Obj], version
         and seen["replicas"] == desired
         and seen["available"] == desired
         and set(versions) == {version}
+        and set(draining) <= {version}
     )
     return Progress(bool(done), seen)
 

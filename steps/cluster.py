@@ -62,9 +62,11 @@ def names_model(ctx: dict, evidence: ScenarioEvidence) -> None:
     response: httpx.Response = ctx["response"]
     model = response.json().get("model") or {}
     evidence.record("model", model)
+    # The version is the deployment's label (OCR_MODEL_VERSION, e.g. "v1") where one is set, else the runtime's
+    # version and a digest prefix; either way the digest names the model files.
     assert model.get("name") and model.get("version"), model
-    name, _, digest = str(model["version"]).partition("+")
-    assert name and len(digest) == 12, f"version is <rapidocr version>+<12 hex of the model files>: {model}"
+    digest = str(model.get("digest", ""))
+    assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest), f"digest: SHA-256 of the files: {model}"
 
 
 @when(

@@ -408,7 +408,13 @@ class ClusterTarget(Target):
         return facts.isvc_summary(isvc)
 
     def image(self) -> str:
-        return IMAGE
+        """The image the predictor runs (the probe pods use it too): the one deployed, which names the
+        registry when the platform was installed with one, else the image the harness loads into the node."""
+        try:
+            containers = self._predictor_spec().get("containers") or []
+        except HarnessError:
+            return IMAGE
+        return str(containers[0].get("image") or IMAGE) if containers else IMAGE
 
     def call_from_pod(self, *, in_mesh: bool, service_account: str, path: str = "/readyz") -> dict[str, Any]:
         namespace = APP_NAMESPACE if in_mesh else PROBE_NAMESPACE

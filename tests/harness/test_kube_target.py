@@ -259,3 +259,12 @@ def test_sustained_load_is_balanced_over_every_replica(tmp_path: Path, monkeypat
     monkeypatch.setattr(ClusterTarget, "api_keys", lambda self: {"team-a": "key-a", "team-b": "key-b"})
     m2, _ = target(tmp_path, "milestone2")
     assert m2.load_endpoint() == ("http://127.0.0.1:8080", {"x-api-key": "key-a", "host": "ocr-ocr-dev.example.com"})
+
+
+def test_probe_pods_run_the_image_the_predictor_runs(tmp_path: Path) -> None:
+    t, server = target(tmp_path, "milestone2")
+    assert t.image() == "dev.local/ocr:dev"
+    # Installed with --image-registry: the deployed image names the registry, and the probes follow it.
+    isvc = server.objects[("serving.kserve.io", "v1beta1", "ocr-dev", "inferenceservices", "ocr")]
+    isvc["spec"]["predictor"]["containers"][0]["image"] = "ghcr.io/me/ocr:dev"
+    assert t.image() == "ghcr.io/me/ocr:dev"
