@@ -375,25 +375,32 @@ def summarise(results: list[dict]) -> dict:
         if pick:
             out["chosen_by_rule"][str(cpus)] = {"concurrency": pick["concurrency"], "threads": pick["threads"]}
     default, old = by.get("service default @ 2 CPU"), by.get("service old default @ 2 CPU")
-    settings_only = by.get("service c1 t2 @ 2 CPU")
-    if default and settings_only:
-        out["default_vs_old_settings_today"] = ratio(default["pages"]["per_s"], settings_only["pages"]["per_s"])
     peer, best = by.get("peer default @ 2 CPU"), by.get("peer best (workers 2) @ 2 CPU")
-    if default and old:
-        out["default_vs_old_default"] = ratio(default["pages"]["per_s"], old["pages"]["per_s"])
-    if default and peer:
-        out["default_vs_peer_default"] = ratio(default["pages"]["per_s"], peer["pages"]["per_s"])
-        out["default_p95_vs_peer_default_p95"] = ratio(default["pages"]["p95_ms"], peer["pages"]["p95_ms"])
-    if default and best:
-        out["default_vs_peer_best"] = ratio(default["pages"]["per_s"], best["pages"]["per_s"])
-        out["default_rss_vs_peer_best_rss"] = ratio(default["peak_rss_mb"], best["peak_rss_mb"])
-    if old and peer:
-        out["old_default_vs_peer_default"] = ratio(old["pages"]["per_s"], peer["pages"]["per_s"])
     raw_old, raw_new = by.get("raw c1 t2 @ 2 CPU"), by.get("raw c2 t1 @ 2 CPU")
-    if default and raw_new:
-        out["default_vs_raw_c2_t1"] = ratio(default["pages"]["per_s"], raw_new["pages"]["per_s"])
-    if old and raw_old:
-        out["old_default_vs_raw_c1_t2"] = ratio(old["pages"]["per_s"], raw_old["pages"]["per_s"])
+
+    def per_s(r: dict) -> float:
+        return float(r["pages"]["per_s"])
+
+    def p95(r: dict) -> float:
+        return float(r["pages"]["p95_ms"])
+
+    def rss(r: dict) -> float:
+        return float(r["peak_rss_mb"])
+
+    comparisons = [
+        ("default_vs_old_settings_today", default, by.get("service c1 t2 @ 2 CPU"), per_s),
+        ("default_vs_old_default", default, old, per_s),
+        ("default_vs_peer_default", default, peer, per_s),
+        ("default_p95_vs_peer_default_p95", default, peer, p95),
+        ("default_vs_peer_best", default, best, per_s),
+        ("default_rss_vs_peer_best_rss", default, best, rss),
+        ("old_default_vs_peer_default", old, peer, per_s),
+        ("default_vs_raw_c2_t1", default, raw_new, per_s),
+        ("old_default_vs_raw_c1_t2", old, raw_old, per_s),
+    ]
+    for key, a, b, metric in comparisons:
+        if a and b:  # a cell a --quick run leaves out has no ratio
+            out[key] = ratio(metric(a), metric(b))
     return out
 
 

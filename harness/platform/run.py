@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
@@ -104,29 +105,28 @@ def kind_clusters() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def helm_release_matches(context: str, namespace: str, release: str, description: str) -> bool:
-    """A release deployed by the very same command (its fingerprint is the release description)."""
+def _helm_status(context: str, namespace: str, release: str) -> dict[str, Any] | None:
+    """``helm status -o json`` of a release; None when there is no such release."""
     try:
         out = commands.run(
             [resolve("helm"), "status", release, "--namespace", namespace, "--kube-context", context, "-o", "json"],
             timeout=60,
         )
     except CommandFailed:
-        return False  # no such release
-    info = json.loads(out).get("info", {})
+        return None
+    status: dict[str, Any] = json.loads(out)
+    return status
+
+
+def helm_release_matches(context: str, namespace: str, release: str, description: str) -> bool:
+    """A release deployed by the very same command (its fingerprint is the release description)."""
+    info = (_helm_status(context, namespace, release) or {}).get("info", {})
     return bool(info.get("status") == "deployed" and info.get("description") == description)
 
 
 def helm_release_exists(context: str, namespace: str, release: str) -> bool:
     """A release of that name is installed, whatever its command (no cluster: none is)."""
-    try:
-        commands.run(
-            [resolve("helm"), "status", release, "--namespace", namespace, "--kube-context", context, "-o", "json"],
-            timeout=60,
-        )
-    except CommandFailed:
-        return False
-    return True
+    return _helm_status(context, namespace, release) is not None
 
 
 LIVE_PROBES = Probes(

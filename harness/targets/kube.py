@@ -276,15 +276,18 @@ class ClusterTarget(Target):
         folder = self.log_dir / "logs" / component_of(component)
         return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.log")))
 
+    def _deployment_replicas(self, component: str) -> dict[str, int] | None:
+        """The Deployment counts of a component that runs as one (the Standard-mode predictor, the workers)."""
+        name = {"predictor": None if self.profile.knative else PREDICTOR, "worker": WORKER}.get(component)
+        return None if name is None else facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))
+
     def replicas(self, component: str) -> int:
         component = component_of(component)
-        if component == "predictor" and self.profile.knative:
-            return facts.ready_pods(self._pods(component))
-        name = {"predictor": PREDICTOR, "worker": WORKER}.get(component)
-        if name is None:
+        state = self._deployment_replicas(component)
+        if state is None:
             return facts.ready_pods(self._pods(component))
         # -1 while the Deployment's status predates its spec: unknown, never taken for a count (0 included).
-        return facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))["ready"]
+        return state["ready"]
 
     # -- rollouts -------------------------------------------------------------------------------------
 
@@ -320,13 +323,13 @@ class ClusterTarget(Target):
 
     def scaling(self, component: str) -> dict[str, Any]:
         component = component_of(component)
-        seen: dict[str, Any] = {"ready": self.replicas(component)}
-        name = {"predictor": None if self.profile.knative else PREDICTOR, "worker": WORKER}.get(component)
-        if name is not None:
+        state = self._deployment_replicas(component)
+        if state is None:
+            seen: dict[str, Any] = {"ready": self.replicas(component)}
+        else:
             # What the autoscaler asked for and the pods that exist, ready or not: "0 replicas" means none of
             # either, not merely none ready (a scale-out whose pods are still starting is not 0).
-            state = facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))
-            seen.update(desired=state["desired"], current=state["current"])
+            seen = {"ready": state["ready"], "desired": state["desired"], "current": state["current"]}
         try:
             if component == "predictor" and not self.profile.knative:
                 seen["hpa"] = facts.hpa_summary(self.kube.hpa(APP_NAMESPACE, PREDICTOR))

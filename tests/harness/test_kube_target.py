@@ -192,35 +192,29 @@ def test_a_cluster_without_a_context_is_a_clear_error(tmp_path: Path) -> None:
         ClusterTarget(TargetOptions(artifacts=tmp_path)).start()
 
 
-def test_the_rate_limit_service_is_stopped_for_a_scenario_and_restarted_after(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "namespace", "name", "replicas", "absent"),
+    [
+        ("stop_rate_limit_service", "ocr-ratelimit", "ratelimit", 1, "no rate-limit service"),
+        ("stop_api_key_authorizer", "ocr-dev", "ocr-authz", 2, "no API-key authorizer"),
+    ],
+)
+def test_a_gateway_dependency_is_stopped_for_a_scenario_and_restarted_after(
+    tmp_path: Path, stop: str, namespace: str, name: str, replicas: int, absent: str
+) -> None:
     t, server = target(tmp_path, "milestone2")
-    ratelimit = load("deployment-predictor.json")
-    ratelimit["metadata"].update(name="ratelimit", namespace="ocr-ratelimit")
-    ratelimit["spec"]["replicas"] = 1
-    server.objects[("deployment", "ocr-ratelimit", "ratelimit")] = ratelimit
-    assert t.stop_rate_limit_service() == "ocr-ratelimit/ratelimit scaled from 1 to 0"
-    assert server.scaled == [("ocr-ratelimit", "ratelimit", 0)]
+    deployment = load("deployment-predictor.json")
+    deployment["metadata"].update(name=name, namespace=namespace)
+    deployment["spec"]["replicas"] = replicas
+    deployment["status"].update(replicas=replicas, readyReplicas=replicas)
+    server.objects[("deployment", namespace, name)] = deployment
+    assert getattr(t, stop)() == f"{namespace}/{name} scaled from {replicas} to 0"
+    assert server.scaled == [(namespace, name, 0)]
     t.scenario_finished()
-    assert server.scaled[-1] == ("ocr-ratelimit", "ratelimit", 1)
+    assert server.scaled[-1] == (namespace, name, replicas)
     m1, _ = target(tmp_path, "milestone1")
-    with pytest.raises(TargetUnavailable, match="no rate-limit service"):
-        m1.stop_rate_limit_service()
-
-
-def test_the_api_key_authorizer_is_stopped_for_a_scenario_and_restarted_after(tmp_path: Path) -> None:
-    t, server = target(tmp_path, "milestone2")
-    authorizer = load("deployment-predictor.json")
-    authorizer["metadata"].update(name="ocr-authz", namespace="ocr-dev")
-    authorizer["spec"]["replicas"] = 2
-    authorizer["status"].update(replicas=2, readyReplicas=2)
-    server.objects[("deployment", "ocr-dev", "ocr-authz")] = authorizer
-    assert t.stop_api_key_authorizer() == "ocr-dev/ocr-authz scaled from 2 to 0"
-    assert server.scaled == [("ocr-dev", "ocr-authz", 0)]
-    t.scenario_finished()
-    assert server.scaled[-1] == ("ocr-dev", "ocr-authz", 2)
-    m1, _ = target(tmp_path, "milestone1")
-    with pytest.raises(TargetUnavailable, match="no API-key authorizer"):
-        m1.stop_api_key_authorizer()
+    with pytest.raises(TargetUnavailable, match=absent):
+        getattr(m1, stop)()
 
 
 @pytest.mark.parametrize(

@@ -384,3 +384,22 @@ def test_a_cluster_of_the_other_serving_mode_is_refused_before_anything_changes(
     assert "the cluster's KServe serving mode fits the profile" in names(
         install_plan(spec(profile), render=lambda d: None, only="app")
     )
+
+
+def test_the_live_helm_probes_read_helm_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.platform.run import helm_release_exists, helm_release_matches
+
+    # A stand-in helm in the harness's tool cache: "kserve" is deployed by one command, nothing else exists.
+    helm = tmp_path / "helm"
+    helm.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = kserve ]; then echo \'{"info": {"status": "deployed", "description": "cmd-1"}}\'; exit 0; fi\n'
+        'echo "Error: release: not found" >&2; exit 1\n'
+    )
+    helm.chmod(0o755)
+    monkeypatch.setenv("HARNESS_TOOLS_DIR", str(tmp_path))
+    assert helm_release_exists("ctx", "kserve", "kserve")
+    assert not helm_release_exists("ctx", "knative-operator", "knative-operator")
+    assert helm_release_matches("ctx", "kserve", "kserve", "cmd-1")
+    assert not helm_release_matches("ctx", "kserve", "kserve", "cmd-2")
+    assert not helm_release_matches("ctx", "keda", "keda", "cmd-1")
