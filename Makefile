@@ -10,14 +10,21 @@ SECONDS ?= 60
 RECORD ?=
 CONTEXT_ARG = $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 
-.PHONY: help venv run worker test unit local lint format manifests image bench clean \
+.PHONY: help venv lock ci run worker test unit local lint format manifests image bench clean \
 	cluster-up cluster-down kserve-install deploy-ocr load-test status plan milestone1 milestone2 milestone3
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-venv: ## create .venv with every extra installed
-	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
+venv: ## create .venv from uv.lock (the dev extra: everything the tests and the harness use)
+	uv sync --locked --extra dev
+
+lock: ## update every lock to the newest allowed versions: uv.lock, then the compiled requirements
+	uv lock --upgrade
+	$(PY) -m harness.lock export --upgrade
+
+ci: ## every CI step, as .ci/run and the GitHub workflow run them (python -m harness.ci list)
+	$(PY) -m harness.ci run
 
 run: ## run the API on :8080
 	$(PY) -m service
@@ -25,8 +32,8 @@ run: ## run the API on :8080
 worker: ## run one job worker
 	$(PY) -m service.worker
 
-test: ## the README's test command: unit tests and local acceptance
-	$(PY) -m tox -e py
+test: ## the README's test command: unit and HTTP tests (both cores), then local acceptance (CI's tests step)
+	$(PY) -m harness.ci run tests
 
 unit: ## unit and HTTP tests only
 	$(PY) -m pytest tests
@@ -34,8 +41,8 @@ unit: ## unit and HTTP tests only
 local: ## acceptance features on the local target
 	$(PY) -m pytest features --target local
 
-lint: ## ruff and mypy
-	$(PY) -m ruff check . && $(PY) -m mypy
+lint: ## ruff, ruff format --check and mypy
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 
 format: ## ruff format
 	$(PY) -m ruff format .
@@ -47,7 +54,7 @@ image: ## build the image and prove it serves
 	$(PY) -m tox -e image
 
 bench: ## benchmarks (throughput grid and KServe peer, then the service); results in artifacts/bench, RECORD=1: bench/results
-	test -x .venv-peer/bin/python || (python3 -m venv .venv-peer && .venv-peer/bin/pip install -q -r bench/peer_requirements.txt)
+	test -x .venv-peer/bin/python || (uv venv --python $(PY) .venv-peer && uv pip install -q --python .venv-peer/bin/python --require-hashes -r bench/peer_requirements.txt)
 	$(PY) bench/throughput_bench.py $(if $(RECORD),--record)
 	$(PY) bench/service_bench.py $(if $(RECORD),--record)
 

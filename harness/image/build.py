@@ -1,7 +1,8 @@
 """Building the service image: the build context, the build arguments (which become labels) and the build.
 
-The context is staged in a scratch directory with only what the Dockerfile copies (pyproject.toml,
-README.md, service/ and, for an offline build, wheelhouse/ hard-linked from the cache), so the repository's
+The context is staged in a scratch directory with only what the Dockerfile copies (service/, whose
+requirements.txt is the locked dependency set, and, for an offline build, wheelhouse/ hard-linked from the
+cache), so the repository's
 work tree never holds a wheelhouse and the engine receives a few hundred kilobytes plus the wheels.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import commands, versions
+from harness import commands, lock, versions
 from harness.errors import CommandFailed, HarnessError
 from harness.image import base, wheelhouse
 from harness.image.docker import attestation_flags, build_argv, docker
@@ -26,7 +27,7 @@ from harness.image.docker import attestation_flags, build_argv, docker
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = Path("service/Dockerfile")
 DEFAULT_TAG = "ocr:dev"
-CONTEXT_FILES = ("pyproject.toml", "README.md", ".dockerignore")
+CONTEXT_FILES = (".dockerignore",)
 CONTEXT_DIRS = ("service",)
 BUILD_TIMEOUT_S = 3600
 
@@ -44,7 +45,7 @@ def load_pyproject(repo: Path) -> dict[str, Any]:
         with (repo / "pyproject.toml").open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError as exc:
-        raise HarnessError(f"{repo / 'pyproject.toml'} is missing: the image installs the project from it") from exc
+        raise HarnessError(f"{repo / 'pyproject.toml'} is missing: it names the image's version") from exc
 
 
 def https_source(remote: str) -> str | None:
@@ -96,19 +97,16 @@ def build_args(req: BuildRequest) -> dict[str, str]:
     return args
 
 
-def stage_context(repo: Path, dest: Path, wheels: Path | None) -> None:
-    """Lay out in ``dest`` exactly what the Dockerfile copies, with ``wheels`` as ``wheelhouse/``."""
-    pyproject = load_pyproject(repo)
-    readme = pyproject.get("project", {}).get("readme")
-    readme_file = readme.get("file") if isinstance(readme, dict) else readme
+def stage_context(repo: Path, dest: Path, wheels: Path | None, requirements: str) -> None:
+    """Lay out in ``dest`` exactly what the Dockerfile copies: service/ with ``requirements`` (the lock's
+    export) as service/requirements.txt, and ``wheels`` as ``wheelhouse/``."""
     for name in CONTEXT_FILES:
         src = repo / name
         if src.is_file():
             shutil.copy2(src, dest / name)
-        elif name == readme_file or name == "pyproject.toml":
-            raise HarnessError(f"{src} is missing: pyproject.toml needs it to build the project")
     for name in CONTEXT_DIRS:
         shutil.copytree(repo / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+    (dest / lock.SERVICE_REQUIREMENTS).write_text(requirements)
     if wheels is not None:
         (dest / "wheelhouse").mkdir()
         for wheel in wheels.glob("*.whl"):
@@ -178,10 +176,11 @@ def build_image(
         seconds["base"] = time.monotonic() - start
 
     pyproject = load_pyproject(repo)
+    requirements = lock.service_requirements(repo)
     wheels = None
     if use_wheelhouse:
         start = time.monotonic()
-        plan = wheelhouse.WheelhousePlan.from_pyproject(pyproject)
+        plan = wheelhouse.WheelhousePlan.from_requirements(requirements)
         say(f"wheelhouse: {plan.directory(cache)} (log {log_dir / 'wheelhouse.log'})")
         wheels = wheelhouse.ensure_wheelhouse(plan, cache, log=log_dir / "wheelhouse.log")
         seconds["wheelhouse"] = time.monotonic() - start
@@ -201,7 +200,7 @@ def build_image(
     cache.mkdir(parents=True, exist_ok=True)
     context = Path(tempfile.mkdtemp(prefix="context-", dir=cache))
     try:
-        stage_context(repo, context, wheels)
+        stage_context(repo, context, wheels, requirements)
         say(f"build: {tag} on {base_image} (log {log_dir / 'build.log'})")
         argv = build_argv(
             context=context,

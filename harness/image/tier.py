@@ -3,7 +3,7 @@
 The checks, in order; a failed check stops those after it, and the run still ends with the evidence:
 
 1. the image: fixed non-root default user, OCI and model labels, ``python -m service``, port 8080
-2. the image holds no compiler
+2. the image holds no compiler, and its installed packages are exactly the lock's ``service`` extra
 3. the API starts on a read-only root filesystem (``/tmp`` the only writable place) and ``/readyz`` is 200
 4. ``POST /predict`` reads the word in a generated PNG, with the model version the label names
 5. the container's processes do not run as root
@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from harness import commands, wait
+from harness import commands, lock, wait
 from harness.errors import CommandFailed, HarnessError
 from harness.image.build import BuildResult
 from harness.image.docker import (
@@ -61,6 +61,12 @@ REQUIRED_LABELS = (
     "org.ocr-platform.model.version",
 )
 MODEL_LABEL = "org.ocr-platform.model.version"
+# Run in the image: every installed distribution (name -> version) and the interpreter's marker environment.
+INSTALLED_SCRIPT = (
+    "import importlib.metadata as m, json; from packaging.markers import default_environment as e; "
+    "print(json.dumps({'installed': {d.metadata['Name']: d.version for d in m.distributions()}, "
+    "'environment': e()}))"
+)
 
 
 class CheckFailed(HarnessError):
@@ -238,6 +244,15 @@ class ImageTier:
             raise CheckFailed(f"the image holds build tools: {', '.join(found)}")
         return f"none of {', '.join(COMPILERS)}"
 
+    def check_locked_set(self) -> str:
+        found = json.loads(commands.run(oneshot_argv(self.image, ["python", "-c", INSTALLED_SCRIPT]), timeout=120))
+        pins = lock.parse_requirements(lock.service_requirements())
+        expected = lock.expected_set(pins, found["environment"])
+        differences = lock.set_difference(expected, found["installed"])
+        if differences:
+            raise CheckFailed(f"the image's packages are not the locked set: {'; '.join(differences)}")
+        return f"{len(expected)} packages, each at the locked version, nothing else"
+
     def check_api_ready(self, redis_url: str) -> str:
         env = {"OCR_HOST": "127.0.0.1", "OCR_PORT": str(self.api_port), "OCR_REDIS_URL": redis_url}
         start = time.monotonic()
@@ -350,6 +365,7 @@ class ImageTier:
             steps: list[tuple[str, Callable[[], str]]] = [
                 ("image: non-root user, labels, command, port", self.check_image),
                 ("image holds no compiler", self.check_no_compiler),
+                ("image's packages are the locked set", self.check_locked_set),
                 ("API ready on a read-only root filesystem", lambda: self.check_api_ready(redis.url)),
                 (f"POST /predict reads {WORD!r}", self.check_predict),
                 ("the container's processes are not root", self.check_not_root),

@@ -1,137 +1,79 @@
 """The wheelhouse: every wheel the image installs, collected on the host so that the build needs no index.
 
 The host's pip reaches the package index and trusts this machine's certificates; pip inside a build may do
-neither. So the wheels of the project's ``service`` extra, and of the build backend that installs the
-project from source, are fetched (or built, for the few sdists) here, by this interpreter, which must match
-the image's: CPython 3.11 on x86_64. The directory is keyed by what it was made from, and reused.
+neither. So the wheels the image installs are downloaded here, exactly the pins of ``service/requirements.txt``
+(the ``service`` extra exported from ``uv.lock``, see :mod:`harness.lock`) with their hashes checked, for
+CPython 3.11 on manylinux x86_64 whatever the host runs. The directory is keyed by the pins, and reused.
 
-pip evaluates environment markers for the interpreter it runs on, and the images' 3.11 is another patch
-release (Debian bookworm's is 3.11.2): ``redis`` needs ``async-timeout`` below 3.11.3 only. So the
-wheelhouse is completed for the whole 3.11 series: every requirement that a collected wheel declares for
-3.11.0 or for the last 3.11 is collected too.
+Markers are evaluated for the images' interpreters, not the host's: the images' 3.11 is another patch
+release (Debian bookworm's is 3.11.2), and ``redis`` needs ``async-timeout`` below 3.11.3 only. So a pin is
+collected when it applies to any 3.11 on Linux x86_64; pip in the image then installs those that apply to
+its own interpreter.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import re
 import shutil
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email.parser import Parser
 from pathlib import Path
-from typing import Any
-
-from packaging.markers import default_environment
-from packaging.requirements import InvalidRequirement, Requirement
 
 from harness import commands
-from harness.errors import HarnessError, ToolMissing
+from harness.errors import HarnessError
+from harness.lock import Pin, canonical, parse_requirements
 
 PYTHON = (3, 11)
 MACHINE = "x86_64"
+# Debian bookworm's glibc is 2.36: every manylinux tag up to it, newest first (pip matches each tag exactly).
+PLATFORMS = (
+    *(f"manylinux_2_{minor}_{MACHINE}" for minor in range(36, 4, -1)),
+    f"manylinux2014_{MACHINE}",
+    f"manylinux2010_{MACHINE}",
+    f"manylinux1_{MACHINE}",
+)
 COMPLETE = ".complete"
-# The ends of the series: markers compare versions, so these two and the host's cover every 3.11.x.
+# The ends of the series: markers compare versions, so these two cover every 3.11.x.
 TARGET_PYTHONS = ("3.11.0", "3.11.99")
-MAX_COMPLETION_ROUNDS = 5
-_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[([^\]]*)\])?")
-
-
-def canonical(name: str) -> str:
-    """A distribution name normalised as package indexes compare names (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def extra_requirements(pyproject: Mapping[str, Any], extra: str) -> list[str]:
-    """The project's dependencies plus those of ``extra``, its references to its own extras expanded."""
-    project = pyproject["project"]
-    own = canonical(project["name"])
-    optional: Mapping[str, list[str]] = project.get("optional-dependencies", {})
-    if extra not in optional:
-        raise HarnessError(f"pyproject.toml has no extra {extra!r} in [project.optional-dependencies]")
-    expanded: set[str] = set()
-    out: list[str] = []
-
-    def add(requirements: Iterable[str]) -> None:
-        for req in requirements:
-            match = _NAME.match(req)
-            if match and canonical(match.group(1)) == own:
-                for name in (e.strip() for e in (match.group(2) or "").split(",")):
-                    if name and name not in expanded:
-                        if name not in optional:
-                            raise HarnessError(f"pyproject.toml: {req!r} names an extra that does not exist")
-                        expanded.add(name)
-                        add(optional[name])
-            elif req not in out:
-                out.append(req)
-
-    add(project.get("dependencies", []))
-    expanded.add(extra)
-    add(optional[extra])
-    return out
-
-
-def build_requirements(pyproject: Mapping[str, Any]) -> list[str]:
-    """What pip needs to build the project from source, per [build-system] (PEP 517/518 defaults)."""
-    system = pyproject.get("build-system", {})
-    requires = list(system.get("requires", ["setuptools>=40.8.0"]))
-    backend = system.get("build-backend", "setuptools.build_meta:__legacy__")
-    # setuptools before 70.1 asks for `wheel` too when building one; cheap to carry either way.
-    names = {canonical(m.group(1)) for r in requires if (m := _NAME.match(r))}
-    if backend.startswith("setuptools") and "wheel" not in names:
-        requires.append("wheel")
-    return requires
 
 
 @dataclass(frozen=True)
 class WheelhousePlan:
-    """The requirements to collect; :meth:`key` names the cached directory."""
+    """The pins to collect; :meth:`key` names the cached directory."""
 
-    requirements: tuple[str, ...]
-    build_requirements: tuple[str, ...]
+    pins: tuple[Pin, ...]
 
     @classmethod
-    def from_pyproject(cls, pyproject: Mapping[str, Any], extra: str = "service") -> WheelhousePlan:
-        return cls(tuple(extra_requirements(pyproject, extra)), tuple(build_requirements(pyproject)))
+    def from_requirements(cls, text: str) -> WheelhousePlan:
+        return cls(tuple(parse_requirements(text)))
+
+    def wanted(self, envs: Iterable[Mapping[str, str]] | None = None) -> list[Pin]:
+        """The pins that apply to some interpreter the image may have."""
+        envs = list(envs if envs is not None else target_environments())
+        return [pin for pin in self.pins if any(pin.applies(env) for env in envs)]
+
+    def requirements_text(self) -> str:
+        return "".join(f"{pin.line()}\n" for pin in self.wanted())
 
     def key(self) -> str:
-        text = json.dumps(
-            {
-                "req": self.requirements,
-                "build": self.build_requirements,
-                "python": PYTHON,
-                "targets": TARGET_PYTHONS,
-                "machine": MACHINE,
-            },
-            sort_keys=True,
-        )
+        text = json.dumps({"req": self.requirements_text(), "platforms": PLATFORMS, "python": PYTHON}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def directory(self, cache_dir: Path) -> Path:
         return cache_dir / "wheelhouse" / f"cp{PYTHON[0]}{PYTHON[1]}-{MACHINE}-{self.key()}"
 
-    def pip_argv(self, python: str, dest: Path) -> list[str]:
-        # --prefer-binary: an sdist newer than the last wheel would need a compiler, and change nothing.
+    def pip_argv(self, python: str, dest: Path, requirements: Path) -> list[str]:
+        # --no-deps: the lock is complete, and pip must not resolve anything of its own.
         return [
-            python, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input", "--prefer-binary",
-            "--wheel-dir", str(dest), *self.requirements, *self.build_requirements,
+            python, "-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--no-deps",
+            "--only-binary=:all:", "--require-hashes", *(x for p in PLATFORMS for x in ("--platform", p)),
+            "--python-version", f"{PYTHON[0]}.{PYTHON[1]}", "--implementation", "cp",
+            "--abi", f"cp{PYTHON[0]}{PYTHON[1]}", "--dest", str(dest), "-r", str(requirements),
         ]  # fmt: skip
-
-
-def check_interpreter(version: Sequence[int], machine: str, implementation: str) -> None:
-    """Refuse to collect wheels with an interpreter whose wheels the image could not install."""
-    if tuple(version[:2]) != PYTHON or machine != MACHINE or implementation != "cpython":
-        found = f"{implementation} {'.'.join(map(str, version[:2]))} on {machine}"
-        raise ToolMissing(
-            f"CPython {PYTHON[0]}.{PYTHON[1]} on {MACHINE}",
-            f"the wheelhouse is collected by the harness's own interpreter, which is {found}; run the harness "
-            "from a Python 3.11 venv, or build with --no-wheelhouse where the build can reach an index",
-        )
 
 
 def _wheel_tags(filename: str) -> tuple[set[str], set[str], set[str]]:
@@ -160,60 +102,26 @@ def incompatible_wheels(filenames: Iterable[str]) -> list[str]:
     return bad
 
 
-def target_environments(host: Mapping[str, str] | None = None) -> list[dict[str, str]]:
-    """Marker environments of the images' interpreters: the host's, at each of :data:`TARGET_PYTHONS`."""
-    base = {k: str(v) for k, v in (host if host is not None else default_environment()).items()}
+# CPython on Linux x86_64, as packaging.markers.default_environment() gives it there.
+LINUX_X86_64 = {
+    "implementation_name": "cpython",
+    "os_name": "posix",
+    "platform_machine": MACHINE,
+    "platform_python_implementation": "CPython",
+    "platform_release": "",
+    "platform_system": "Linux",
+    "platform_version": "",
+    "sys_platform": "linux",
+}
+
+
+def target_environments() -> list[dict[str, str]]:
+    """Marker environments of the images' interpreters: CPython on Linux x86_64 at each of :data:`TARGET_PYTHONS`."""
+    base = dict(LINUX_X86_64)
     return [
         {**base, "python_version": "3.11", "python_full_version": full, "implementation_version": full}
         for full in TARGET_PYTHONS
     ]
-
-
-def wheel_metadata(wheel: Path) -> tuple[str, list[str]]:
-    """The canonical distribution name and the Requires-Dist lines of ``wheel``."""
-    with zipfile.ZipFile(wheel) as zf:
-        name = next(n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
-        meta = Parser().parsestr(zf.read(name).decode())
-    return canonical(meta["Name"]), list(meta.get_all("Requires-Dist") or [])
-
-
-def unmet_requirements(
-    metadata: Mapping[str, Sequence[str]], top_level: Sequence[str], envs: Sequence[Mapping[str, str]]
-) -> list[str]:
-    """Requirements (markers dropped) that some of ``envs`` needs and no distribution in ``metadata`` meets.
-
-    ``metadata`` maps each collected distribution to its Requires-Dist; a requirement conditioned on an
-    extra counts when something asks for that extra of its distribution.
-    """
-    parsed: list[tuple[str, Requirement]] = []
-    for owner, lines in [("", top_level), *metadata.items()]:
-        for line in lines:
-            try:
-                parsed.append((owner, Requirement(line)))
-            except InvalidRequirement as exc:
-                raise HarnessError(f"{owner or 'pyproject.toml'}: bad requirement {line!r}: {exc}") from exc
-    # Which extras are asked of which distribution depends on which requirements apply, and back.
-    requested: dict[str, set[str]] = {}
-    active: list[Requirement] = []
-    pending = list(parsed)
-    changed = True
-    while changed:
-        changed = False
-        for owner, req in list(pending):
-            asked = ["", *sorted(requested.get(owner, set()))]
-            if req.marker is None or any(req.marker.evaluate({**env, "extra": x}) for env in envs for x in asked):
-                pending.remove((owner, req))
-                active.append(req)
-                wanted = requested.setdefault(canonical(req.name), set())
-                changed = changed or not req.extras <= wanted
-                wanted.update(req.extras)
-    unmet: list[str] = []
-    for req in active:
-        if canonical(req.name) not in metadata:
-            text = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
-            if text not in unmet:
-                unmet.append(text)
-    return unmet
 
 
 def model_version(wheelhouse: Path) -> str | None:
@@ -238,37 +146,34 @@ def model_version(wheelhouse: Path) -> str | None:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
+def missing_wheels(pins: Iterable[Pin], filenames: Iterable[str]) -> list[str]:
+    """The pins that no wheel among ``filenames`` provides, as ``name==version``."""
+    have = {(canonical(name.split("-")[0]), name.split("-")[1]) for name in filenames}
+    return [f"{pin.name}=={pin.version}" for pin in pins if (pin.name, pin.version) not in have]
+
+
 def ensure_wheelhouse(plan: WheelhousePlan, cache_dir: Path, *, log: Path, python: str | None = None) -> Path:
-    """The directory of wheels for ``plan``, collected with pip when not cached."""
+    """The directory of wheels for ``plan``, downloaded with pip (hashes checked) when not cached."""
     directory = plan.directory(cache_dir)
     if (directory / COMPLETE).is_file():
         return directory
-    check_interpreter(tuple(sys.version_info[:2]), platform.machine(), sys.implementation.name)
     directory.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f"{directory.name}.", dir=directory.parent))
     try:
-        commands.run_logged(plan.pip_argv(python or sys.executable, partial), log=log, timeout=1800)
-        _complete_for_targets(plan, partial, python or sys.executable, log=log)
+        requirements = partial / "requirements.txt"
+        requirements.write_text(plan.requirements_text())
+        commands.run_logged(plan.pip_argv(python or sys.executable, partial, requirements), log=log, timeout=1800)
+        requirements.unlink()
         names = sorted(p.name for p in partial.glob("*.whl"))
         bad = incompatible_wheels(names)
         if bad:
             raise HarnessError(f"the wheelhouse has wheels the image cannot install: {', '.join(bad)}")
+        missing = missing_wheels(plan.wanted(), names)
+        if missing:
+            raise HarnessError(f"pip downloaded no wheel for {', '.join(missing)} (log {log})")
         (partial / COMPLETE).write_text("\n".join(names) + "\n")
         shutil.rmtree(directory, ignore_errors=True)
         partial.rename(directory)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return directory
-
-
-def _complete_for_targets(plan: WheelhousePlan, directory: Path, python: str, *, log: Path) -> None:
-    """Collect what the images' interpreters need beyond what the host's pip resolved."""
-    envs = target_environments()
-    for _ in range(MAX_COMPLETION_ROUNDS):
-        metadata = dict(wheel_metadata(w) for w in directory.glob("*.whl"))
-        unmet = unmet_requirements(metadata, plan.requirements, envs)
-        if not unmet:
-            return
-        extra = WheelhousePlan(tuple(unmet), ())
-        commands.run_logged(extra.pip_argv(python, directory), log=log, timeout=1800)
-    raise HarnessError(f"the wheelhouse is still missing {unmet} after {MAX_COMPLETION_ROUNDS} rounds")

@@ -70,7 +70,7 @@ def test_no_server_error_and_every_response_as_documented(api: Endpoint, request
     argv = [
         *schemathesis_command(), "run", f"{api.url}/openapi.json",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-        "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",
+        "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
         "--request-timeout", "60", "--generation-database", "none",
         "--baseline", str(BASELINE),
         "--report", "junit,ndjson", "--report-dir", str(reports), "--no-color",

@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 
 from harness import versions
-from harness.errors import HarnessError
 from harness.image.build import (
     CONTEXT_DIRS,
     CONTEXT_FILES,
@@ -65,6 +64,9 @@ def _repo(root: Path, *, readme: bool = True) -> Path:
     return root
 
 
+LOCKED = "six==1.17.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
+
+
 def test_stage_context_copies_only_what_the_image_needs(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
     wheels = tmp_path / "wheels"
@@ -73,17 +75,17 @@ def test_stage_context_copies_only_what_the_image_needs(tmp_path: Path) -> None:
     (wheels / ".complete").write_text("")
     dest = tmp_path / "ctx"
     dest.mkdir()
-    stage_context(repo, dest, wheels)
+    stage_context(repo, dest, wheels, LOCKED)
     staged = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
     assert staged == [
-        "README.md",
-        "pyproject.toml",
         "service",
         "service/Dockerfile",
         "service/__init__.py",
+        "service/requirements.txt",
         "wheelhouse",
         "wheelhouse/six-1.17.0-py2.py3-none-any.whl",
     ]
+    assert (dest / "service/requirements.txt").read_text() == LOCKED
     assert (
         os.stat(dest / "wheelhouse/six-1.17.0-py2.py3-none-any.whl").st_ino
         == os.stat(wheels / "six-1.17.0-py2.py3-none-any.whl").st_ino
@@ -93,15 +95,8 @@ def test_stage_context_copies_only_what_the_image_needs(tmp_path: Path) -> None:
 def test_stage_context_without_wheelhouse(tmp_path: Path) -> None:
     dest = tmp_path / "ctx"
     dest.mkdir()
-    stage_context(_repo(tmp_path / "repo"), dest, None)
+    stage_context(_repo(tmp_path / "repo"), dest, None, LOCKED)
     assert not (dest / "wheelhouse").exists()
-
-
-def test_stage_context_refuses_a_missing_readme(tmp_path: Path) -> None:
-    dest = tmp_path / "ctx"
-    dest.mkdir()
-    with pytest.raises(HarnessError, match=r"README\.md is missing"):
-        stage_context(_repo(tmp_path / "repo", readme=False), dest, None)
 
 
 def test_dockerignore_lets_in_what_the_staged_context_holds() -> None:
