@@ -78,7 +78,7 @@ def _static(*commands: Command) -> Callable[[], Sequence[Command]]:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("lock", "uv.lock matches pyproject.toml; the image's requirements match uv.lock",
+    Step("lock", "uv.lock matches pyproject.toml; each compiled requirements file matches its input",
          _static((PY, "-m", "harness.lock", "check"))),
     Step("lint", "ruff's rules and format, and mypy's types",
          _static((PY, "-m", "ruff", "check", "."), (PY, "-m", "ruff", "format", "--check", "."), (PY, "-m", "mypy"))),
