@@ -8,9 +8,11 @@ USERS ?= 8
 SECONDS ?= 60
 # make bench RECORD=1 writes the committed results (bench/results) instead of artifacts/bench.
 RECORD ?=
+# make mutate FAST=1 runs only the mutations CI runs on every change.
+FAST ?=
 CONTEXT_ARG = $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 
-.PHONY: help venv lock ci run worker test unit local lint format manifests image bench clean \
+.PHONY: help venv lock mutate ci run worker test unit local lint format manifests image bench clean \
 	cluster-up cluster-down kserve-install deploy-ocr load-test status plan milestone1 milestone2 milestone3
 
 help: ## list the targets
@@ -22,6 +24,9 @@ venv: ## create .venv from uv.lock (the dev extra: everything the tests and the 
 lock: ## update every lock to the newest allowed versions: uv.lock, then the compiled requirements
 	uv lock --upgrade
 	$(PY) -m harness.lock export --upgrade
+
+mutate: ## the whole mutation catalogue (FAST=1: the fast set CI runs); results in artifacts/mutate
+	$(PY) -m harness.mutate run $(if $(FAST),--fast)
 
 ci: ## every CI step, as .ci/run and the GitHub workflow run them (python -m harness.ci list)
 	$(PY) -m harness.ci run

@@ -15,16 +15,16 @@ Feature: Every queued OCR job is done exactly once, whatever happens to a worker
     And the queue lag is 0 within 10 seconds
 
   Scenario: A worker killed mid-job loses nothing
-    When a client enqueues 10 document page jobs
-    And a worker is killed with SIGKILL while it runs a job
+    Given a client has enqueued 10 document page jobs
+    When a worker is killed with SIGKILL while it runs a job
     Then all 10 jobs succeed within 180 seconds
     And each job ended in its final state exactly once
     And no job is left running
     And the queue lag is 0 within 10 seconds
 
   Scenario: A worker stopped with SIGTERM finishes its job and exits cleanly
-    When a client enqueues 6 document page jobs
-    And a worker is sent SIGTERM while it runs a job
+    Given a client has enqueued 6 document page jobs
+    When a worker is sent SIGTERM while it runs a job
     Then that worker exits with code 0 within 60 seconds
     And the job it was running succeeds, finished by that worker
     And all 6 jobs succeed within 180 seconds

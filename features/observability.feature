@@ -9,14 +9,15 @@ Feature: Prometheus sees the service's traffic, latency and identity
     Given the platform is running
     And Prometheus scrapes the OCR service
 
-  Scenario: A burst of requests shows up as a request rate and a p95 latency
-    When 4 users send small images to /predict for 10 seconds
-    Then at least 10 requests were answered
-    And the error ratio of /predict stays below 1%
-    And the PromQL "sum(rate(ocr_http_requests_total{route="/predict",status="200"}[1m]))" is above 0 within 90 seconds
-    And the PromQL "histogram_quantile(0.95, sum by (le) (rate(ocr_http_request_duration_seconds_bucket{route="/predict"}[1m])))" is above 0 within 90 seconds
-    And the PromQL "sum(ocr:http_requests:rate5m)" is above 0 within 90 seconds
+  Scenario: A burst of requests shows up as a request count, a p95 latency and a recorded rate
+    Given Prometheus has counted every /predict request so far
+    When a client sends 10 small images per second to /predict for 10 seconds
+    Then the error ratio of /predict stays below 1%
+    And Prometheus counts as many /predict requests as the client sent, within 1%, within 90 seconds
+    And the p95 latency of /predict in Prometheus is above 0 and at most 2 times the client's own p95, within 90 seconds
+    And the platform's recorded request rate is above 0 within 90 seconds
 
   Scenario: The model that answers is visible to Prometheus
-    Then the PromQL "count(ocr_model_info{name="pp-ocr"})" is at least 1 within 90 seconds
-    And the PromQL "max(ocr_ready)" is equal to 1 within 90 seconds
+    When Prometheus has scraped the OCR service for 5 seconds
+    Then the number of services reporting the pp-ocr model is at least 1 within 90 seconds
+    And the readiness of the OCR service is equal to 1 within 90 seconds

@@ -1,4 +1,4 @@
-@milestone1
+@milestone2 @gateway
 Feature: A new model version rolls out under load without failing a request
   Shipping a model must not cost its clients an error. Rolling the predictor to a new model version
   replaces its replicas one at a time: an old replica first turns unready and leaves the gateway's
@@ -9,7 +9,6 @@ Feature: A new model version rolls out under load without failing a request
   Background:
     Given the platform is running
 
-  @gateway
   Scenario: Replicas rolled one at a time under steady load fail no request and switch to the new version
     Given the predictor runs 2 ready replicas behind the gateway
     When "team-a" sends 2 requests per second with a one-line image while the predictor is rolled to a new model version
@@ -17,7 +16,16 @@ Feature: A new model version rolls out under load without failing a request
     And every answer names the new model version within 300 seconds of the rollout's start
     And every answer sent after the rollout names the new model version
 
-  @k8s @gateway
+  @drain
+  Scenario: Each old replica drains in order: unready, out of rotation, then closed, then gone
+    Given the predictor runs 2 ready replicas behind the gateway
+    When "team-a" sends 4 requests per second with a one-line image while the predictor is rolled to a new model version
+    Then no request failed
+    And each old replica answered /readyz 503 before the gateway took it out of rotation
+    And the gateway took each old replica out of rotation before it stopped listening
+    And each old replica exited 0 once it had stopped listening
+
+  @k8s
   Scenario: On the cluster a new pod is ready before an old one goes
     Given the predictor runs 2 ready replicas behind the gateway
     When "team-a" sends 2 requests per second with a one-line image while the predictor is rolled to a new model version

@@ -33,7 +33,7 @@ Feature: Only clients with a provisioned API key reach the OCR service
     Then the gateway answers 200 with the text read
     And the service logs that request with tenant "team-a"
 
-  @k8s @istio
+  @gateway
   Scenario: With the API-key authorizer down, the gateway refuses even a provisioned key
     Given the API keys "team-a" and "team-b" are provisioned
     And the API-key authorizer is down

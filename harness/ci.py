@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path("artifacts/ci")
 KSERVE_VENV = Path(".venv-kserve")
 KSERVE_REQUIREMENTS = Path("tests/oip/requirements.txt")
+GHERKIN_LINT = Path(".ci/gherkin-lint")
 PY = sys.executable
 UV = str(Path(PY).with_name("uv"))
 # The test step's guards: a missing optional tool fails these tests here, where CI installs it, instead of
@@ -86,6 +87,10 @@ STEPS: tuple[Step, ...] = (
          lambda: [(PY, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                    *sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))),
                   (PY, "-m", "check_jsonschema", "--builtin-schema", "vendor.renovate", "renovate.json")]),
+    Step("gherkin", "the features pass gherkin-lint (features/.gherkin-lintrc), installed from its npm lock",
+         _static(("npm", "ci", "--prefix", str(GHERKIN_LINT), "--no-audit", "--no-fund", "--loglevel", "error"),
+                 (str(GHERKIN_LINT / "node_modules" / ".bin" / "gherkin-lint"), "-c", "features/.gherkin-lintrc",
+                  "features"))),
     Step("audit", "no unaccepted known vulnerability in the locked set", _static((PY, "-m", "harness.audit"))),
     Step("manifests", "every overlay renders and validates strictly against Kubernetes and the pinned CRDs",
          _crd_commands),
@@ -101,6 +106,8 @@ STEPS: tuple[Step, ...] = (
     Step("fuzz", "Schemathesis finds no server error and no undocumented answer in the API",
          _static((PY, "-m", "pytest", "tests/fuzz/test_openapi_fuzz.py", "-q", "-p", "no:cacheprovider")),
          env={"OCR_FUZZ": "1"}),
+    Step("mutate", "each fast mutation of the catalogue fails its catchers (python -m harness.mutate run --fast)",
+         _static((PY, "-m", "harness.mutate", "run", "--fast"))),
     Step("image", "the image builds offline from the lock and serves as production runs it",
          _static((PY, "-m", "harness", "image", "test", "--offline-base"))),
 )  # fmt: skip

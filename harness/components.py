@@ -1,4 +1,5 @@
-"""The platform's components as local processes: the API, the job workers, Redis and Prometheus.
+"""The platform's components as local processes: the API, the job workers, the API-key authorizer, Redis
+and Prometheus.
 
 Each ``start_*`` starts one real process on loopback, waits until it is ready (with a deadline) and
 returns it; the caller stops it (see :func:`harness.processes.stop_all`).
@@ -7,6 +8,7 @@ returns it; the caller stops it (see :func:`harness.processes.stop_all`).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.errors import HarnessError
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, require_binary
 
@@ -192,3 +195,69 @@ def start_worker(
             return False
 
     return _ready_or_stopped(endpoint, healthy, ready_timeout)
+
+
+@dataclass
+class Authorizer:
+    """The API-key authorizer (``python -m service.authz``): checks on ``url``, health on ``health_url``."""
+
+    process: ManagedProcess
+    port: int
+    health_port: int
+    hashes_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.health_port}"
+
+
+def write_key_hashes(path: Path, keys: Mapping[str, tuple[str, str]]) -> Path:
+    """The authorizer's hashes file for ``{key: (key_id, tenant)}``, made by the authorizer's own ``hash``
+    command (the keys go to it on stdin, never on a command line), readable by this user only."""
+    lines = "".join(f"{key_id}\t{tenant}\t{key}\n" for key, (key_id, tenant) in keys.items())
+    done = subprocess.run(
+        [sys.executable, "-m", "service.authz", "hash"], input=lines, capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise HarnessError(f"python -m service.authz hash exited {done.returncode}: {done.stderr.strip()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(done.stdout)
+    return path
+
+
+def start_authorizer(
+    log_dir: Path,
+    work_dir: Path,
+    keys: Mapping[str, tuple[str, str]],
+    *,
+    name: str = "authz",
+    ready_timeout: float = 30.0,
+) -> Authorizer:
+    """The authorizer on loopback, knowing ``{key: (key_id, tenant)}`` by their hashes only; ready when its
+    ``/readyz`` says a hashes file is loaded."""
+    hashes = write_key_hashes(work_dir / "hashes.jsonl", keys)
+    port, health_port = free_port(), free_port()
+    process = ManagedProcess(
+        name=name,
+        argv=[sys.executable, "-m", "service.authz"],
+        log_path=log_dir / f"{name}.log",
+        env={
+            "OCR_AUTHZ_HASHES_FILE": str(hashes),
+            "OCR_AUTHZ_HOST": LOOPBACK,
+            "OCR_AUTHZ_PORT": str(port),
+            "OCR_AUTHZ_HEALTH_PORT": str(health_port),
+        },
+    ).start()
+    authorizer = Authorizer(process, port, health_port, hashes)
+    try:
+        process.wait_ready(lambda: _http_ok(f"{authorizer.health_url}/readyz"), timeout=ready_timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return authorizer

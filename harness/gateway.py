@@ -2,14 +2,21 @@
 
 What it does, as the Istio ingress gateway does on a cluster:
 
-* requires an API key in the ``x-api-key`` header; a missing or unknown key gets 403 with a JSON error in
-  the service's shape (``{"error": {"code", "message", "request_id"}}``);
+* asks the platform's own API-key authorizer (``python -m service.authz``, the process the cluster runs)
+  about every request, the way Envoy's ext_authz HTTP filter calls it there: the client's method and path,
+  ``Content-Length: 0``, and the headers the Istio provider includes in the check
+  (:data:`harness.manifests.extauthz.PROVIDER`, the one list both gateways read), each occurrence as the
+  client sent it. 200 allows the request, and the headers the provider copies upstream on allow
+  (``x-tenant-id``, ``x-api-key-id``) replace any the client sent; any other 2xx-4xx answer goes back to
+  the client with its status, body and ``content-type``; an authorizer that fails, times out (1 s) or
+  answers 5xx is a 403 (``failOpen: false``). One check, no retry, as Envoy. HAProxy's Lua ``httpclient``
+  makes the call (``authz.lua``, written beside the configuration);
 * limits each key to the requests per second of the cluster's rate-limit configuration
-  (``manifests/components/ratelimit/config.yaml``: one source for both), counted in a fixed window per
+  (``manifests/components/ratelimit/config.yaml``: one source for both), counted per ``x-api-key-id`` (the
+  authorizer's name for the key, as the cluster's rate-limit descriptor counts) in a fixed window per
   calendar second as Envoy's global rate limit counts; the excess gets 429 with a JSON error and
   ``Retry-After: 1``;
-* sets ``X-Tenant-ID`` to the key's client name and drops any the client sent, so no caller logs as
-  another tenant; does not forward the key;
+* sets ``X-Tenant-ID`` from the authorizer, so no caller logs as another tenant; does not forward the key;
 * writes one JSON access-log line per request (client name, status, latency, the replica that served it
   and the gateway's retries), never the key;
 * sends requests only to ready replicas, as the cluster's endpoints do: it checks each replica's
@@ -23,7 +30,7 @@ Why HAProxy and a fixed window: measured by ``bench/gateway_limiter_bench.py`` (
 admits request for request what Envoy's per-second counter admits; nginx's ``limit_req`` is a 100 ms leaky
 bucket that refuses early arrivals without ``burst`` and lets 15 a second through with it.
 
-The keys live in a map file (mode 0600) in the work folder, never on a command line or in a log.
+The gateway never sees a key table: the authorizer knows the keys by their salted hashes only.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import atexit
 import csv
 import io
 import json
-import os
 import secrets
 import shutil
 import socket
@@ -45,18 +51,31 @@ import yaml
 
 from harness import commands
 from harness.errors import HarnessError
+from harness.manifests.extauthz import PROVIDER
 from harness.manifests.paths import COMPONENTS_DIR
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, require_binary
 
 RATELIMIT_CONFIG = COMPONENTS_DIR / "ratelimit" / "config.yaml"
 API_KEY_HEADER = "x-api-key"
-TENANT_HEADER = "X-Tenant-ID"
+TENANT_HEADER = "x-tenant-id"
+KEY_ID_HEADER = "x-api-key-id"
+# What Envoy's ext_authz filter sends and keeps, as the cluster's provider declares it.
+CHECK_HEADERS: tuple[str, ...] = tuple(PROVIDER["envoyExtAuthzHttp"]["includeRequestHeadersInCheck"])
+UPSTREAM_ON_ALLOW: tuple[str, ...] = tuple(PROVIDER["envoyExtAuthzHttp"]["headersToUpstreamOnAllow"])
+DOWNSTREAM_ON_DENY: tuple[str, ...] = tuple(PROVIDER["envoyExtAuthzHttp"]["headersToDownstreamOnDeny"])
+AUTHZ_TIMEOUT_MS = 1000  # the provider's timeout (1s)
 CLIENTS = ("team-a", "team-b")
 READY_TIMEOUT_S = 15.0
 BACKEND = "service"
-# Readiness checks: every CHECK_INTERVAL_MS; out at the first failure, back after two successes.
+# Readiness checks every CHECK_INTERVAL_MS, each given CHECK_TIMEOUT_MS: a replica is out after CHECK_FALL
+# failures in a row (its 503 at SIGTERM: 0.75 s, inside the service's 1.5 s drain pause) and back after
+# CHECK_RISE passes. /readyz answers in milliseconds on an idle replica and stays under a second on a busy
+# one; one slow answer must not take the only replica out (fall 1 and a 250 ms timeout did, under load).
 CHECK_INTERVAL_MS = 250
+CHECK_TIMEOUT_MS = 1000
+CHECK_FALL = 3
+CHECK_RISE = 2
 
 
 def requests_per_second(config: Path = RATELIMIT_CONFIG) -> int:
@@ -87,17 +106,80 @@ def server_name(slot: int) -> str:
     return f"ocr-{slot}"
 
 
+def lua_script(authorizer: str) -> str:
+    """The ext_authz call as HAProxy Lua (HAProxy >= 2.5: ``core.httpclient``): action ``lua.ocr_authz``."""
+
+    def lua_list(names: tuple[str, ...]) -> str:
+        return "{" + ", ".join(json.dumps(n) for n in names) + "}"
+
+    unavailable = json.dumps(
+        {"error": {"code": "authorizer_unavailable", "message": "the API-key authorizer did not answer"}}
+    )
+    return f"""\
+-- The local gateway's ext_authz call (harness.gateway): one check per request, no retry, fail closed.
+local AUTHZ = {json.dumps(authorizer)}
+local CHECK = {lua_list(CHECK_HEADERS)}
+local UPSTREAM = {lua_list(UPSTREAM_ON_ALLOW)}
+local DOWNSTREAM = {lua_list(DOWNSTREAM_ON_DENY)}
+local UNAVAILABLE = {json.dumps(unavailable)}
+
+local function values(t)
+  local out = {{}}
+  if t then for _, v in pairs(t) do out[#out + 1] = v end end
+  return out
+end
+
+core.register_action("ocr_authz", {{ "http-req" }}, function(txn)
+  local sent = txn.http:req_get_headers()
+  local headers = {{ ["content-length"] = {{ "0" }} }}
+  for _, name in ipairs(CHECK) do
+    local v = values(sent[name])
+    if #v > 0 then headers[name] = v end
+  end
+  local client = core.httpclient()
+  local method = ({{ GET = client.get, HEAD = client.head, PUT = client.put, POST = client.post,
+                    DELETE = client.delete }})[txn.sf:method()] or client.get
+  local ok, res = pcall(method, client,
+    {{ url = AUTHZ .. txn.sf:pathq(), headers = headers, timeout = {AUTHZ_TIMEOUT_MS} }})
+  local status = ok and res and tonumber(res.status) or 0
+  if status == 200 then
+    for _, name in ipairs(UPSTREAM) do
+      local v = values(res.headers and res.headers[name])
+      txn:set_var("txn.authz_" .. name:gsub("-", "_"), v[1] or "")
+    end
+    txn:set_var("txn.authz_status", "200")
+    return
+  end
+  local reply = txn:reply()
+  if status >= 200 and status < 500 then
+    reply:set_status(status)
+    for _, name in ipairs(DOWNSTREAM) do
+      for _, v in ipairs(values(res.headers and res.headers[name])) do reply:add_header(name, v) end
+    end
+    reply:set_body(res.body or "")
+  else
+    -- failOpen: false. Envoy's own 403 has no body; the platform's front door answers JSON.
+    reply:set_status(403)
+    reply:add_header("content-type", "application/json")
+    reply:set_body(UNAVAILABLE)
+  end
+  txn:set_var("txn.authz_status", tostring(status))
+  txn:done(reply)
+end, 0)
+"""
+
+
 def haproxy_config(
     *,
     port: int,
     upstream: str,
-    keys_map: Path,
+    lua: Path,
     limit: int,
     timeout_s: float = 60.0,
     slots: int = 1,
     runtime_socket: Path | None = None,
 ) -> str:
-    """The gateway's HAProxy configuration (HAProxy >= 2.2: ``http-request return``, ``lf-string``)."""
+    """The gateway's HAProxy configuration (HAProxy >= 2.5: Lua ``httpclient``; ``lua`` is :func:`lua_script`)."""
     host, _, upstream_port = upstream.removeprefix("http://").partition(":")
     unavailable = _error("no_ready_replica", "no ready replica of the service; retry later")
     servers = "\n".join(
@@ -105,27 +187,30 @@ def haproxy_config(
         for slot in range(1, slots + 1)
     )
     runtime = f"    stats socket {runtime_socket} mode 600 level admin\n" if runtime_socket else ""
-    denied = _error("invalid_api_key", f"a known API key is required in the {API_KEY_HEADER} header")
     limited = _error("rate_limited", f"more than {limit} requests per second for this API key")
     timeout_ms = int(timeout_s * 1000)
-    refuse_unknown = (
-        f"http-request return status 403 content-type application/json lf-string '{denied}'"
-        " unless { var(txn.client) -m found }"
-    )
     refuse_excess = (
         "http-request deny deny_status 429 content-type application/json hdr Retry-After 1"
         f" lf-string '{limited}' if {{ sc_http_req_cnt(0) gt {limit} }}"
     )
+    set_upstream = "\n".join(
+        f"    http-request del-header {name}\n"
+        f"    http-request set-header {name} %[var(txn.authz_{name.replace('-', '_')})]"
+        for name in UPSTREAM_ON_ALLOW
+    )
     access_log = (
-        '{"time":"%t","client":"%[var(txn.client),json(utf8s)]","method":"%HM","path":"%{+E}HP",'
+        '{"time":"%t","client":"%[var(txn.authz_x_tenant_id),json(utf8s)]",'
+        '"key_id":"%[var(txn.authz_x_api_key_id),json(utf8s)]","authz":"%[var(txn.authz_status)]",'
+        '"method":"%HM","path":"%{+E}HP",'
         '"status":%ST,"latency_ms":%Ta,"request_id":"%[var(txn.request_id),json(utf8s)]","server":"%s",'
         '"retries":"%rc"}'
     )
     return f"""\
-# The local gateway (harness.gateway): API keys, {limit} requests per second per key, tenant from the key.
+# The local gateway (harness.gateway): the platform's authorizer decides, {limit} requests per second per key.
 global
     log stdout format raw local0
     maxconn 1024
+    lua-load {lua}
 {runtime}
 defaults
     mode http
@@ -135,6 +220,7 @@ defaults
     timeout client {timeout_ms}ms
     timeout server {timeout_ms}ms
     timeout http-request 10s
+    timeout check {CHECK_TIMEOUT_MS}ms
     unique-id-format %[uuid()]
 
 frontend gateway
@@ -142,18 +228,15 @@ frontend gateway
     # A request id for the error bodies and the service's log line: the client's, else a new one.
     http-request set-header X-Request-ID %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
     http-request set-var(txn.request_id) req.hdr(x-request-id)
-    # The key's client name ("" when the key is missing or unknown); the key check comes before the
-    # limit: a request without a key is never tracked, so it must never pass.
-    http-request set-var(txn.client) req.hdr({API_KEY_HEADER}),map({keys_map})
-    {refuse_unknown}
-    # Fixed window per calendar second, per key: the table key is "<client>:<epoch second>".
+    # The authorizer decides (ext_authz): a request it does not allow ends here with its answer.
+    http-request lua.ocr_authz
+    # Fixed window per calendar second, per key id: the table key is "<key id>:<epoch second>".
     http-request set-var(txn.now) date
-    http-request set-var(txn.window) var(txn.client),concat(:,txn.now)
+    http-request set-var(txn.window) var(txn.authz_x_api_key_id),concat(:,txn.now)
     http-request track-sc0 var(txn.window) table per_key_second
     {refuse_excess}
-    # The tenant is the key's client, whatever the client said; the key itself goes no further.
-    http-request del-header {TENANT_HEADER}
-    http-request set-header {TENANT_HEADER} %[var(txn.client)]
+    # The authorizer's tenant and key id, whatever the client said; the key itself goes no further.
+{set_upstream}
     http-request del-header {API_KEY_HEADER}
     default_backend service
 
@@ -165,7 +248,7 @@ backend {BACKEND}
     # Only ready replicas get requests (see the module's docstring); none ready: a JSON 503.
     option httpchk GET /readyz
     http-check expect status 200
-    default-server check inter {CHECK_INTERVAL_MS}ms fall 1 rise 2
+    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
     http-error status 503 content-type application/json lf-string '{unavailable}'
 {servers}
 """
@@ -219,15 +302,6 @@ class Gateway:
         self.runtime(f"set server {BACKEND}/{server_name(slot)} state maint")
 
 
-def write_keys_map(path: Path, keys: Mapping[str, str]) -> Path:
-    """``<key> <client>`` lines, readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.writelines(f"{key} {client}\n" for client, key in keys.items())
-    return path
-
-
 def check_config(haproxy: str, config: Path) -> None:
     """HAProxy's own checker (``haproxy -c``); CommandFailed carries its complaint."""
     commands.run([haproxy, "-c", "-q", "-f", str(config)], timeout=30, merge_stderr=True)
@@ -238,27 +312,29 @@ def start_gateway(
     work_dir: Path,
     *,
     upstream: str,
+    authorizer: str,
     keys: Mapping[str, str],
     name: str = "gateway",
     ready_timeout: float = READY_TIMEOUT_S,
     slots: int = 1,
 ) -> Gateway:
-    """HAProxy on a free loopback port in front of ``upstream`` (and ``slots - 1`` replica places to assign);
-    ready when it answers a keyless request with its 403."""
+    """HAProxy on a free loopback port in front of ``upstream`` (and ``slots - 1`` replica places to assign),
+    asking the ``authorizer`` (its check URL) about every request; ready when it answers a keyless request
+    with 403. ``keys`` (client -> key) are the keys the authorizer knows, kept for the clients."""
     import httpx
 
     haproxy = require_binary("haproxy")
     limit = requests_per_second()
     port = free_port()
-    keys_map = write_keys_map(work_dir / "api-keys.map", keys)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    lua = work_dir / "authz.lua"
+    lua.write_text(lua_script(authorizer))
     config = work_dir / "haproxy.cfg"
     # A short path: a Unix socket's path is limited to 107 bytes.
     runtime_dir = Path(tempfile.mkdtemp(prefix="ocr-gw-"))
     runtime_socket = runtime_dir / "haproxy.sock"
     config.write_text(
-        haproxy_config(
-            port=port, upstream=upstream, keys_map=keys_map, limit=limit, slots=slots, runtime_socket=runtime_socket
-        )
+        haproxy_config(port=port, upstream=upstream, lua=lua, limit=limit, slots=slots, runtime_socket=runtime_socket)
     )
     check_config(haproxy, config)
     # -db: stay in the foreground, log to stdout (captured in the process log), stop on SIGTERM.

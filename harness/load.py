@@ -44,28 +44,54 @@ def ensure_loopback(url: str) -> None:
     raise RemoteLoadRefused(f"refusing to send load to {host!r}: not loopback (set HARNESS_ALLOW_REMOTE_LOAD=1)")
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One paced request: when it was sent (seconds from the start, as sent, not as scheduled), its status
+    (0 for a transport error), who answered (``kind``, what the sender's classifier said) and how long the
+    answer took."""
+
+    at: float
+    status: int
+    kind: str = ""
+    seconds: float = 0.0
+
+
 @dataclass
 class PacedResult:
-    """Each request's send time (seconds from start, as sent, not as scheduled) and status code (0 for a
-    transport error)."""
+    answers: list[Answer] = field(default_factory=list)
 
-    sent: list[tuple[float, int]] = field(default_factory=list)
+    @property
+    def sent(self) -> list[tuple[float, int]]:
+        """Each request's send time and status, in the order sent."""
+        return [(a.at, a.status) for a in self.answers]
 
     def count(self, status: int) -> int:
-        return sum(1 for _, s in self.sent if s == status)
+        return sum(1 for a in self.answers if a.status == status)
 
     def statuses(self) -> dict[int, int]:
         out: dict[int, int] = {}
-        for _, s in self.sent:
-            out[s] = out.get(s, 0) + 1
+        for a in self.answers:
+            out[a.status] = out.get(a.status, 0) + 1
         return dict(sorted(out.items()))
 
+    def kinds(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in self.answers:
+            out[a.kind] = out.get(a.kind, 0) + 1
+        return dict(sorted(out.items()))
 
-def paced(send: Callable[[], int], *, rate: float, seconds: float, max_in_flight: int = 256) -> PacedResult:
+    def latencies(self, kind: str) -> list[float]:
+        return sorted(a.seconds for a in self.answers if a.kind == kind)
+
+
+def paced(
+    send: Callable[[], int | tuple[int, str]], *, rate: float, seconds: float, max_in_flight: int = 256
+) -> PacedResult:
     """Call ``send`` ``rate`` times a second for ``seconds`` seconds, on schedule, whatever it returns.
 
-    Exactly ``round(rate * seconds)`` calls are made; a slow answer does not delay the next send (up to
-    ``max_in_flight`` answers outstanding at once).
+    ``send`` returns the status, or the status and what kind of answer it was (its classification). Exactly
+    ``round(rate * seconds)`` calls are made; a slow answer does not delay the next send (up to
+    ``max_in_flight`` answers outstanding at once). A transport error is status 0, kind ``transport``.
     """
     if rate <= 0 or seconds <= 0:
         raise ValueError("rate and seconds must be positive")
@@ -81,15 +107,17 @@ def paced(send: Callable[[], int], *, rate: float, seconds: float, max_in_flight
             time.sleep(delay)  # pacing to a schedule, not waiting for a condition
         sent_at = time.monotonic() - start
         try:
-            status = send()
+            outcome = send()
         except Exception:  # noqa: BLE001 - a transport error is an observation (status 0)
-            status = 0
+            outcome = (0, "transport")
+        status, kind = outcome if isinstance(outcome, tuple) else (outcome, "")
+        answer = Answer(round(sent_at, 3), status, kind, round(time.monotonic() - start - sent_at, 4))
         with lock:
-            result.sent.append((round(sent_at, 3), status))
+            result.answers.append(answer)
 
     with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
         list(pool.map(one, range(total)))
-    result.sent.sort()
+    result.answers.sort(key=lambda a: a.at)
     return result
 
 

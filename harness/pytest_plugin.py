@@ -308,8 +308,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         try:
             session.config.stash[REPORT_KEY] = str(report.build(run.root))
             report.point_latest(run.root)
-        except Exception as exc:  # noqa: BLE001 - the run's outcome stands; the report's failure is said
+        except Exception as exc:  # noqa: BLE001 - any failure to build it fails the run, said in one line
+            # The evidence is part of what a run delivers: a run whose report could not be built did not
+            # finish, whatever its scenarios said.
             session.config.stash[REPORT_KEY] = f"not written: {type(exc).__name__}: {exc}"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

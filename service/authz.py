@@ -78,6 +78,8 @@ DEFAULT_HASHES_FILE = "/etc/ocr-authz/hashes.jsonl"
 DEFAULT_PORT = 8080
 DEFAULT_HEALTH_PORT = 8081
 DEFAULT_RELOAD_S = 1.0
+ENVOY_IDLE_TIMEOUT_S = 3600  # Envoy's default idle timeout of upstream HTTP connections
+IDLE_TIMEOUT_S = ENVOY_IDLE_TIMEOUT_S + 300
 
 
 # -- hashes ------------------------------------------------------------------------------------------------
@@ -227,7 +229,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: Envoy reuses its connections to the authorizer
     server_version = "ocr-authz"
     sys_version = ""
-    timeout = 60  # an idle keep-alive connection is closed after this long
+    # An idle keep-alive connection is closed after this long. Envoy keeps its connections to the authorizer
+    # up to an hour idle and does not retry a check: were the authorizer to close first, a check sent on a
+    # connection it is closing would fail, and the gateway would refuse a valid key with 403. So the
+    # authorizer outlasts Envoy's idle timeout (1 h) rather than the other way round.
+    timeout = IDLE_TIMEOUT_S
     # http.server's answer to a malformed request: JSON, and never the request line it could not parse.
     error_content_type = "application/json"
     error_message_format = '{"error":{"code":"malformed_request","message":"HTTP %(code)d"}}'
@@ -382,9 +388,37 @@ def serve(settings: Settings, stop: threading.Event) -> None:
     log.info("authorizer stopped")
 
 
-def main() -> int:
+def hash_lines(text: str) -> str:
+    """The hashes file for ``key_id<TAB>tenant<TAB>key`` lines (``python -m service.authz hash``)."""
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3 or not all(parts):
+            raise InvalidHashes(f"input line {number}: expected key_id, tenant and key separated by tabs")
+        out.append(hash_line(parts[0], parts[1], parts[2]))
+    return "".join(f"{line}\n" for line in out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
     from service import logs
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["hash"]:
+        # The hashes file from keys on stdin, one `key_id<TAB>tenant<TAB>key` a line: how a platform
+        # provisions keys without any other program knowing the format. Keys are read, never echoed.
+        try:
+            sys.stdout.write(hash_lines(sys.stdin.read()))
+        except InvalidHashes as exc:
+            print(f"authz hash: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args:
+        print("usage: python -m service.authz [hash]", file=sys.stderr)
+        return 2
     logs.configure("info")
     settings = Settings.from_env()
     logs.configure(settings.log_level)

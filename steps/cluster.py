@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pytest_bdd import parsers, then, when
+from pytest_bdd import given, parsers, then, when
 
 from harness.evidence import ScenarioEvidence
 from harness.targets import Target
@@ -47,7 +47,7 @@ def node_metrics(target: Target, evidence: ScenarioEvidence, seconds: int) -> No
     evidence.record("node_usage", seen["usage"])
 
 
-@then(parsers.parse("the InferenceService is Ready within {seconds:d} seconds"))
+@given(parsers.parse("the InferenceService is Ready within {seconds:d} seconds"))
 def isvc_ready(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
     seen = eventually(
         evidence, "InferenceService Ready", target.inference_service, lambda s: s["ready"],

@@ -124,11 +124,41 @@ def platform_running(target: Target, client: httpx.Client, evidence: ScenarioEvi
 
 @given(parsers.parse('the platform is deployed with the "{profile}" profile'))
 def platform_profile(target: Target, client: httpx.Client, evidence: ScenarioEvidence, profile: str) -> Target:
+    from harness.platform.profiles import profile as named
+
     # The run deployed the smallest profile serving every selected scenario; it must serve this one too.
     deployed = target.options.profile
     evidence.record("profile", {"asked": profile, "deployed": deployed})
     if deployed is not None:
-        from harness.platform.profiles import profile as named
-
         assert profile in named(deployed).serves, f"this run deployed the {deployed} profile, not {profile}"
-    return platform_running(target, client, evidence)
+    platform_running(target, client, evidence)
+    # Each capability the profile gives that this target has, seen working now, not only declared.
+    wanted = sorted(named(profile).capabilities & type(target).provides(target.options))
+    probed = {capability: probe_capability(target, client, capability) for capability in wanted}
+    evidence.record("capabilities_probed", probed)
+    return target
+
+
+def probe_capability(target: Target, client: httpx.Client, capability: str) -> str:
+    """What shows ``capability`` working on ``target`` now; an AssertionError when it does not."""
+    if capability == "gateway":
+        answer = client.post(f"{target.gateway_url()}/predict", files={"file": ("x.png", b"x")})
+        assert answer.status_code == 403, f"the gateway let a request without an API key through: {answer.status_code}"
+        return "a request without an API key is refused with 403"
+    if capability == "ratelimit":
+        described = target.describe_gateway()
+        assert described, "the target names no gateway that limits"
+        return f"limited by {described}"
+    if capability == "prometheus":
+        series = target.prometheus().query("up == 1")
+        assert series, "Prometheus scrapes no target that is up"
+        return f"{len(series)} scrape targets up"
+    if capability == "jobs":
+        answer = client.get(f"{target.service_url()}/jobs/{'0' * 32}", headers=target.service_headers())
+        assert answer.status_code == 404, f"the job store did not answer: GET /jobs/<unknown> {answer.status_code}"
+        return "the job store answers (404 for an unknown job)"
+    if capability == "k8s":
+        ready = target.replicas("predictor")
+        assert ready >= 1, f"{ready} ready predictor replicas"
+        return f"{ready} ready predictor replicas"
+    return "declared by the target (no live probe)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from statistics import median
 from typing import Any
 
 import httpx
@@ -22,10 +23,35 @@ from steps.common import eventually
 
 TINY_IMAGE = samples.text_line("ok").encode()
 
-# What the gateway itself answers: refused by the limit (429), refused for the key (403), or never reached
-# (0, a transport error). Every other answer came from the service behind it: the gateway admitted the
-# request, whether the service then read it (200) or said it was busy (503, 504) on a loaded machine.
-GATEWAY_REFUSALS = (429, 403, 0)
+# Who answered. The service marks every answer it makes with X-Request-ID (service/context.py, and the
+# raw-protocol errors of service/server.py); the gateway's own answers (its refusals, Envoy's and HAProxy's
+# 5xx) carry none. A request is admitted only when the service answered it.
+LIMITED = "refused: limit"  # 429 at the gateway
+NO_KEY = "refused: key"  # 403 at the gateway (the authorizer's denial, or the gateway failing closed)
+SERVED = "served"  # 2xx from the service
+SERVICE_4XX = "service 4xx"
+SERVICE_5XX = "service 5xx"
+GATEWAY_5XX = "gateway 5xx"
+GATEWAY_OTHER = "gateway other"  # e.g. a 404 for a host the gateway does not route
+TRANSPORT = "transport"  # no HTTP answer at all
+ADMITTED = (SERVED, SERVICE_4XX, SERVICE_5XX)
+# Answers that break every gateway scenario: the service or the gateway failing, or no answer.
+FAILURES = (SERVICE_5XX, GATEWAY_5XX, TRANSPORT)
+
+
+def classify(response: httpx.Response) -> str:
+    """What kind of answer ``response`` is: a gateway refusal, the service's answer, or a gateway failure."""
+    by_service = "x-request-id" in response.headers
+    status = response.status_code
+    if status == 429 and not by_service:
+        return LIMITED
+    if status == 403 and not by_service:
+        return NO_KEY
+    if not by_service:
+        return GATEWAY_5XX if status >= 500 else GATEWAY_OTHER
+    if status >= 500:
+        return SERVICE_5XX
+    return SERVED if status < 300 else SERVICE_4XX
 
 
 def gateway_post(
@@ -45,21 +71,31 @@ def gateway_post(
 
 
 def per_second(result: PacedResult) -> dict[int, dict[str, int]]:
-    """Requests admitted by the gateway and refused with 429 in each second since the first was sent, and
-    anything else (403, transport errors)."""
+    """Each kind of answer in each second since the first request was sent."""
     seconds: dict[int, dict[str, int]] = {}
-    for at, status in result.sent:
-        bucket = seconds.setdefault(int(at), {"admitted": 0, "refused": 0, "other": 0})
-        bucket["refused" if status == 429 else "other" if status in GATEWAY_REFUSALS else "admitted"] += 1
+    for answer in result.answers:
+        bucket = seconds.setdefault(int(answer.at), {})
+        bucket[answer.kind] = bucket.get(answer.kind, 0) + 1
     return seconds
 
 
 def record_paced(evidence: ScenarioEvidence, results: dict[str, PacedResult], **about: Any) -> None:
-    """Counts per key, and per key per second, in the evidence; each request's time and status in a file."""
-    evidence.record("paced", {name: {**about, "statuses": r.statuses()} for name, r in results.items()})
+    """Counts per key by status and by kind of answer, and per key per second, in the evidence; each request's
+    time, status, kind and latency in a file."""
+    evidence.record(
+        "paced", {name: {**about, "statuses": r.statuses(), "kinds": r.kinds()} for name, r in results.items()}
+    )
     evidence.record("per_second", {name: per_second(r) for name, r in results.items()})
     for name, result in results.items():
-        evidence.write_json(f"requests-{name}", result.sent)
+        evidence.write_json(f"requests-{name}", [[a.at, a.status, a.kind, a.seconds] for a in result.answers])
+
+
+def no_failures(results: dict[str, PacedResult]) -> None:
+    """Every request was answered, by the gateway's refusal or the service, and nothing failed (5xx, no
+    answer): a failing service must never read as a working gateway."""
+    failed = {name: {k: n for k, n in r.kinds().items() if k in FAILURES} for name, r in results.items()}
+    every = {name: r.kinds() for name, r in results.items()}
+    assert not any(failed.values()), f"failed answers {failed}; all answers {every}"
 
 
 @given(parsers.parse('the API keys "{first}" and "{second}" are provisioned'), target_fixture="api_keys")
@@ -115,10 +151,26 @@ def authorizer_down(target: Target, evidence: ScenarioEvidence) -> None:
     evidence.record("stopped", target.stop_api_key_authorizer())  # restarted when the scenario ends
 
 
-@when(parsers.parse('"{name}" pauses for {seconds:d} seconds'))
-def pauses(evidence: ScenarioEvidence, name: str, seconds: int) -> None:
+@given(parsers.parse('"{name}" has been throttled sending {rate:d} requests per second for {seconds:d} seconds'))
+def throttled(
+    target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, name: str, rate: int,
+    seconds: int,
+) -> None:  # fmt: skip
+    result = _paced_from(target, client, api_keys[name], rate, seconds)
+    record_paced(evidence, {name: result}, rate=rate, seconds=seconds)
+    no_failures({name: result})
+    assert result.count(429) > 0, f"{name} was not throttled: {result.kinds()}"
+
+
+@when(parsers.parse('"{name}" sends a small image through the gateway after a pause of {seconds:d} seconds'))
+def after_pause(
+    target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, api_keys: dict, name: str,
+    seconds: int,
+) -> None:  # fmt: skip
     evidence.record("paused_s", seconds)
     time.sleep(seconds)  # the scenario's own pause, said in its text
+    ctx["response"] = gateway_post(target, client, api_keys[name])
+    evidence.record("gateway_status", ctx["response"].status_code)
 
 
 @then(parsers.parse("the gateway answers {status:d}"))
@@ -167,7 +219,12 @@ def _paced_from(
     target: Target, client: httpx.Client, key: str, rate: float, seconds: float, host: str | None = None
 ) -> PacedResult:
     ensure_loopback(target.gateway_url())
-    return paced(lambda: gateway_post(target, client, key, host).status_code, rate=rate, seconds=seconds)
+
+    def send() -> tuple[int, str]:
+        response = gateway_post(target, client, key, host)
+        return response.status_code, classify(response)
+
+    return paced(send, rate=rate, seconds=seconds)
 
 
 def _concurrently(
@@ -236,13 +293,13 @@ def every_host_paced(
         }
         results = {host: future.result() for host, future in futures.items()}
     record_paced(evidence, results, client=name, rate=rate, seconds=seconds)
-    # Every request must have reached the gateway: a transport error (0) would make "admitted" vacuous.
-    assert all(r.count(0) == 0 for r in results.values()), {h: r.statuses() for h, r in results.items()}
     return results
 
 
 def _admitted(result: PacedResult) -> int:
-    return sum(1 for _, status in result.sent if status not in GATEWAY_REFUSALS)
+    """Requests the service answered; any failed answer (5xx, none) fails the scenario, with the counts."""
+    no_failures({"requests": result})
+    return sum(1 for a in result.answers if a.kind in ADMITTED)
 
 
 @then(parsers.parse("at most {high:d} of its requests are admitted"))
@@ -270,8 +327,9 @@ def admitted_between_across(
 
 @then("each host answered some of its requests with 200")
 def each_host_served(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence) -> None:
-    # A host the gateway does not route answers 404 to all: "admitted" would count them, and prove nothing.
-    served = {host: result.count(200) for host, result in paced_results.items()}
+    # A host the gateway does not route answers 404 to all, without the service's mark: none is admitted.
+    no_failures(paced_results)
+    served = {host: result.kinds().get(SERVED, 0) for host, result in paced_results.items()}
     evidence.record("served_per_host", served)
     assert all(served.values()), {h: r.statuses() for h, r in paced_results.items()}
 
@@ -287,32 +345,61 @@ def admitted_between_for(
 
 @then(parsers.parse("every other request is answered {status:d}"))
 def others_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, status: int) -> None:
-    refused = {
-        name: {s: n for s, n in r.statuses().items() if s in GATEWAY_REFUSALS} for name, r in paced_results.items()
-    }
-    evidence.record("refused_by_gateway", refused)
-    evidence.record("served", {name: r.count(200) for name, r in paced_results.items()})
-    assert all(set(o) <= {status} for o in refused.values()), refused
+    # Every request the service did not answer was refused by the gateway with this status, and only so.
+    no_failures(paced_results)
+    not_admitted = {name: {a.status for a in r.answers if a.kind not in ADMITTED} for name, r in paced_results.items()}
+    evidence.record("refused_by_gateway", {name: r.kinds() for name, r in paced_results.items()})
+    evidence.record("served", {name: r.kinds().get(SERVED, 0) for name, r in paced_results.items()})
+    assert all(statuses <= {status} for statuses in not_admitted.values()), not_admitted
 
 
 @then(parsers.parse('some requests from "{name}" are answered {status:d}'))
 def some_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
     result = paced_results[name]
-    evidence.record(f"statuses_{name}", result.statuses())
-    assert result.count(status) > 0, result.statuses()
+    evidence.record(f"kinds_{name}", result.kinds())
+    no_failures(paced_results)
+    assert result.count(status) > 0, result.kinds()
 
 
 @then(parsers.parse('no request from "{name}" is refused with {status:d}'))
 def none_refused(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
     result = paced_results[name]
-    evidence.record(f"statuses_{name}", result.statuses())
-    assert result.count(status) == 0 and result.count(0) == 0, result.statuses()
+    evidence.record(f"kinds_{name}", result.kinds())
+    no_failures(paced_results)
+    assert result.count(status) == 0, result.kinds()
 
 
-@then(parsers.parse('no request from "{name}" is answered {status:d}'))
-def none_answered(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str, status: int) -> None:
+@then(parsers.parse('every request from "{name}" is served'))
+def all_served(paced_results: dict[str, PacedResult], evidence: ScenarioEvidence, name: str) -> None:
     result = paced_results[name]
-    evidence.record(f"statuses_{name}", result.statuses())
-    assert result.count(status) == 0, result.statuses()
-    # And the gateway refused none of them for any other reason: all were admitted to the service.
-    assert _admitted(result) == len(result.sent), result.statuses()
+    evidence.record(f"kinds_{name}", result.kinds())
+    no_failures(paced_results)
+    assert result.kinds() == {SERVED: len(result.answers)}, result.kinds()
+
+
+@given(
+    parsers.parse('the latency of "{name}" alone at {rate:d} requests per second is measured for {seconds:d} seconds'),
+    target_fixture="baseline",
+)
+def latency_alone(
+    target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, name: str, rate: int,
+    seconds: int,
+) -> dict[str, float]:  # fmt: skip
+    result = _paced_from(target, client, api_keys[name], rate, seconds)
+    record_paced(evidence, {f"{name}-alone": result}, rate=rate, seconds=seconds)
+    no_failures({f"{name}-alone": result})
+    assert result.kinds() == {SERVED: len(result.answers)}, result.kinds()
+    baseline = {name: median(result.latencies(SERVED))}
+    evidence.record("median_latency_alone_s", baseline)
+    return baseline
+
+
+@then(parsers.parse('the median latency of "{name}" is at most {factor:d} times its median alone'))
+def latency_against_alone(
+    paced_results: dict[str, PacedResult], baseline: dict[str, float], evidence: ScenarioEvidence, name: str,
+    factor: int,
+) -> None:  # fmt: skip
+    loaded = median(paced_results[name].latencies(SERVED))
+    evidence.record("median_latency_s", {"alone": baseline[name], "beside the other client": loaded})
+    alone = baseline[name]
+    assert loaded <= factor * alone, f"median {loaded:.3f} s beside the other client, {alone:.3f} s alone"

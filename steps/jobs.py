@@ -103,7 +103,7 @@ def enqueue_small(client: httpx.Client, target: Target, evidence: ScenarioEviden
     return jobs
 
 
-@when(parsers.parse("a client enqueues {count} document page jobs"), target_fixture="jobs")
+@given(parsers.parse("a client has enqueued {count} document page jobs"), target_fixture="jobs")
 def enqueue_pages(client: httpx.Client, target: Target, evidence: ScenarioEvidence, count: str) -> dict[str, str]:
     jobs: dict[str, str] = {}
     for i in range(_number(count)):

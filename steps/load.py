@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 from pytest_bdd import parsers, then, when
 
+from harness import samples
 from harness.evidence import ScenarioEvidence
-from harness.load import LocustRun, LocustStats
+from harness.load import LocustRun, LocustStats, ensure_loopback, paced
 from harness.targets import Target
-
-
-@when(
-    parsers.parse("{users:d} users send {kind} images to /predict for {seconds:d} seconds"),
-    target_fixture="load_stats",
-)
-def users_send(
-    target: Target, evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str, seconds: int
-) -> LocustStats:
-    # Straight to the service (short runs that read its metrics back): one pod on a cluster is enough.
-    run = _start(target.service_url(), target.service_headers(), evidence, load_runs, users, kind, seconds)
-    stats = run.finish()
-    evidence.record("load", vars(stats))
-    return stats
 
 
 @when(
@@ -55,11 +43,11 @@ def _start(
     return run
 
 
-@then("the load ends", target_fixture="load_stats")
-def load_ends(load_run: LocustRun, evidence: ScenarioEvidence) -> LocustStats:
+@then(parsers.parse("the error ratio of /predict stays below {percent:g}% until the load ends"))
+def error_ratio_until_the_end(load_run: LocustRun, evidence: ScenarioEvidence, percent: float) -> None:
     stats = load_run.finish()
     evidence.record("load", vars(stats))
-    return stats
+    error_ratio_below(stats, evidence, percent)
 
 
 @then(parsers.parse("at least {n:d} requests were answered"))
@@ -73,3 +61,32 @@ def error_ratio_below(load_stats: LocustStats, evidence: ScenarioEvidence, perce
     evidence.record("error_ratio", load_stats.error_ratio)
     assert load_stats.requests > 0, "no request was sent"
     assert load_stats.error_ratio * 100 < percent, load_stats
+
+
+@when(
+    parsers.parse("a client sends {rate:d} small images per second to /predict for {seconds:d} seconds"),
+    target_fixture="load_stats",
+)
+def client_paced(target: Target, evidence: ScenarioEvidence, rate: int, seconds: int) -> LocustStats:
+    # An exact number of requests on a schedule, each answer kept: what the service's metrics must then count.
+    url = target.service_url()
+    ensure_loopback(url)
+    image = samples.words_image(seed=42).encode()
+    with httpx.Client(timeout=30, headers=target.service_headers()) as client:
+
+        def send() -> tuple[int, str]:
+            return client.post(f"{url}/predict", files={"file": ("load.png", image)}).status_code, "service"
+
+        result = paced(send, rate=rate, seconds=seconds)
+    latencies = sorted(a.seconds * 1000 for a in result.answers)
+    stats = LocustStats(
+        requests=len(result.answers),
+        failures=sum(1 for a in result.answers if a.status != 200),
+        median_ms=latencies[len(latencies) // 2],
+        p95_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))],
+        rps=rate,
+        csv_prefix=evidence.path / "requests",
+    )
+    evidence.record("load", {**vars(stats), "csv_prefix": None, "statuses": result.statuses()})
+    evidence.write_json("requests", [[a.at, a.status, a.seconds] for a in result.answers])
+    return stats

@@ -25,6 +25,7 @@ from harness.targets import Target
 ONE_LINE = samples.text_line("ok").encode()
 ROLLOUT_TIMEOUT_S = 600.0
 STEADY_BEFORE_S = 3.0  # steady load before the rollout starts, and after it ends
+SAMPLE_INTERVAL_S = 0.25
 
 
 @dataclass
@@ -70,13 +71,14 @@ def rolled_under_load(target: Target, evidence: ScenarioEvidence, client: str, r
         stop_sampling = threading.Event()
 
         def sample_replicas() -> None:
-            while not stop_sampling.wait(1.0):
+            # Four looks a second, so that a short dip below capacity is seen; a look that gives no count (an
+            # error, or -1: a status older than the rollout's spec) is kept as -1 and fails "never fewer".
+            while not stop_sampling.wait(SAMPLE_INTERVAL_S):
                 try:
                     ready = target.replicas("predictor")
-                except Exception:  # noqa: BLE001 - a failed look is no sample
-                    continue
-                if ready >= 0:  # -1: the status predates the rollout's spec, no count at all
-                    samples_seen.append((round(load.elapsed(), 1), ready))
+                except Exception:  # noqa: BLE001 - a failed look is an unknown reading, kept as such
+                    ready = -1
+                samples_seen.append((round(load.elapsed(), 2), ready))
 
         try:
             wait.until(lambda: load.answered(), lambda n: n >= rate * STEADY_BEFORE_S, timeout=60, interval=0.2,
@@ -122,5 +124,38 @@ def all_new_after(rollout_run: RolloutRun) -> None:
 @then(parsers.parse("the predictor never had fewer than {count:d} ready replicas during the rollout"))
 def capacity_kept(rollout_run: RolloutRun, count: int) -> None:
     seen = rollout_run.ready_replicas
-    assert seen, "no replica count was sampled during the rollout"
+    assert len(seen) >= 4, f"too few looks at the replicas during the rollout: {seen}"
+    unknown = [at for at, n in seen if n < 0]
+    assert not unknown, f"{len(unknown)} looks gave no replica count (at {unknown[:10]} s): capacity unproven"
     assert min(n for _, n in seen) >= count, seen
+
+
+def _drains(rollout_run: RolloutRun) -> list[dict[str, Any]]:
+    replicas = rollout_run.report.get("replicas") or []
+    assert replicas, f"the target reported no replica it rolled: {rollout_run.report}"
+    missing = [r.get("replica") for r in replicas if "drain" not in r]
+    assert not missing, f"replicas {missing} were rolled without their drain watched: {replicas}"
+    return replicas
+
+
+@then("each old replica answered /readyz 503 before the gateway took it out of rotation")
+def unready_before_out(rollout_run: RolloutRun) -> None:
+    for r in _drains(rollout_run):
+        unready = r["drain"].get("readyz_503_after_s")
+        assert unready is not None, f"replica {r['replica']} never answered /readyz 503 while draining: {r}"
+        assert unready < r["out_of_rotation_after_s"], r
+
+
+@then("the gateway took each old replica out of rotation before it stopped listening")
+def out_before_closed(rollout_run: RolloutRun) -> None:
+    for r in _drains(rollout_run):
+        closed = r["drain"].get("stopped_listening_after_s")
+        assert r["serving_when_taken_out"], f"replica {r['replica']} had exited when it left the rotation: {r}"
+        assert closed is not None and r["out_of_rotation_after_s"] < closed, r
+
+
+@then("each old replica exited 0 once it had stopped listening")
+def exited_after_closing(rollout_run: RolloutRun) -> None:
+    for r in _drains(rollout_run):
+        assert r["exit_code"] == 0, r
+        assert r["drain"]["stopped_listening_after_s"] <= r["exited_after_s"], r

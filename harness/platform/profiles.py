@@ -73,8 +73,9 @@ PROFILES: dict[str, Profile] = {
 }
 NESTED = ("milestone1", "milestone2", "milestone3", "full")
 # Capabilities only the local target provides so far: no cluster profile is chosen for them, and their
-# scenarios are skipped on a cluster with a reason ("models": each model's own service URL, Target.model_url).
-LOCAL_ONLY = frozenset({"models"})
+# scenarios are skipped on a cluster with a reason ("models": each model's own service URL, Target.model_url;
+# "drain": each replica's drain watched from outside it, which the cluster shows as the capacity kept instead).
+LOCAL_ONLY = frozenset({"models", "drain"})
 
 
 def profile(name: str) -> Profile:

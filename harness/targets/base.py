@@ -19,8 +19,10 @@ from harness.prom import Prometheus
 
 # Every capability a scenario can ask for with a tag of the same name.
 # "models": the OCR model and the layout model, each in a service of its own (``Target.model_url``).
+# "drain": a rollout reports each old replica's drain as watched from outside it (its /readyz, the gateway's
+# rotation, when it stopped listening and exited: ``roll_out``'s "drain" events).
 CAPABILITIES = frozenset(
-    {"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs", "models"}
+    {"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs", "models", "drain"}
 )
 # Components a step may name; each target maps them to its processes or workloads.
 COMPONENTS = ("service", "predictor", "worker", "redis", "prometheus", "gateway")

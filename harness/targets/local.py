@@ -1,14 +1,16 @@
-"""The local target: the platform's real processes on loopback (service, Redis, Prometheus, workers, and a
-second service process serving the layout model)."""
+"""The local target: the platform's real processes on loopback (service, Redis, Prometheus, workers, the
+API-key authorizer the gateway asks, and a second service process serving the layout model)."""
 
 from __future__ import annotations
 
 import atexit
+import os
 import secrets
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +20,11 @@ import httpx
 
 from harness import commands, monitoring, wait
 from harness.components import (
+    Authorizer,
     Endpoint,
     prometheus_config,
     redis_url,
+    start_authorizer,
     start_prometheus,
     start_redis,
     start_service,
@@ -29,6 +33,7 @@ from harness.components import (
 from harness.errors import HarnessError, TargetUnavailable
 from harness.gateway import Gateway, new_keys, server_name, start_gateway
 from harness.gateway import version as gateway_version
+from harness.manifests.secrets import API_KEY_IDS
 from harness.processes import ManagedProcess, ignored_settings, inherited_env, stop_all
 from harness.prom import Prometheus
 from harness.targets import kept
@@ -47,7 +52,9 @@ SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "
 
 class LocalTarget(Target):
     name = "local"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"prometheus", "jobs", "gateway", "ratelimit", "models"})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"prometheus", "jobs", "gateway", "ratelimit", "models", "drain"}
+    )
     initial_workers = 2
     request_timeout_s = 6
     visibility_timeout_s = 8
@@ -63,10 +70,12 @@ class LocalTarget(Target):
         self.layout: Endpoint | None = None  # the same service code with OCR_MODEL=layout
         self.prom: Endpoint | None = None
         self.gateway: Gateway | None = None
+        self.authz: Authorizer | None = None
         self._workers: dict[str, Endpoint] = {}
         self._replicas: dict[int, Endpoint] = {}  # gateway slot -> OCR service process (rollouts)
         self._model_version: str | None = None  # OCR_MODEL_VERSION of the replicas started from now on
         self._rule_files: list[Path] = []
+        self._undo: list[tuple[str, Callable[[], None]]] = []
         self._worker_seq = 0
 
     def start(self) -> None:
@@ -86,10 +95,18 @@ class LocalTarget(Target):
             # this machine's cores). The job workers run OCR only: it is given no job queue of its own.
             layout_env = {**self._env(), "OCR_MODEL": "layout", "OCR_INTRA_OP_THREADS": "1"}
             self.layout = self._track(start_service(self.log_dir, name="layout", env=layout_env))
+            # The cluster's API keys: the same clients and key ids (primary: team-a, secondary: team-b), known
+            # to the authorizer by their hashes only; the gateway asks it about every request.
+            ids = {tenant: (key_id, tenant) for key_id, tenant in API_KEY_IDS.values()}
+            keys = new_keys(tuple(ids))
+            self.authz = start_authorizer(self.log_dir, self._work / "authz", {keys[c]: ids[c] for c in ids})
+            self._started.append(self.authz.process)
             self.gateway = start_gateway(
-                self.log_dir, self._work / "gateway", upstream=self.service.url, keys=new_keys(), slots=MAX_REPLICAS
-            )
+                self.log_dir, self._work / "gateway", upstream=self.service.url, authorizer=self.authz.url,
+                keys=keys, slots=MAX_REPLICAS,
+            )  # fmt: skip
             self._started.append(self.gateway.process)
+            write_client_keys(self._work / "gateway" / "api-keys", keys)
             self.ensure_workers(self.initial_workers, reload=False)
             # The platform's own recording rules and alerts, so local scenarios can assert on them too.
             self._rule_files = monitoring.write_rule_files(self._work / "rules")
@@ -190,6 +207,8 @@ class LocalTarget(Target):
             addresses[self.redis.process.name] = f"redis://{self._addr(self.redis)}"
         if self.gateway is not None:
             addresses[self.gateway.process.name] = self.gateway.url
+        if self.authz is not None:
+            addresses[self.authz.process.name] = self.authz.url
         processes = [
             kept.KeptProcess(p.name, p.pid, started, addresses.get(p.name, ""))
             for p in self._started
@@ -200,7 +219,7 @@ class LocalTarget(Target):
             return
         notes = {"Redis password": str(self._work / "redis" / "redis.conf")}
         if self.gateway is not None:
-            notes["API keys (key client)"] = str(self._work / "gateway" / "api-keys.map")
+            notes["API keys (client key)"] = str(self._work / "gateway" / "api-keys")
         platform = kept.KeptPlatform(str(self._work), str(self.log_dir), processes, notes)
         self.kept_message = platform.describe(platform.save())
         print(self.kept_message)
@@ -236,7 +255,23 @@ class LocalTarget(Target):
         return dict(self.gateway.keys)
 
     def describe_gateway(self) -> str:
-        return f"{gateway_version()} on loopback (harness.gateway)"
+        return f"{gateway_version()} on loopback (harness.gateway), asking service.authz"
+
+    def stop_api_key_authorizer(self) -> str:
+        if self.authz is None:
+            raise TargetUnavailable("local target not started")
+        process = self.authz.process
+        process.stop()
+        self._undo.append((f"restarting {process.name}", self._restart_authorizer))
+        return f"{process.name} (pid {process.pid}) stopped"
+
+    def _restart_authorizer(self) -> None:
+        assert self.authz is not None
+        self.authz.process.start()
+        wait.until(
+            lambda: _answers(f"{self.authz.health_url}/readyz") if self.authz else False,
+            lambda ok: ok, timeout=30, interval=0.2, what=f"{self.authz.process.name} ready again",
+        )  # fmt: skip
 
     def prometheus(self) -> Prometheus:
         if self.prom is None:
@@ -315,13 +350,14 @@ class LocalTarget(Target):
                 continue
             entry: dict[str, Any] = {"replica": slot, "port": old.port}
             start = time.monotonic()
+            watch = DrainWatch(old, start)
+            watch.start()
             old.process.signal(signal.SIGTERM)
             entry["out_of_rotation_after_s"] = self._rotation(slot, lambda s: s.startswith("DOWN"), "out of rotation")
             entry["serving_when_taken_out"] = old.process.alive()
-            if not entry["serving_when_taken_out"]:
-                raise HarnessError(f"replica {slot} stopped before the gateway took it out of rotation: {entry}")
             entry["exit_code"] = old.process.wait_exit(max(deadline - time.monotonic(), 1.0))
             entry["exited_after_s"] = round(time.monotonic() - start, 3)
+            entry["drain"] = watch.stop()
             name = f"service-{slot}-{version}"
             new = self._track(
                 start_service(self.log_dir, name=name, env=self._service_env(), port=old.port,
@@ -343,6 +379,12 @@ class LocalTarget(Target):
             endpoint.process.stop()
 
     def scenario_finished(self) -> None:
+        while self._undo:
+            what, undo = self._undo.pop()
+            try:
+                undo()
+            except HarnessError as exc:
+                print(f"harness: could not undo {what}: {exc}")
         self._retire_extra_replicas()
 
     def collect_evidence(self, dest: Path) -> None:
@@ -351,3 +393,58 @@ class LocalTarget(Target):
         for process in self._started:
             if process.log_path.exists():
                 shutil.copyfile(process.log_path, dest / process.log_path.name)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def write_client_keys(path: Path, keys: dict[str, str]) -> Path:
+    """``<client> <key>`` lines for a person trying the gateway by hand, readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{client} {key}\n" for client, key in keys.items())
+    return path
+
+
+class DrainWatch:
+    """A replica's /readyz watched every 50 ms from outside it while it drains: when it first answered 503,
+    and when it first refused the connection (it stopped listening); seconds from ``start`` (the SIGTERM)."""
+
+    def __init__(self, replica: Endpoint, start: float) -> None:
+        self.replica = replica
+        self.start_at = start
+        self.first: dict[str, float] = {}
+        self.statuses: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"drain-{replica.port}", daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=0.5) as client:
+            while not self._stop.is_set():
+                at = round(time.monotonic() - self.start_at, 3)
+                try:
+                    status = client.get(f"{self.replica.url}/readyz").status_code
+                except httpx.TimeoutException:
+                    status = -1  # no answer in time: neither a 503 nor a refusal
+                except httpx.TransportError:
+                    status = 0
+                self.statuses.append((at, status))
+                key = {503: "readyz_503_after_s", 0: "stopped_listening_after_s"}.get(status)
+                if key and key not in self.first:
+                    self.first[key] = at
+                if status == 0:
+                    return
+                self._stop.wait(0.05)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return {**self.first, "readyz_samples": len(self.statuses), "readyz_first": self.statuses[:1]}

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_steps_cover_every_check_ci_promises() -> None:
     names = [s.name for s in ci.STEPS]
     assert names == [
-        "lock", "lint", "workflows", "audit", "manifests", "monitoring", "kserve-client", "tests", "fuzz", "image",
+        "lock", "lint", "workflows", "gherkin", "audit", "manifests", "monitoring", "kserve-client", "tests", "fuzz", "mutate",
+        "image",
     ]  # fmt: skip
     flat = {name: [" ".join(argv) for argv in step.commands()] for name, step in ((s.name, s) for s in ci.STEPS)}
     assert any("ruff check" in c for c in flat["lint"])
@@ -98,3 +99,26 @@ def test_setup_installs_from_the_lock_with_the_pinned_uv() -> None:
     pinned = re.search(r'^required-version = "==([\d.]+)"$', pyproject, re.MULTILINE)
     assert pinned is not None
     assert f'"uv=={pinned.group(1)}"' in pyproject  # the dev extra's uv is the same
+
+
+GHERKIN_LINT = ROOT / ".ci" / "gherkin-lint" / "node_modules" / ".bin" / "gherkin-lint"
+
+
+@pytest.mark.skipif(not GHERKIN_LINT.exists(), reason="gherkin-lint is not installed (CI's gherkin step installs it)")
+def test_gherkin_lint_refuses_the_shapes_the_features_must_not_have(tmp_path: Path) -> None:
+    import subprocess
+
+    bad = tmp_path / "bad.feature"
+    bad.write_text(
+        "@milestone1\nFeature: A promise\n\n  Scenario: An action written after its outcome\n"
+        "    When a client sends an image\n    Then the response is 200\n    When a client sends another\n"
+    )
+    config = str(ROOT / "features" / ".gherkin-lintrc")
+    done = subprocess.run([str(GHERKIN_LINT), "-c", config, str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert "keywords-in-logical-order" in said and "only-one-when" in said
+    good = subprocess.run(
+        [str(GHERKIN_LINT), "-c", config, str(ROOT / "features")], capture_output=True, text=True, timeout=60
+    )
+    assert good.returncode == 0, good.stdout

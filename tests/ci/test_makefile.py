@@ -27,7 +27,7 @@ CLUSTER_TARGETS = {
 }
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 # The Makefile's knobs, kept out of the environment so that the defaults are what is tested.
-KNOBS = {"PY", "PROFILE", "KUBE_CONTEXT", "USERS", "SECONDS", "MAKEFLAGS"}
+KNOBS = {"PY", "PROFILE", "KUBE_CONTEXT", "USERS", "SECONDS", "RECORD", "FAST", "MAKEFLAGS"}
 
 
 def targets(text: str) -> list[str]:

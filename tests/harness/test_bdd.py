@@ -41,7 +41,8 @@ def test_milestone_tags_select_scenarios() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     collected = [line for line in result.stdout.splitlines() if "::" in line]
     assert collected and all(
-        line.startswith(("features/security.feature", "features/ratelimit.feature")) for line in collected
+        line.startswith(("features/security.feature", "features/ratelimit.feature", "features/rollout.feature"))
+        for line in collected
     ), collected
 
 
@@ -151,9 +152,25 @@ def test_failing_scenario_is_reported_with_evidence(project: Path) -> None:
     feature.write_text(feature.read_text().replace("doubled it is 4", "doubled it is 5"))
     result = run_pytest(".", "-q", "--target", "local", "--artifacts", str(project / "out"), cwd=project)
     assert result.returncode == 1
-    runs = list((project / "out").iterdir())
+    runs = [p for p in (project / "out").iterdir() if p.name != "latest"]
     assert len(runs) == 1
     assert (runs[0] / "junit.xml").exists() and (runs[0] / "cucumber.json").exists()
+    # A failed run still gets its report, and `latest` points at it.
+    assert (runs[0] / "report.html").is_file()
+    assert (project / "out" / "latest").resolve() == runs[0].resolve()
+
+
+def test_a_run_whose_report_cannot_be_built_fails(project: Path) -> None:
+    """The report is part of what a run delivers: passing scenarios without it are not a passing run."""
+    (project / "breakreport.py").write_text(
+        "import harness.report\n\n\ndef _broken(root):\n    raise RuntimeError('template broken')\n\n\n"
+        "harness.report.build = _broken\n"
+    )
+    result = run_pytest(".", "-q", "--target", "local", "--artifacts", str(project / "out"), "-p", "breakreport",
+                        cwd=project)  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "report: not written: RuntimeError: template broken" in result.stdout
+    assert "1 passed" in result.stdout
 
 
 def test_every_step_of_every_feature_has_a_definition() -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from harness import gateway
+from harness.components import Authorizer, start_authorizer
 from harness.errors import CommandFailed, HarnessError
 
 pytestmark = pytest.mark.skipif(
@@ -43,14 +44,28 @@ class Upstream(BaseHTTPRequestHandler):
     do_GET = do_POST
 
 
+KEYS = {"team-a": "key-of-team-a", "team-b": "key-of-team-b"}
+IDS = {"team-a": "primary", "team-b": "secondary"}
+
+
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[gateway.Gateway]:
+def authorizer(tmp_path: Path) -> Iterator[Authorizer]:
+    """The platform's real authorizer (python -m service.authz), knowing KEYS by their hashes."""
+    started = start_authorizer(tmp_path / "logs", tmp_path / "authz", {k: (IDS[c], c) for c, k in KEYS.items()})
+    try:
+        yield started
+    finally:
+        started.process.stop()
+
+
+@pytest.fixture
+def running(tmp_path: Path, authorizer: Authorizer) -> Iterator[gateway.Gateway]:
     Upstream.seen = []
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     started = gateway.start_gateway(
         tmp_path / "logs", tmp_path / "work", upstream=f"http://127.0.0.1:{upstream.server_port}",
-        keys={"team-a": "key-of-team-a", "team-b": "key-of-team-b"},
+        authorizer=authorizer.url, keys=KEYS,
     )  # fmt: skip
     try:
         yield started
@@ -74,10 +89,10 @@ def test_the_limit_is_the_clusters(tmp_path: Path) -> None:
 
 
 def test_the_config_passes_haproxys_checker_and_a_broken_one_does_not(tmp_path: Path) -> None:
-    keys = gateway.write_keys_map(tmp_path / "keys.map", gateway.new_keys())
-    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    lua = tmp_path / "authz.lua"
+    lua.write_text(gateway.lua_script("http://127.0.0.1:18082"))
     config = tmp_path / "haproxy.cfg"
-    config.write_text(gateway.haproxy_config(port=18080, upstream="http://127.0.0.1:18081", keys_map=keys, limit=10))
+    config.write_text(gateway.haproxy_config(port=18080, upstream="http://127.0.0.1:18081", lua=lua, limit=10))
     gateway.check_config("haproxy", config)
     config.write_text(config.read_text().replace("track-sc0", "track-sc9"))
     with pytest.raises(CommandFailed):
@@ -98,13 +113,48 @@ def test_a_request_needs_a_known_key(running: gateway.Gateway) -> None:
     assert Upstream.seen == []
 
 
-def test_the_tenant_is_the_keys_client_and_the_key_goes_no_further(running: gateway.Gateway) -> None:
-    headers = {"x-api-key": "key-of-team-a", "X-Tenant-ID": "team-b", "X-Request-ID": "rid-2"}
+def test_the_tenant_and_key_id_are_the_authorizers_and_the_key_goes_no_further(running: gateway.Gateway) -> None:
+    headers = {"x-api-key": "key-of-team-a", "X-Tenant-ID": "team-b", "x-api-key-id": "secondary"}
+    headers["X-Request-ID"] = "rid-2"
     assert httpx.post(f"{running.url}/predict", headers=headers, timeout=10).status_code == 200
     (seen,) = Upstream.seen
     assert seen["x-tenant-id"] == "team-a"
+    assert seen["x-api-key-id"] == "primary"
     assert seen["x-request-id"] == "rid-2"
     assert "x-api-key" not in seen
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("x-api-key", "bogus, key-of-team-a")],
+        [("x-api-key", "key-of-team-a,key-of-team-b")],
+        [("x-api-key", "bogus"), ("x-api-key", "key-of-team-a")],
+        [("x-api-key", "key-of-team-a"), ("x-api-key", "key-of-team-a")],
+    ],
+    ids=["comma-list", "two-keys-one-header", "unknown-then-known", "one-key-twice"],
+)
+def test_exactly_one_key_header_with_one_value_is_the_rule(
+    running: gateway.Gateway, headers: list[tuple[str, str]]
+) -> None:
+    # The gateway sends the key headers to the authorizer as the client sent them; the authorizer's rule holds.
+    with httpx.Client(timeout=10) as client:
+        answer = client.send(client.build_request("POST", f"{running.url}/predict", headers=headers))
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"]["code"] == "invalid_api_key"
+    assert Upstream.seen == []
+
+
+def test_a_broken_authorizer_refuses_every_key_and_the_gateway_fails_closed(
+    running: gateway.Gateway, authorizer: Authorizer
+) -> None:
+    # The gateway's decision is the authorizer's: with it gone, no key gets through (failOpen: false).
+    assert httpx.post(f"{running.url}/predict", headers={"x-api-key": "key-of-team-a"}, timeout=10).status_code == 200
+    authorizer.process.stop()
+    answer = httpx.post(f"{running.url}/predict", headers={"x-api-key": "key-of-team-a"}, timeout=10)
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "authorizer_unavailable"
+    assert len(Upstream.seen) == 1
 
 
 def test_each_key_gets_its_limit_per_second_and_an_injected_request_id_stays_json(running: gateway.Gateway) -> None:
@@ -140,6 +190,7 @@ def test_the_access_log_names_the_client_never_the_key(running: gateway.Gateway)
         time.sleep(0.1)
     by_id = {e["request_id"]: e for e in entries}
     assert by_id["rid-3"]["client"] == "team-b" and by_id["rid-3"]["status"] == 200
+    assert by_id["rid-3"]["key_id"] == "secondary" and by_id["rid-3"]["authz"] == "200"
     assert by_id["rid-3"]["latency_ms"] >= 0 and by_id["rid-3"]["path"] == "/predict"
-    assert any(e["status"] == 403 and e["client"] == "-" for e in entries)  # HAProxy's "no value"
+    assert any(e["status"] == 403 and e["client"] == "-" and e["authz"] == "403" for e in entries)
     assert "key-of-team-b" not in running.process.log_text()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from harness import gateway, wait
+from harness.components import start_authorizer
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 # One key a phase: the gateway admits 10 requests a second per key.
@@ -62,9 +63,10 @@ def replicas() -> Iterator[tuple[Replica, Replica]]:
 
 def test_only_ready_replicas_get_requests(tmp_path: Path, replicas: tuple[Replica, Replica]) -> None:
     one, two = replicas
+    authz = start_authorizer(tmp_path / "logs", tmp_path / "authz", {k: (c, c) for c, k in KEYS.items()})
     started = gateway.start_gateway(
         tmp_path / "logs", tmp_path / "work", upstream=f"http://127.0.0.1:{one.port}",
-        keys=KEYS, slots=2,
+        authorizer=authz.url, keys=KEYS, slots=2,
     )  # fmt: skip
     try:
         assert started.server_states() == {"ocr-1": "UP", "ocr-2": "MAINT"}
@@ -98,5 +100,6 @@ def test_only_ready_replicas_get_requests(tmp_path: Path, replicas: tuple[Replic
         assert served_by("team-d") == {"one"}
     finally:
         started.process.stop()
+        authz.process.stop()
     lines = [x for x in started.process.log_text().splitlines() if '"path":"/predict"' in x]
     assert '"server":"ocr-1"' in lines[0] and '"retries":"0"' in lines[0], lines[0]

@@ -41,7 +41,19 @@ def test_paced_counts_transport_errors_as_status_0() -> None:
     def send() -> int:
         raise ConnectionError("reset")
 
-    assert paced(send, rate=5, seconds=1).statuses() == {0: 5}
+    result = paced(send, rate=5, seconds=1)
+    assert result.statuses() == {0: 5}
+    assert result.kinds() == {"transport": 5}
+
+
+def test_paced_keeps_what_the_sender_says_answered_and_how_long_it_took() -> None:
+    def send() -> tuple[int, str]:
+        time.sleep(0.05)
+        return 503, "gateway 5xx"
+
+    result = paced(send, rate=4, seconds=1)
+    assert result.kinds() == {"gateway 5xx": 4}
+    assert all(0.05 <= s < 0.5 for s in result.latencies("gateway 5xx")), result.answers
 
 
 def test_locust_argv_runs_headless_with_csv(tmp_path: Path) -> None:

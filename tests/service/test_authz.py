@@ -141,12 +141,13 @@ def test_anything_but_a_known_key_is_403_with_the_gateways_json(authorizer: Auth
         assert "x-tenant-id" not in answer.headers and "x-api-key-id" not in answer.headers
 
 
-def test_the_403_is_the_local_gateways_error() -> None:
-    """Same code and message as the local gateway's HAProxy answer (harness/gateway.py)."""
+def test_the_gateways_send_and_keep_the_headers_the_authorizer_reads_and_writes() -> None:
+    """The Istio provider (and the local gateway, which reads the same list) sends the key and the request id,
+    and copies the tenant and the key id upstream: the names this authorizer uses."""
     from harness import gateway
 
-    config = gateway.haproxy_config(port=1, upstream="http://127.0.0.1:2", keys_map=Path("/k"), limit=10)
-    assert '"code": "invalid_api_key"' in config and f'"message": "{authz.DENIED_MESSAGE}"' in config
+    assert set(gateway.CHECK_HEADERS) == {authz.API_KEY_HEADER, authz.REQUEST_ID_HEADER}
+    assert set(gateway.UPSTREAM_ON_ALLOW) == {authz.TENANT_HEADER, authz.KEY_ID_HEADER}
 
 
 def test_two_keys_in_two_headers_are_refused(authorizer: Authorizer) -> None:
