@@ -107,7 +107,7 @@ STEPS: tuple[Step, ...] = (
          _static((PY, "-m", "pytest", "tests/fuzz/test_openapi_fuzz.py", "-q", "-p", "no:cacheprovider")),
          env={"OCR_FUZZ": "1"}),
     Step("mutate", "each fast mutation of the catalogue fails its catchers (python -m harness.mutate run --fast)",
-         _static((PY, "-m", "harness.mutate", "run", "--fast"))),
+         _static((PY, "-m", "harness.mutate", "run", "--fast", "--jobs", "2"))),
     Step("image", "the image builds offline from the lock and serves as production runs it",
          _static((PY, "-m", "harness", "image", "test", "--offline-base"))),
 )  # fmt: skip

@@ -19,6 +19,16 @@ def slug(text: str, limit: int = 80) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "unnamed"
 
 
+def scenario_folder(feature: str, scenario: str) -> Path:
+    """A scenario's evidence folder under the run's: the feature's and the scenario's slugs. An outline's
+    example (``name [values]``) keeps its values in the name, so no two examples share a folder however long
+    the scenario's name."""
+    base, bracket, example = scenario.partition(" [")
+    if bracket:
+        return Path(slug(feature)) / f"{slug(base, 60)}--{slug(example.rstrip(']'), 40)}"
+    return Path(slug(feature)) / slug(scenario)
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
@@ -83,7 +93,7 @@ class RunEvidence:
     facts: dict[str, Any] = field(default_factory=dict)
 
     def scenario(self, feature: str, scenario: str) -> ScenarioEvidence:
-        return ScenarioEvidence(self.root / slug(feature) / slug(scenario), feature, scenario)
+        return ScenarioEvidence(self.root / scenario_folder(feature, scenario), feature, scenario)
 
     def add(self, outcome: ScenarioOutcome) -> None:
         self.outcomes.append(outcome)

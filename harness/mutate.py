@@ -9,8 +9,9 @@ found exactly once, or whose catchers cannot run (exit 2-5: an error, no tests),
 catchers pass is a **survivor**. Either fails the gate. The unmutated catchers are not re-run here: CI's
 test step runs them.
 
-``--fast`` runs the mutations marked ``fast`` (the CI step ``mutate``); ``run ID...`` runs those named; the
-results go to ``artifacts/mutate/`` (``results.json`` and ``results.md``, the table the run report shows).
+``--fast`` runs the mutations marked ``fast`` (the CI step ``mutate``, two at a time: ``--jobs 2``);
+``run ID...`` runs those named. The results go to ``artifacts/mutate/`` (``results.json``, and
+``results.md``: the table); an acceptance run's report beside them shows the score.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO / "tests" / "mutations" / "catalogue.yaml"
 OUT = Path("artifacts/mutate")
 CATCHER_TIMEOUT_S = 900
+EXIT_GRACE_S = 15.0
 CAUGHT, SURVIVED, INVALID = "caught", "SURVIVED", "INVALID"
 
 
@@ -140,14 +143,8 @@ def run_one(mutation: Mutation, work: Path, repo: Path = REPO, extra: Sequence[s
     # The scratch copy's packages come first: the catchers and every process they start (python -m service,
     # python -m service.authz) run the mutated code.
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        with log.open("w") as out:
-            code = subprocess.run(
-                catcher_argv(mutation, report, extra), cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                timeout=CATCHER_TIMEOUT_S, check=False,
-            ).returncode  # fmt: skip
-    except subprocess.TimeoutExpired:
-        code = -1
+    with log.open("w") as out:
+        code = _run_catchers(catcher_argv(mutation, report, extra), root, env, out, report)
     seconds = round(time.monotonic() - start, 1)
     failed = failed_tests(report)
     shutil.rmtree(root, ignore_errors=True)
@@ -158,6 +155,30 @@ def run_one(mutation: Mutation, work: Path, repo: Path = REPO, extra: Sequence[s
     tail = " | ".join(log.read_text().strip().splitlines()[-3:])
     why = "timed out" if code == -1 else f"pytest exit {code}"
     return Result(mutation.id, mutation.promise, list(mutation.catchers), INVALID, seconds, f"{why}: {tail}")
+
+
+def _run_catchers(argv: list[str], cwd: Path, env: dict[str, str], out: Any, report: Path) -> int:
+    """pytest's exit code; -1 when it ran past the deadline. A mutated program can leave a thread that keeps
+    pytest's process alive after its session ended: once the JUnit report is written and the process has not
+    exited within a grace period, it is stopped and the report's outcome stands (1 if anything failed)."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + CATCHER_TIMEOUT_S
+    reported_at: float | None = None
+    while True:
+        try:
+            return process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if reported_at is None and report.is_file():
+            reported_at = now
+        if now > deadline or (reported_at is not None and now - reported_at > EXIT_GRACE_S):
+            process.kill()
+            process.wait()
+            if now > deadline:
+                return -1
+            print(f"[mutate] pytest outlived its report by {EXIT_GRACE_S:g} s: stopped", file=out, flush=True)
+            return 1 if failed_tests(report) else 0
 
 
 def table(results: Sequence[Result]) -> str:
@@ -191,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="apply each mutation to a scratch copy and run its catchers")
     run_parser.add_argument("ids", nargs="*", metavar="ID")
     run_parser.add_argument("--fast", action="store_true", help="only the mutations marked fast")
+    run_parser.add_argument("--jobs", type=int, default=1, help="mutations run at once (default 1)")
     args = parser.parse_args(argv)
     mutations = load()
     if args.action == "list":
@@ -205,14 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [m for m in mutations if (not args.ids or m.id in args.ids) and (m.fast or not args.fast or args.ids)]
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocr-mutate-"))
-    results = []
-    for number, mutation in enumerate(chosen, start=1):
-        print(f"[{number}/{len(chosen)}] {mutation.id}: {' '.join(mutation.catchers)}", flush=True)
+
+    def one(numbered: tuple[int, Mutation]) -> Result:
+        number, mutation = numbered
         result = run_one(mutation, work)
-        results.append(result)
-        print(f"    {result.verdict} in {result.seconds:g} s {result.failed_tests[:1] or result.detail}", flush=True)
+        verdict = result.failed_tests[:1] or result.detail
+        print(f"[{number}/{len(chosen)}] {mutation.id}: {result.verdict} in {result.seconds:g} s {verdict}", flush=True)
         if (work / f"{mutation.id}.log").exists():
             shutil.copy2(work / f"{mutation.id}.log", OUT / f"{mutation.id}.log")
+        return result
+
+    # Each mutation has its own scratch copy and free ports: --jobs 2 runs two at once (one a core here).
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(one, enumerate(chosen, start=1)))
     record = write(results)
     shutil.rmtree(work, ignore_errors=True)
     print(table(results))

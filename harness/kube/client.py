@@ -204,7 +204,10 @@ class Kube:
             return
         for pod in pods:
             pod_name = pod["metadata"]["name"]
-            for container in [c["name"] for c in pod["spec"].get("containers", [])]:
+            # Init containers too: at Kubernetes 1.35 Istio injects istio-proxy as a native sidecar, an init
+            # container with restartPolicy Always, whose log holds the mesh's side of every request.
+            spec = pod["spec"]
+            for container in [c["name"] for c in [*spec.get("initContainers", []), *spec.get("containers", [])]]:
                 for previous in (False, True):
                     try:
                         text = self.pod_log(namespace, pod_name, container, previous=previous)

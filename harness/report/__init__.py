@@ -19,7 +19,7 @@ import jinja2
 
 from harness import versions
 from harness.errors import HarnessError
-from harness.evidence import slug
+from harness.evidence import scenario_folder
 from harness.report import plots
 
 
@@ -54,7 +54,9 @@ def _figure(title: str, png: bytes | None) -> Figure | None:
 
 
 def cucumber_steps(run_dir: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """(feature name, scenario name) -> its steps with keyword, text, status and seconds (pytest-bdd's JSON)."""
+    """(feature name, scenario name) -> its steps with keyword, text, status and seconds (pytest-bdd's JSON).
+    An outline's example is named as the run names it, ``name [values]`` (the values from the test's id), so
+    each example keeps its own steps."""
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for feature in _read_json(run_dir / "cucumber.json") or []:
         for element in feature.get("elements") or []:
@@ -67,7 +69,10 @@ def cucumber_steps(run_dir: Path) -> dict[tuple[str, str], list[dict[str, Any]]]
                 }
                 for s in element.get("steps") or []
             ]
-            found[(str(feature.get("name")), str(element.get("name")))] = steps
+            name, test_id = str(element.get("name")), str(element.get("id") or "")
+            if test_id.endswith("]") and "[" in test_id:
+                name = f"{name} [{test_id[test_id.index('[') + 1 : -1]}]"
+            found[(str(feature.get("name")), name)] = steps
     return found
 
 
@@ -119,7 +124,7 @@ def build(run_dir: Path) -> Path:
     steps = cucumber_steps(run_dir)
     scenarios = []
     for outcome in summary.get("scenarios") or []:
-        folder = run_dir / slug(outcome["feature"]) / slug(outcome["scenario"])
+        folder = run_dir / scenario_folder(outcome["feature"], outcome["scenario"])
         observations = _read_json(folder / "observations.json") or {}
         scenarios.append(
             ScenarioView(
@@ -129,7 +134,7 @@ def build(run_dir: Path) -> Path:
                 seconds=outcome.get("duration_s") or 0.0,
                 reason=outcome.get("reason"),
                 failed_step=observations.get("failed_step"),
-                steps=steps.get((outcome["feature"], outcome["scenario"].split(" [")[0]), []),
+                steps=steps.get((outcome["feature"], outcome["scenario"]), []),
                 observations=json.dumps(
                     {k: v for k, v in observations.items() if k not in ("feature", "scenario")}, indent=2
                 ),
@@ -148,7 +153,10 @@ def build(run_dir: Path) -> Path:
         scenarios=scenarios,
         failed=[s for s in scenarios if s.outcome == "failed"],
         model=_model_version(run_dir),
-        pins={
+        # The cluster tier's pins say what ran only where a cluster ran.
+        pins={}
+        if summary.get("target") == "local"
+        else {
             "Kubernetes": versions.KUBERNETES,
             "kind": versions.KIND,
             "Istio": versions.ISTIO_VERSION,
@@ -157,6 +165,7 @@ def build(run_dir: Path) -> Path:
             "kube-prometheus-stack": versions.KUBE_PROMETHEUS_STACK.version,
             "Knative Serving": versions.KNATIVE_SERVING,
         },
+        mutation=_read_json(run_dir.parent / "mutate" / "results.json") or None,
         built=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )
     path = run_dir / "report.html"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -145,6 +146,56 @@ def test_scenarios_bound_twice_run_once(project: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout, result.stdout
     assert "Needs a mesh: needs istio; target local does not provide it" in result.stdout
+
+
+def test_each_example_of_an_outline_has_its_own_steps_and_evidence(project: Path) -> None:
+    # A long name, so that a folder cut to length would be the same for every example.
+    long_name = "Doubling a number gives twice the number, whatever number it is, written out at length here"
+    (project / "outline.feature").write_text(
+        textwrap.dedent(
+            f"""
+            Feature: Outlines
+              Scenario Outline: {long_name}
+                Given the number <n>
+                Then doubled it is <m>
+
+                Examples:
+                  | n | m |
+                  | 2 | 4 |
+                  | 3 | 6 |
+            """
+        )
+    )
+    (project / "test_outline.py").write_text(
+        textwrap.dedent(
+            """
+            from pytest_bdd import given, parsers, scenarios, then
+
+            scenarios("outline.feature")
+
+            @given(parsers.parse("the number {n:d}"), target_fixture="n")
+            def number(n, evidence):
+                evidence.record("n", n)
+                return n
+
+            @then(parsers.parse("doubled it is {m:d}"))
+            def doubled(n, m):
+                assert n * 2 == m
+            """
+        )
+    )
+    out = project / "out"
+    result = run_pytest(".", "-q", "-k", "doubling", "--target", "local", "--artifacts", str(out), cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = [p for p in out.iterdir() if p.name != "latest"]
+    folders = sorted((run / "outlines").iterdir())
+    assert len(folders) == 2, folders
+    assert sorted(json.loads((f / "observations.json").read_text())["n"] for f in folders) == [2, 3]
+    html = (run / "report.html").read_text()
+    # Each example shows its own steps: the values it ran with, not the last example's.
+    sections = html.split('<h2 id="s1">')[1].split('<h2 id="s2">')
+    assert "the number 2" in sections[0] and "doubled it is 4" in sections[0], sections[0][:2000]
+    assert "the number 3" in sections[1] and "doubled it is 6" in sections[1]
 
 
 def test_failing_scenario_is_reported_with_evidence(project: Path) -> None:

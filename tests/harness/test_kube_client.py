@@ -153,3 +153,29 @@ def test_an_unreachable_api_server_is_a_harness_error(kube: Kube) -> None:
         Kube("gone").deployment("ocr-dev", "ocr-predictor")
     with pytest.raises(HarnessError, match="cannot use kubeconfig context 'absent'"):
         Kube("absent")
+
+
+def test_the_dump_keeps_init_containers_logs(tmp_path: Path) -> None:
+    """Istio's native sidecar (Kubernetes 1.35) is an init container: its log is evidence too."""
+    from harness.errors import HarnessError
+    from harness.kube.client import Kube
+
+    class Stand(Kube):
+        def __init__(self) -> None:  # no cluster: every call below is answered here
+            pass
+
+        def kubectl(self, *args: str, timeout: float = 60, input: bytes | None = None) -> str:
+            return "ok\n"
+
+        def pods(self, namespace: str, selector: str) -> list[dict]:
+            spec = {"initContainers": [{"name": "istio-proxy"}], "containers": [{"name": "kserve-container"}]}
+            return [{"metadata": {"name": "ocr-1"}, "spec": spec}]
+
+        def pod_log(self, namespace: str, name: str, container: str | None = None, *, previous: bool = False) -> str:
+            if previous:
+                raise HarnessError("no previous container")
+            return f"{container} says hello\n"
+
+    Stand().dump("ocr-dev", tmp_path)
+    assert (tmp_path / "ocr-1.istio-proxy.log").read_text() == "istio-proxy says hello\n"
+    assert (tmp_path / "ocr-1.kserve-container.log").read_text() == "kserve-container says hello\n"

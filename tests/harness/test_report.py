@@ -77,6 +77,18 @@ def test_the_report_shows_the_run_its_failures_and_every_picture(tmp_path: Path)
     assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
 
 
+def test_a_local_run_names_no_cluster_pins_and_shows_the_mutation_score(tmp_path: Path) -> None:
+    run_dir = recorded_run(tmp_path)
+    html = report.build(run_dir).read_text()
+    assert "platform pins" not in html and "Kubernetes 1." not in html  # nothing ran on Kubernetes
+    assert "mutation score" not in html  # no mutation run beside it
+    (tmp_path / "mutate").mkdir()
+    results = [{"id": "a", "verdict": "caught"}, {"id": "gateway-limit-times-100", "verdict": "SURVIVED"}]
+    (tmp_path / "mutate" / "results.json").write_text(json.dumps({"caught": 1, "total": 2, "results": results}))
+    html = report.build(run_dir).read_text()
+    assert "1 of 2 mutations caught" in html and "<code>gateway-limit-times-100</code>" in html
+
+
 def test_latest_points_at_the_newest_run(tmp_path: Path) -> None:
     first = recorded_run(tmp_path / "a")
     link = report.point_latest(first)
