@@ -6,8 +6,13 @@ catchers). ``python -m harness.mutate run`` applies each mutation to a scratch c
 files git knows, as they are in the work tree), runs only its catchers there, and records whether they
 failed: a mutation is **caught** when pytest reports failed tests (exit 1). A mutation whose text is not
 found exactly once, or whose catchers cannot run (exit 2-5: an error, no tests), is **invalid**; one whose
-catchers pass is a **survivor**. Either fails the gate. The unmutated catchers are not re-run here: CI's
-test step runs them.
+catchers pass is a **survivor**. Either fails the gate.
+
+A catch counts only if the catchers pass unmutated, run the same way: a feature run alone is not the feature
+run after others (a Prometheus that has not scraped yet, say), and a failure that the mutation did not cause
+proves nothing. So each distinct set of catchers that names a feature first runs once on an unmutated copy
+(its baseline); when the baseline fails, every mutation it catches is invalid. Catchers that are unit tests
+alone run unmutated in CI's test step, and get no baseline here.
 
 ``--fast`` runs the mutations marked ``fast`` (the CI step ``mutate``, two at a time: ``--jobs 2``);
 ``run ID...`` runs those named. The results go to ``artifacts/mutate/`` (``results.json``, and
@@ -130,9 +135,36 @@ def failed_tests(report: Path) -> list[str]:
     return names
 
 
-def run_one(mutation: Mutation, work: Path, repo: Path = REPO, extra: Sequence[str] = ("--target", "local")) -> Result:
+def needs_baseline(mutation: Mutation) -> bool:
+    return any(c.split("::")[0].endswith(".feature") for c in mutation.catchers)
+
+
+def baseline(
+    mutation: Mutation, work: Path, repo: Path = REPO, extra: Sequence[str] = ("--target", "local")
+) -> list[str]:
+    """The catchers run on an unmutated copy: the tests that fail there (none, for a sound baseline)."""
+    plain = Mutation(f"baseline-{abs(hash(mutation.catchers))}", "", mutation.file, "", "", mutation.catchers)
+    root = scratch_copy(Path(tempfile.mkdtemp(prefix=f"{plain.id}-", dir=work)), repo)
+    report, log = work / f"{plain.id}.xml", work / f"{plain.id}.log"
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    with log.open("w") as out:
+        code = _run_catchers(catcher_argv(plain, report, extra), root, env, out, report)
+    shutil.rmtree(root, ignore_errors=True)
+    return [] if code == 0 else failed_tests(report) or [f"pytest exit {code}"]
+
+
+def run_one(
+    mutation: Mutation,
+    work: Path,
+    repo: Path = REPO,
+    extra: Sequence[str] = ("--target", "local"),
+    unmutated_failures: Sequence[str] = (),
+) -> Result:
     """Apply ``mutation`` to a fresh scratch copy of ``repo`` and run its catchers there."""
     start = time.monotonic()
+    if unmutated_failures:
+        why = f"its catchers fail unmutated ({', '.join(unmutated_failures[:3])}): a catch would prove nothing"
+        return Result(mutation.id, mutation.promise, list(mutation.catchers), INVALID, 0.0, why)
     root = scratch_copy(Path(tempfile.mkdtemp(prefix=f"{mutation.id}-", dir=work)), repo)
     try:
         mutation.apply(root)
@@ -228,9 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocr-mutate-"))
 
+    # Baselines first, once per set of feature catchers (see the module's docstring).
+    baselines: dict[tuple[str, ...], list[str]] = {}
+    for mutation in chosen:
+        if needs_baseline(mutation) and mutation.catchers not in baselines:
+            baselines[mutation.catchers] = baseline(mutation, work)
+            state = f"fails: {baselines[mutation.catchers][:3]}" if baselines[mutation.catchers] else "passes"
+            print(f"baseline {' '.join(mutation.catchers)}: {state}", flush=True)
+
     def one(numbered: tuple[int, Mutation]) -> Result:
         number, mutation = numbered
-        result = run_one(mutation, work)
+        result = run_one(mutation, work, unmutated_failures=baselines.get(mutation.catchers, ()))
         verdict = result.failed_tests[:1] or result.detail
         print(f"[{number}/{len(chosen)}] {mutation.id}: {result.verdict} in {result.seconds:g} s {verdict}", flush=True)
         if (work / f"{mutation.id}.log").exists():

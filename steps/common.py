@@ -150,9 +150,12 @@ def probe_capability(target: Target, client: httpx.Client, capability: str) -> s
         assert described, "the target names no gateway that limits"
         return f"limited by {described}"
     if capability == "prometheus":
-        series = target.prometheus().query("up == 1")
-        assert series, "Prometheus scrapes no target that is up"
-        return f"{len(series)} scrape targets up"
+        # A Prometheus just started has not scraped yet: its first scrape is awaited, with a deadline.
+        prom = target.prometheus()
+        series = wait.until(
+            lambda: prom.query("up == 1"), bool, timeout=60, interval=1, what="Prometheus scraping a target that is up"
+        )
+        return f"{len(series.last or [])} scrape targets up"
     if capability == "jobs":
         answer = client.get(f"{target.service_url()}/jobs/{'0' * 32}", headers=target.service_headers())
         assert answer.status_code == 404, f"the job store did not answer: GET /jobs/<unknown> {answer.status_code}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +46,8 @@ class Target(abc.ABC):
 
     def __init__(self, options: TargetOptions) -> None:
         self.options = options
+        # What a scenario changed on a platform that outlives it, undone last-first when it ends.
+        self._undo: list[tuple[str, Callable[[], None]]] = []
 
     @classmethod
     def provides(cls, options: TargetOptions) -> frozenset[str]:
@@ -67,8 +70,14 @@ class Target(abc.ABC):
         """Tear down what ``start`` made, in reverse order, unless asked to keep it."""
 
     def scenario_finished(self) -> None:
-        """Undo what a scenario changed on a platform that outlives it (paused autoscalers, test pods)."""
-        return None
+        """Undo what a scenario changed on a platform that outlives it (paused autoscalers, test pods, a
+        stopped authorizer), last change first; an undo that fails is said and the others still run."""
+        while self._undo:
+            what, undo = self._undo.pop()
+            try:
+                undo()
+            except HarnessError as exc:
+                print(f"harness: could not undo {what}: {exc}")
 
     # -- reaching the service -----------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,6 @@ class ClusterTarget(Target):
         self._forwards: dict[tuple[str, str, int], PortForward] = {}
         self._proxy: KubectlProxy | None = None
         self._followers: dict[str, ManagedProcess] = {}
-        self._undo: list[tuple[str, Callable[[], None]]] = []
 
     # -- capabilities ---------------------------------------------------------------------------------
 
@@ -135,14 +133,6 @@ class ClusterTarget(Target):
             interval=5,
             what=f"InferenceService {APP_NAMESPACE}/{ISVC} Ready",
         )
-
-    def scenario_finished(self) -> None:
-        while self._undo:
-            what, undo = self._undo.pop()
-            try:
-                undo()
-            except HarnessError as exc:
-                print(f"harness: could not undo {what}: {exc}")
 
     def stop(self) -> None:
         self.scenario_finished()

@@ -30,7 +30,7 @@ from harness.components import (
     start_service,
     start_worker,
 )
-from harness.errors import HarnessError, TargetUnavailable
+from harness.errors import TargetUnavailable
 from harness.gateway import Gateway, new_keys, server_name, start_gateway
 from harness.gateway import version as gateway_version
 from harness.manifests.secrets import API_KEY_IDS
@@ -75,7 +75,6 @@ class LocalTarget(Target):
         self._replicas: dict[int, Endpoint] = {}  # gateway slot -> OCR service process (rollouts)
         self._model_version: str | None = None  # OCR_MODEL_VERSION of the replicas started from now on
         self._rule_files: list[Path] = []
-        self._undo: list[tuple[str, Callable[[], None]]] = []
         self._worker_seq = 0
 
     def start(self) -> None:
@@ -379,12 +378,7 @@ class LocalTarget(Target):
             endpoint.process.stop()
 
     def scenario_finished(self) -> None:
-        while self._undo:
-            what, undo = self._undo.pop()
-            try:
-                undo()
-            except HarnessError as exc:
-                print(f"harness: could not undo {what}: {exc}")
+        super().scenario_finished()
         self._retire_extra_replicas()
 
     def collect_evidence(self, dest: Path) -> None:

@@ -79,3 +79,19 @@ def test_the_table_shows_each_verdict_and_the_score() -> None:
     assert "| `a` | p | t.py | yes: t::x | 1.5 |" in text
     assert "**SURVIVED**: every catcher passed" in text
     assert text.strip().endswith("mutation score: 1 of 2 caught")
+
+
+def test_a_catch_counts_only_when_the_catchers_pass_unmutated(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    mutation = _mutation("return 2 * x", "return 3 * x")
+    assert mutate.baseline(mutation, work, repo, extra=()) == []
+    # Catchers that fail whatever the code does: the mutation's "catch" is refused.
+    (repo / "test_calc.py").write_text("def test_always_fails():\n    assert False\n")
+    failing = mutate.baseline(mutation, work, repo, extra=())
+    assert failing == ["test_calc::test_always_fails"]
+    result = mutate.run_one(mutation, work, repo, extra=(), unmutated_failures=failing)
+    assert result.verdict == mutate.INVALID and "fail unmutated" in result.detail
+    assert mutate.needs_baseline(mutate.Mutation("f", "p", "a.py", "x", "y", ("features/x.feature",)))
+    assert not mutate.needs_baseline(mutation)
