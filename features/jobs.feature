@@ -14,9 +14,19 @@ Feature: Every queued OCR job is done exactly once, whatever happens to a worker
     And each job's result reads its image's text
     And the queue lag is 0 within 10 seconds
 
+  @sigkill
   Scenario: A worker killed mid-job loses nothing
     Given a client has enqueued 10 document page jobs
     When a worker is killed with SIGKILL while it runs a job
+    Then all 10 jobs succeed within 180 seconds
+    And each job ended in its final state exactly once
+    And no job is left running
+    And the queue lag is 0 within 10 seconds
+
+  @k8s
+  Scenario: A worker whose pod is deleted with no grace period loses nothing
+    Given a client has enqueued 10 document page jobs
+    When a worker's pod is deleted with no grace period while it runs a job
     Then all 10 jobs succeed within 180 seconds
     And each job ended in its final state exactly once
     And no job is left running

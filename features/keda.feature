@@ -9,7 +9,9 @@ Feature: KEDA scales the job workers on queue lag and drains a burst of 1,000 jo
 
   Scenario: An empty queue keeps the workers at zero
     Given the workers run 0 replicas
-    Then the workers stay at 0 replicas for 60 seconds
+    And the job queue is empty
+    When no job is enqueued for 60 seconds
+    Then the workers stayed at 0 replicas throughout
     And KEDA's ScaledObject for the workers is ready and drives its HPA
 
   Scenario: A burst of 1,000 jobs scales the workers out and is drained

@@ -7,6 +7,8 @@ Feature: With Knative, an idle predictor scales to zero and wakes on the next re
     Given the platform is deployed with the "scale-to-zero" profile
 
   Scenario: An idle predictor scales to zero
+    Given a client has just been answered by the predictor
+    When the predictor is left idle
     Then the predictor runs 0 replicas within 3 minutes
 
   Scenario: A request to a predictor at zero is answered

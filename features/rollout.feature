@@ -31,3 +31,4 @@ Feature: A new model version rolls out under load without failing a request
     When "team-a" sends 2 requests per second with a one-line image while the predictor is rolled to a new model version
     Then no request failed
     And the predictor never had fewer than 2 ready replicas during the rollout
+    And each old pod began terminating only once a new pod was ready in its place

@@ -42,10 +42,11 @@ Feature: Only clients with a provisioned API key reach the OCR service
 
   @k8s @istio
   Scenario: A pod outside the mesh cannot reach the predictor
+    Given a pod in the mesh gets an answer from the predictor's sidecar
     When a pod outside the mesh calls the predictor directly
-    Then the connection is refused before any HTTP answer
+    Then the predictor's sidecar accepts the connection and closes it before any HTTP answer
 
   @k8s @istio
   Scenario: A pod in the mesh that no policy allows is denied
     When a pod in the mesh with the service account "ocr-intruder" calls the predictor directly
-    Then the predictor answers 403 to that pod
+    Then the predictor's sidecar answers 403 to that pod

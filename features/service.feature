@@ -8,6 +8,7 @@ Feature: The OCR service reads text and refuses bad input clearly
     Given the platform is running
 
   Scenario: The service reports itself alive and ready
+    When a client asks the service whether it is alive and ready
     Then /healthz answers 200
     And /readyz answers 200 and names the model
 

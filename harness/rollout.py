@@ -177,6 +177,65 @@ def rollout_progress(isvc: Obj, deployment: Obj | None, pods: list[Obj], version
     return Progress(bool(done), seen)
 
 
+@dataclass
+class PodTimeline:
+    """Each predictor pod seen while a rollout ran, as the harness saw it: when (seconds from the rollout's
+    start) it was first seen, first seen Ready, first seen terminating (its deletionTimestamp set) and first
+    missed. Looks come 4 a second, so the order of two events is known to that resolution; events seen in the
+    same look count as simultaneous."""
+
+    started: float = field(default_factory=time.monotonic)
+    pods: dict[str, Obj] = field(default_factory=dict)
+    looks: int = 0
+    last_look: float = 0.0
+    max_gap_s: float = 0.0  # the longest time between two looks: the order's resolution at worst
+
+    def observe(self, pods: list[Obj], at: float | None = None) -> None:
+        now = round((time.monotonic() if at is None else at) - self.started, 3)
+        if self.looks:
+            self.max_gap_s = max(self.max_gap_s, round(now - self.last_look, 3))
+        self.looks, self.last_look = self.looks + 1, now
+        names = set()
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            names.add(name)
+            entry = self.pods.setdefault(
+                name, {"version": (meta.get("labels") or {}).get(VERSION_LABEL), "first_seen": now}
+            )
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (pod.get("status") or {}).get("conditions") or []
+            )
+            if ready and not meta.get("deletionTimestamp"):
+                entry.setdefault("ready_at", now)
+            if meta.get("deletionTimestamp"):
+                entry.setdefault("terminating_at", now)
+        for name, entry in self.pods.items():
+            if name not in names:
+                entry.setdefault("gone_at", now)
+
+
+def handover_order(timeline: PodTimeline, version: str) -> Obj:
+    """Whether each old pod began to go only once a new pod was ready in its place: the k-th old pod to start
+    terminating needs k new-version pods seen Ready at or before that look. An old pod that vanished without
+    ever being seen terminating, or never went, has no known time and is reported as unknown."""
+    new_ready = sorted(p["ready_at"] for p in timeline.pods.values() if p["version"] == version and "ready_at" in p)
+    old = {n: p for n, p in timeline.pods.items() if p["version"] != version}
+    unknown = sorted(n for n, p in old.items() if "terminating_at" not in p)
+    goes = sorted((p["terminating_at"], n) for n, p in old.items() if "terminating_at" in p)
+    handovers, violations = [], []
+    for k, (at, name) in enumerate(goes, start=1):
+        ready_before = sum(1 for r in new_ready if r <= at)
+        entry = {"old_pod": name, "terminating_at": at, "new_pods_ready_by_then": ready_before}
+        handovers.append(entry)
+        if ready_before < k:
+            violations.append(entry)
+    return {"looks": timeline.looks, "max_gap_s": timeline.max_gap_s, "old_pods": len(old),
+            "new_ready_at": new_ready, "handovers": handovers, "violations": violations,
+            "unknown": unknown}  # fmt: skip
+
+
 def wait_for_rollout(
     observe: Callable[[], Progress], version: str, *, timeout: float = DEFAULT_TIMEOUT_S, interval: float = 2.0
 ) -> wait.Observation[Progress]:
@@ -317,7 +376,7 @@ class ClusterRollout:
             "-n", plan.namespace, "patch", "inferenceservice", plan.name, "--type=json", "-p", json.dumps(plan.patch)
         )
 
-    def progress(self, version: str) -> Progress:
+    def progress(self, version: str, timeline: PodTimeline | None = None) -> Progress:
         from harness.kube.client import NotFound
 
         try:
@@ -325,12 +384,21 @@ class ClusterRollout:
         except NotFound:
             deployment = None
         pods = self.kube.pods(self.namespace, f"serving.kserve.io/inferenceservice={self.name}")
+        if timeline is not None:
+            timeline.observe(pods)
         return rollout_progress(self.isvc(), deployment, pods, version)
 
-    def run(self, version: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Progress:
+    def run(
+        self, version: str, *, timeout: float = DEFAULT_TIMEOUT_S, timeline: PodTimeline | None = None,
+        interval: float = 2.0,
+    ) -> Progress:  # fmt: skip
         plan = self.plan(version)
+        if timeline is not None:
+            timeline.observe(self.kube.pods(self.namespace, f"serving.kserve.io/inferenceservice={self.name}"))
         self.apply(plan)
-        last = wait_for_rollout(lambda: self.progress(version), version, timeout=timeout).last
+        last = wait_for_rollout(
+            lambda: self.progress(version, timeline), version, timeout=timeout, interval=interval
+        ).last
         assert last is not None
         return last
 

@@ -12,6 +12,12 @@ from harness.targets import Target
 from steps.common import eventually
 
 
+@when("the cluster is asked for its nodes, namespaces and node metrics")
+def cluster_asked(target: Target, evidence: ScenarioEvidence) -> None:
+    # The first look; the Thens look again until their deadlines (a cluster just made may need a minute).
+    evidence.record("first_look", target.cluster_facts())
+
+
 @then(parsers.parse("every node is Ready within {seconds:d} seconds"))
 def nodes_ready(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
     seen = eventually(
@@ -69,6 +75,28 @@ def names_model(ctx: dict, evidence: ScenarioEvidence) -> None:
     assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest), f"digest: SHA-256 of the files: {model}"
 
 
+def _pod_call(target: Target, evidence: ScenarioEvidence, in_mesh: bool, account: str) -> dict[str, Any]:
+    result = target.call_from_pod(in_mesh=in_mesh, service_account=account)
+    evidence.record(f"pod_call_{'mesh' if in_mesh else 'outside'}", {"service_account": account, "result": result})
+    return result
+
+
+def _policy_denial(call: dict[str, Any]) -> bool:
+    """The predictor's own sidecar refused the caller: RBAC's 403, not the caller's sidecar failing to connect
+    (its 503 "upstream connect error" or "no healthy upstream")."""
+    return call.get("outcome") == "http" and call.get("status") == 403 and "RBAC" in str(call.get("body", ""))
+
+
+@given("a pod in the mesh gets an answer from the predictor's sidecar", target_fixture="mesh_control")
+def mesh_control(target: Target, evidence: ScenarioEvidence) -> dict[str, Any]:
+    # The positive control: the same name, from inside the mesh, reaches the predictor's sidecar over mutual TLS
+    # (its policy then denies the probe's identity). So the name resolves, the predictor has endpoints and its
+    # sidecar is up; a plaintext failure afterwards is the sidecar's refusal, nothing else.
+    control = _pod_call(target, evidence, True, "ocr-intruder")
+    assert _policy_denial(control), f"from inside the mesh the predictor's sidecar did not answer: {control}"
+    return control
+
+
 @when(
     parsers.re(
         r"^a pod (?P<where>outside the mesh|in the mesh with the service account \"(?P<account>[a-z0-9-]+)\") "
@@ -77,20 +105,23 @@ def names_model(ctx: dict, evidence: ScenarioEvidence) -> None:
     target_fixture="pod_call",
 )
 def pod_calls(target: Target, evidence: ScenarioEvidence, where: str, account: str | None) -> dict[str, Any]:
-    in_mesh = where.startswith("in the mesh")
-    result = target.call_from_pod(in_mesh=in_mesh, service_account=account or "ocr-outsider")
-    evidence.record("pod_call", {"in_mesh": in_mesh, "service_account": account, "result": result})
-    return result
+    return _pod_call(target, evidence, where.startswith("in the mesh"), account or "ocr-outsider")
 
 
-@then("the connection is refused before any HTTP answer")
-def connection_refused(pod_call: dict[str, Any], evidence: ScenarioEvidence) -> None:
-    evidence.record("plaintext_refused", pod_call)
-    # STRICT mTLS resets a plaintext connection: no HTTP status at all, never a 200.
-    assert "status" not in pod_call and pod_call.get("error"), pod_call
+@then("the predictor's sidecar accepts the connection and closes it before any HTTP answer")
+def closed_by_mtls(pod_call: dict[str, Any], mesh_control: dict[str, Any], evidence: ScenarioEvidence) -> None:
+    evidence.record("plaintext_refused", {"outside": pod_call, "control": mesh_control})
+    # STRICT mTLS: the sidecar accepts TCP, finds no TLS in the first bytes and closes the connection. A name that
+    # does not resolve, a refused or unanswered SYN, or a silent peer are other failures and fail this check.
+    assert pod_call.get("outcome") == "closed_without_answer", pod_call
+    assert pod_call.get("address", [None])[0] == mesh_control.get("address", [None])[0], (
+        f"the outside pod reached {pod_call.get('address')}, the control {mesh_control.get('address')}"
+    )
 
 
-@then(parsers.parse("the predictor answers {status:d} to that pod"))
+@then(parsers.parse("the predictor's sidecar answers {status:d} to that pod"))
 def pod_answered(pod_call: dict[str, Any], evidence: ScenarioEvidence, status: int) -> None:
     evidence.record("pod_answer", pod_call)
-    assert pod_call.get("status") == status, pod_call
+    assert pod_call.get("outcome") == "http" and pod_call.get("status") == status, pod_call
+    if status == 403:
+        assert _policy_denial(pod_call), f"a 403 that is not the sidecar's policy denial: {pod_call}"

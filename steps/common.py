@@ -7,6 +7,7 @@ and both record their timeline in the scenario's evidence.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -97,6 +98,26 @@ def consistently(
         wait.holds_for(timeline, accept, duration=seconds, interval=interval, what=what)
     finally:
         timeline.save()
+
+
+def watch(
+    evidence: ScenarioEvidence, what: str, probe: Callable[[], T], *, seconds: float, interval: float = 3.0
+) -> list[dict[str, Any]]:
+    """ "for N seconds" as an action: look every ``interval`` until the time is up and keep every look (a look
+    that failed is kept as ``{"error": ...}``); the Then that follows judges them. The timeline goes to the
+    evidence."""
+    timeline = _Timeline(evidence, what, probe, mode="for", seconds=seconds, threshold=None)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            with contextlib.suppress(Exception):  # a failed look is kept in the timeline as an error look
+                timeline()
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(interval, max(deadline - time.monotonic(), 0.0)) or interval)
+    finally:
+        timeline.save()
+    return timeline.observed
 
 
 def post_image(

@@ -17,6 +17,7 @@ from pytest_bdd import given, parsers, then, when
 
 from harness import samples
 from harness.evidence import ScenarioEvidence
+from harness.gateway import requests_per_second
 from harness.load import PacedResult, ensure_loopback, paced
 from harness.targets import Target
 from steps.common import eventually
@@ -86,6 +87,7 @@ def record_paced(evidence: ScenarioEvidence, results: dict[str, PacedResult], **
         "paced", {name: {**about, "statuses": r.statuses(), "kinds": r.kinds()} for name, r in results.items()}
     )
     evidence.record("per_second", {name: per_second(r) for name, r in results.items()})
+    evidence.record("rate_limit_per_s", requests_per_second())  # the platform's per-key limit, for the plot
     for name, result in results.items():
         evidence.write_json(f"requests-{name}", [[a.at, a.status, a.kind, a.seconds] for a in result.answers])
 

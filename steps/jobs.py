@@ -144,16 +144,32 @@ def disturb_worker(
 ) -> dict[str, str]:
     graceful = {"killed with SIGKILL": False, "sent SIGTERM": True}.get(how)
     assert graceful is not None, f"say 'killed with SIGKILL' or 'sent SIGTERM', not {how!r}"
+    name, job_id = _worker_running_a_job(client, target, evidence, jobs)
+    target.stop_worker(name, graceful=graceful)
+    evidence.record("disturbed", {"worker": name, "job_id": job_id, "how": how})
+    return {"worker": name, "job_id": job_id}
+
+
+@when("a worker's pod is deleted with no grace period while it runs a job", target_fixture="disturbed")
+def delete_worker_pod(
+    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]
+) -> dict[str, str]:
+    name, job_id = _worker_running_a_job(client, target, evidence, jobs)
+    target.delete_worker_pod_now(name)
+    evidence.record("disturbed", {"worker": name, "job_id": job_id, "how": "pod deleted with no grace period"})
+    return {"worker": name, "job_id": job_id}
+
+
+def _worker_running_a_job(
+    client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]
+) -> tuple[str, str]:
     workers = target.workers()
     found = eventually(
         evidence, "a worker running a job", lambda: _running_on(client, target, jobs, workers),
         lambda hit: hit is not None, seconds=60, interval=0.1,
     )  # fmt: skip
     assert found is not None
-    name, job_id = found
-    target.stop_worker(name, graceful=graceful)
-    evidence.record("disturbed", {"worker": name, "job_id": job_id, "graceful": graceful})
-    return {"worker": name, "job_id": job_id}
+    return found
 
 
 def _outcomes(client: httpx.Client, target: Target, job_ids: list[str]) -> dict[str, Any]:

@@ -130,6 +130,16 @@ def capacity_kept(rollout_run: RolloutRun, count: int) -> None:
     assert min(n for _, n in seen) >= count, seen
 
 
+@then("each old pod began terminating only once a new pod was ready in its place")
+def handed_over_in_order(rollout_run: RolloutRun) -> None:
+    handover = rollout_run.report.get("handover")
+    assert handover, f"the target reported no pod timeline: {rollout_run.report}"
+    assert handover["old_pods"] > 0, f"no old pod was seen during the rollout: {handover}"
+    assert handover["max_gap_s"] <= 1.0, f"the pods went unobserved for {handover['max_gap_s']} s: order unknown"
+    assert not handover["unknown"], f"old pods with no time of going (vanished between looks?): {handover}"
+    assert not handover["violations"], f"an old pod went before a new one was ready: {handover['violations']}"
+
+
 def _drains(rollout_run: RolloutRun) -> list[dict[str, Any]]:
     replicas = rollout_run.report.get("replicas") or []
     assert replicas, f"the target reported no replica it rolled: {rollout_run.report}"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from pytest_bdd import given, parsers, then
+import httpx
+from pytest_bdd import given, parsers, then, when
 
+from harness import samples
 from harness.evidence import ScenarioEvidence
 from harness.targets import Target
-from steps.common import consistently, eventually, seconds_of
+from steps.common import eventually, post_image, seconds_of, watch
 
 COMPONENTS = {"predictor": "predictor", "workers": "worker"}
 _WHO = r"the (?P<component>predictor|workers) runs?"
@@ -68,13 +71,41 @@ def scales_to(target: Target, evidence: ScenarioEvidence, component: str, n: str
     evidence.record(f"{component}_replicas_reached", seen)
 
 
-@then(parsers.re(r"^the (?P<component>predictor|workers) stays? at (?P<n>\d+) replicas? for (?P<amount>\d+) "
-                 r"(?P<unit>seconds?|minutes?)$"))  # fmt: skip
-def stays_at(target: Target, evidence: ScenarioEvidence, component: str, n: str, amount: str, unit: str) -> None:
-    consistently(
-        evidence, f"{component} stays at {n}", lambda: _scaling(target, component),
-        lambda s: _at(s, int(n)), seconds=seconds_of(amount, unit), interval=3, threshold=int(n),
-    )  # fmt: skip
+@given("a client has just been answered by the predictor")
+def just_answered(target: Target, client: httpx.Client, evidence: ScenarioEvidence) -> None:
+    # A predictor that was at zero already proves nothing about scaling to it: wake it first.
+    response = post_image(client, target.service_url(), samples.text_line("Wake up").encode())
+    evidence.record("wake", {"status": response.status_code, "replicas": _scaling(target, "predictor")})
+    assert response.status_code == 200, response.text[:300]
+    assert _ready(_scaling(target, "predictor")) >= 1
+
+
+@when("the predictor is left idle", target_fixture="idle_since")
+def left_idle(evidence: ScenarioEvidence) -> float:
+    # Nothing in this scenario sends another request from here on; the Then's deadline is counted from now.
+    started = time.time()
+    evidence.record("idle_since", round(started, 3))
+    return started
+
+
+@given("the job queue is empty")
+def queue_empty(target: Target, evidence: ScenarioEvidence) -> None:
+    seen = eventually(evidence, "no job waiting in the queue", target.queue_lag, lambda lag: lag == 0, seconds=60,
+                      interval=3)  # fmt: skip
+    evidence.record("queue_lag_before", seen)
+
+
+@when(parsers.re(r"^no job is enqueued for (?P<amount>\d+) (?P<unit>seconds?|minutes?)$"), target_fixture="idle_looks")
+def no_job_enqueued(target: Target, evidence: ScenarioEvidence, amount: str, unit: str) -> list[dict[str, Any]]:
+    return watch(evidence, "workers while no job is enqueued", lambda: _scaling(target, "workers"),
+                 seconds=seconds_of(amount, unit), interval=3)  # fmt: skip
+
+
+@then(parsers.re(r"^the workers stayed at (?P<n>\d+) replicas? throughout$"))
+def stayed_at(idle_looks: list[dict[str, Any]], n: str) -> None:
+    assert len(idle_looks) >= 5, f"too few looks at the workers: {idle_looks}"
+    broken = [look for look in idle_looks if "error" in look["value"] or not _at(look["value"], int(n))]
+    assert not broken, f"{len(broken)} of {len(idle_looks)} looks were not at {n} replicas, first: {broken[0]}"
 
 
 @then("KEDA's ScaledObject for the workers is ready and drives its HPA")

@@ -29,11 +29,16 @@ def predict_count(client: httpx.Client, target: Target) -> float:
     return 0.0
 
 
+@when("a client asks the service whether it is alive and ready")
+def asks_health(target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence) -> None:
+    ctx["healthz"] = client.get(f"{target.service_url()}/healthz")
+    evidence.record("healthz", {"status": ctx["healthz"].status_code, "body": ctx["healthz"].text[:200]})
+
+
 @then(parsers.parse("/healthz answers {status:d}"))
-def healthz_answers(target: Target, client: httpx.Client, evidence: ScenarioEvidence, status: int) -> None:
-    response = client.get(f"{target.service_url()}/healthz")
-    evidence.record("healthz", response.status_code)
-    assert response.status_code == status
+def healthz_answers(ctx: dict, status: int) -> None:
+    response: httpx.Response = ctx["healthz"]
+    assert response.status_code == status, response.text[:200]
 
 
 @then(parsers.parse("/readyz answers {status:d} and names the model"))

@@ -134,6 +134,33 @@ def container_exit_code(pod: Obj, container: str) -> int | None:
     return None
 
 
+def _container_status(pod: Obj, container: str) -> Obj:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return dict(status)
+    return {}
+
+
+def container_on_node(pod: Obj, container: str) -> tuple[str, str] | None:
+    """(node name, the runtime's container id) of a running container, or None before it has both. The id
+    comes as ``<runtime>://<id>``; the runtime's own tools (crictl) take the bare id."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    found = _container_status(pod, container).get("containerID") or ""
+    if not node or "://" not in found:
+        return None
+    return str(node), found.split("://", 1)[1]
+
+
+def container_restarts(pod: Obj, container: str) -> int:
+    return int(_container_status(pod, container).get("restartCount", 0))
+
+
+def killed_by_sigkill(pod: Obj, container: str, restarts_before: int) -> bool:
+    """The container has restarted since ``restarts_before`` and its last run ended with 137 (128 + SIGKILL)."""
+    last = (_container_status(pod, container).get("lastState") or {}).get("terminated") or {}
+    return container_restarts(pod, container) > restarts_before and last.get("exitCode") == 137
+
+
 def pod_name(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("name"))
 

@@ -35,7 +35,8 @@ class Profile:
 
 
 _BASE = frozenset({"metrics-server", "cert-manager", "prometheus", "kserve"})
-_M1_CAPS = frozenset({"k8s", "hpa", "prometheus"})
+# "models": the layout InferenceService beside the OCR one (components/layout, in every Standard-mode overlay).
+_M1_CAPS = frozenset({"k8s", "hpa", "prometheus", "models"})
 _M2_CAPS = _M1_CAPS | {"istio", "gateway", "ratelimit"}
 _M3_CAPS = _M2_CAPS | {"keda", "jobs"}
 
@@ -72,10 +73,13 @@ PROFILES: dict[str, Profile] = {
     )
 }
 NESTED = ("milestone1", "milestone2", "milestone3", "full")
-# Capabilities only the local target provides so far: no cluster profile is chosen for them, and their
-# scenarios are skipped on a cluster with a reason ("models": each model's own service URL, Target.model_url;
-# "drain": each replica's drain watched from outside it, which the cluster shows as the capacity kept instead).
-LOCAL_ONLY = frozenset({"models", "drain"})
+# Capabilities only the local target provides: no cluster profile is chosen for them, and their scenarios are
+# skipped on a cluster with a reason ("drain": each replica's drain watched from outside it, which a cluster
+# shows as the capacity kept and the order of its pods' handover instead).
+LOCAL_ONLY = frozenset({"drain"})
+# Capabilities a target has by what it is, whatever profile it deploys: "sigkill" needs a way to signal a
+# container's process (local processes; kind through its nodes' container runtime), no add-on.
+TARGET_OWN = frozenset({"sigkill"})
 
 
 def profile(name: str) -> Profile:
@@ -92,7 +96,7 @@ def profile_for(milestones: Iterable[str], capabilities: Iterable[str]) -> Profi
     selects nothing else that needs a Kubernetes profile; otherwise the largest nested profile needed wins
     and the Knative scenarios are skipped with a reason (see :func:`skip_reason`).
     """
-    caps = set(capabilities) - LOCAL_ONLY
+    caps = set(capabilities) - LOCAL_ONLY - TARGET_OWN
     named = [m for m in milestones if m in PROFILES]
     alone = PROFILES["scale-to-zero"]
     if ("knative" in caps or "scale-to-zero" in named) and caps <= alone.capabilities and set(named) <= alone.serves:

@@ -94,9 +94,9 @@ def scenario_figures(folder: Path) -> list[Figure]:
             figures.append(_figure(str(data.get("expr", path.stem)), plots.promql_range(data)))
     observations = _read_json(folder / "observations.json") or {}
     if isinstance(observations.get("per_second"), dict):
-        figures.append(
-            _figure("admitted and refused per second, per key", plots.per_second(observations["per_second"]))
-        )
+        limit = observations.get("rate_limit_per_s")
+        picture = plots.per_second(observations["per_second"], float(limit) if isinstance(limit, int | float) else None)
+        figures.append(_figure("answers per second and per key, by who answered, against the limit", picture))
     return [f for f in figures if f is not None]
 
 

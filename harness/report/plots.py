@@ -63,9 +63,11 @@ def timeline(data: dict[str, Any], load: list[dict[str, float]] | None = None) -
     for name, points in series.items():
         if name in percent:
             continue
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
-    if data.get("threshold") is not None:
-        axis.axhline(float(data["threshold"]), label=f"threshold {data['threshold']:g}", **THRESHOLD_STYLE)
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=series_label(name))
+    threshold = None if data.get("threshold") is None else float(data["threshold"])
+    if threshold is not None:
+        axis.axhline(threshold, label=f"threshold {threshold:g}", **THRESHOLD_STYLE)
+    _floor_flat_axis(axis, [p[1] for name, points in series.items() if name not in percent for p in points], threshold)
     axis.set_xlabel(f"seconds ({data.get('mode', 'within')} {data.get('seconds', '?'):g} s)")
     axis.set_title(str(data.get("what", "")), fontsize=10)
     axis.grid(alpha=0.3)
@@ -75,7 +77,8 @@ def timeline(data: dict[str, Any], load: list[dict[str, float]] | None = None) -
         second = axis.twinx()
         for name in sorted(percent):
             points = series[name]
-            second.plot([p[0] for p in points], [p[1] for p in points], color="#7f8c8d", alpha=0.7, label=name)
+            second.plot([p[0] for p in points], [p[1] for p in points], color="#7f8c8d", alpha=0.7,
+                        label=series_label(name))  # fmt: skip
         second.set_ylabel("percent")
     elif load:
         start = float(data.get("started_at") or 0)
@@ -102,8 +105,10 @@ def promql_range(data: dict[str, Any]) -> bytes | None:
         points = item.get("points") or []
         label = ",".join(f"{k}={v}" for k, v in sorted(item.get("labels", {}).items())) or "value"
         axis.plot([p[0] - start for p in points], [p[1] for p in points], label=label[:60])
-    if data.get("threshold") is not None:
-        axis.axhline(float(data["threshold"]), label=f"threshold {data['threshold']:g}", **THRESHOLD_STYLE)
+    threshold = None if data.get("threshold") is None else float(data["threshold"])
+    if threshold is not None:
+        axis.axhline(threshold, label=f"threshold {threshold:g}", **THRESHOLD_STYLE)
+    _floor_flat_axis(axis, [p[1] for item in series for p in item.get("points") or []], threshold)
     axis.set_title(str(data.get("expr", ""))[:110], fontsize=9)
     axis.set_xlabel("seconds since the scenario began")
     axis.grid(alpha=0.3)
@@ -154,21 +159,57 @@ def load(rows: list[dict[str, float]]) -> bytes | None:
     return _png(figure)
 
 
-def per_second(counts: dict[str, dict[str, dict[str, int]]]) -> bytes | None:
-    """Admitted and refused (429) requests in each second, one panel per API key."""
-    if not counts:
-        return None
+# Each kind of gateway answer (steps/gateway.py's classification), in stacking order, with its colour:
+# admitted (answered by the service) in greens, the gateway's refusals in oranges, failures in reds and black.
+ANSWER_KINDS: dict[str, tuple[str, str]] = {
+    "served": ("served by the service (2xx)", "#27ae60"),
+    "service 4xx": ("refused by the service (4xx)", "#82e0aa"),
+    "refused: limit": ("refused by the gateway: over the limit (429)", "#e67e22"),
+    "refused: key": ("refused by the gateway: API key (403)", "#af7ac5"),
+    "service 5xx": ("failed in the service (5xx)", "#c0392b"),
+    "gateway 5xx": ("failed at the gateway (5xx)", "#641e16"),
+    "gateway other": ("other gateway answer", "#95a5a6"),
+    "transport": ("no answer (transport error)", "#17202a"),
+}
+
+
+def series_label(name: str) -> str:
+    """An evidence key path as a reader's label: ``counts.succeeded`` -> ``counts: succeeded``."""
+    return ": ".join(part.replace("_", " ") for part in name.split("."))
+
+
+def _floor_flat_axis(axis: Any, values: list[float], threshold: float | None = None) -> None:
+    """A series that never changes would sit on an axis from -0.04 to 0.04: show it from 0 (or below it) instead."""
+    shown = [*values, *([threshold] if threshold is not None else [])]
+    if shown and max(shown) == min(shown):
+        value = shown[0]
+        axis.set_ylim(min(0.0, value) - 0.5, max(0.0, value) + max(1.0, abs(value) * 0.2))
+
+
+def per_second(counts: dict[str, dict[str, dict[str, int]]], limit: float | None = None) -> bytes | None:
+    """Each second's answers per API key, stacked by who answered and how, with the per-key limit dashed."""
+    return _png(per_second_figure(counts, limit)) if counts else None
+
+
+def per_second_figure(counts: dict[str, dict[str, dict[str, int]]], limit: float | None = None) -> Figure:
     names = sorted(counts)
-    figure, axes = plt.subplots(len(names), 1, figsize=(WIDTH, HEIGHT * 0.9 * len(names)), squeeze=False)
+    figure, axes = plt.subplots(len(names), 1, figsize=(WIDTH, HEIGHT * 1.1 * len(names)), squeeze=False)
     for axis, name in zip((a[0] for a in axes), names, strict=True):
         seconds = sorted(counts[name], key=int)
         x = [int(s) for s in seconds]
-        admitted = [counts[name][s].get("admitted", 0) for s in seconds]
-        refused = [counts[name][s].get("refused", 0) for s in seconds]
-        axis.bar(x, admitted, label="admitted by the gateway", color="#27ae60")
-        axis.bar(x, refused, bottom=admitted, label="refused (429)", color="#e67e22")
-        axis.set_title(f"{name}: requests per second", fontsize=10)
+        present = {kind for s in seconds for kind in counts[name][s]}
+        kinds = [k for k in ANSWER_KINDS if k in present] + sorted(present - set(ANSWER_KINDS))
+        bottom = [0] * len(seconds)
+        for kind in kinds:
+            values = [counts[name][s].get(kind, 0) for s in seconds]
+            label, colour = ANSWER_KINDS.get(kind, (kind, "#bdc3c7"))
+            axis.bar(x, values, bottom=bottom, label=label, color=colour)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        if limit is not None:
+            axis.axhline(float(limit), label=f"limit: {limit:g} per second per key", **THRESHOLD_STYLE)
+        axis.set_title(f"{name}: answers in each second", fontsize=10)
         axis.set_xlabel("second since the first request")
-        axis.legend(fontsize=8)
+        axis.set_ylabel("requests")
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         axis.grid(alpha=0.3, axis="y")
-    return _png(figure)
+    return figure

@@ -22,9 +22,12 @@ from harness.prom import Prometheus
 # "models": the OCR model and the layout model, each in a service of its own (``Target.model_url``).
 # "drain": a rollout reports each old replica's drain as watched from outside it (its /readyz, the gateway's
 # rotation, when it stopped listening and exited: ``roll_out``'s "drain" events).
+# "sigkill": a worker's process killed with SIGKILL itself (``stop_worker(graceful=False)``), not a pod deleted
+# with no grace period, for which the kubelet still sends SIGTERM first (``delete_worker_pod_now``).
 CAPABILITIES = frozenset(
-    {"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs", "models", "drain"}
-)
+    {"k8s", "hpa", "istio", "gateway", "ratelimit", "keda", "knative", "prometheus", "jobs", "models", "drain",
+     "sigkill"}
+)  # fmt: skip
 # Components a step may name; each target maps them to its processes or workloads.
 COMPONENTS = ("service", "predictor", "worker", "redis", "prometheus", "gateway")
 
@@ -228,8 +231,12 @@ class Target(abc.ABC):
         raise TargetUnavailable(f"target {self.name} cannot start workers")
 
     def stop_worker(self, name: str, *, graceful: bool) -> None:
-        """SIGTERM (graceful) or SIGKILL one worker."""
+        """SIGTERM (graceful) or SIGKILL one worker's process."""
         raise TargetUnavailable(f"target {self.name} cannot stop workers")
+
+    def delete_worker_pod_now(self, name: str) -> None:
+        """Delete a worker's pod with no grace period (the kubelet sends SIGTERM, then SIGKILL soon after)."""
+        raise TargetUnavailable(f"target {self.name} runs no pods")
 
     def worker_exit_code(self, name: str, timeout: float) -> int:
         """Wait for a stopped worker to exit; its exit code."""
@@ -246,8 +253,8 @@ class Target(abc.ABC):
         raise TargetUnavailable(f"target {self.name} runs no InferenceService")
 
     def call_from_pod(self, *, in_mesh: bool, service_account: str, path: str = "/readyz") -> dict[str, Any]:
-        """GET the predictor from a throwaway pod (inside or outside the mesh, with a service account):
-        ``{"status": int}`` for an HTTP answer, ``{"error": str}`` when the connection itself failed."""
+        """GET the predictor from a throwaway pod (inside or outside the mesh, with a service account): what
+        :func:`harness.kube.probe.probe` saw there, ``outcome`` first (an HTTP answer, or which step failed)."""
         raise TargetUnavailable(f"target {self.name} cannot start probe pods")
 
     def collect_evidence(self, dest: Path) -> None:

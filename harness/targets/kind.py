@@ -8,15 +8,30 @@ then waits for the InferenceService. ``stop`` deletes the cluster only when this
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from harness import commands, wait
 from harness.errors import HarnessError, TargetUnavailable
+from harness.kube import facts
 from harness.platform.env import WORK_DIR, export_logs, gateway_host_port, provision, teardown
 from harness.platform.plan import CLUSTER, Spec
 from harness.platform.run import kind_clusters
+from harness.platform.tools import resolve
 from harness.ports import LOOPBACK, free_port
 from harness.targets.base import TargetOptions
-from harness.targets.kube import ClusterTarget
+from harness.targets.kube import APP_NAMESPACE, WORKLOADS, ClusterTarget
+
+SIGKILL_SEEN_TIMEOUT_S = 60
+
+
+def node_kill_commands(node: str, container_id: str) -> tuple[list[str], list[str]]:
+    """The two commands that SIGKILL a container's process on a kind node: ask the node's containerd (crictl)
+    for the process's pid, then signal it from the node's PID namespace, the parent of the container's (a
+    process inside the container could not: the kernel ignores SIGKILL sent to a namespace's init from within)."""
+    inspect = ["docker", "exec", node, "crictl", "inspect", container_id]
+    kill = ["docker", "exec", node, "sh", "-c", 'kill -KILL "$1"', "kill"]  # the pid is appended
+    return inspect, kill
 
 
 class KindTarget(ClusterTarget):
@@ -27,6 +42,38 @@ class KindTarget(ClusterTarget):
         self.cluster = CLUSTER
         self._created = False
         self._kind_logs_exported = False
+
+    @classmethod
+    def provides(cls, options: TargetOptions) -> frozenset[str]:
+        caps = super().provides(options)
+        return caps | {"sigkill"} if "jobs" in caps else caps
+
+    def stop_worker(self, name: str, *, graceful: bool) -> None:
+        if graceful:
+            super().stop_worker(name, graceful=True)
+            return
+        # A real SIGKILL: the worker's process dies without a word, as in an OOM kill or a node's crash; the
+        # kubelet then restarts the container in the same pod.
+        self._follow("worker")
+        container = WORKLOADS["worker"][2]
+        pod = self.kube.pod(APP_NAMESPACE, name)
+        where = facts.container_on_node(pod, container)
+        if where is None:
+            raise HarnessError(f"worker {name} has no running container on a node yet: {pod.get('status')}")
+        restarts = facts.container_restarts(pod, container)
+        inspect, kill = node_kill_commands(*where)
+        found = json.loads(commands.run([resolve("docker"), *inspect[1:]], timeout=30))
+        pid = int((found.get("info") or {}).get("pid") or 0)
+        if pid <= 1:
+            raise HarnessError(f"crictl on {where[0]} reports no pid for container {where[1]}: {found.get('info')}")
+        commands.run([resolve("docker"), *kill[1:], str(pid)], timeout=30)
+        # Proof that it was a SIGKILL: the kubelet reports the container's last run ended with 137.
+        wait.until(
+            lambda: self.kube.pod(APP_NAMESPACE, name),
+            lambda p: facts.killed_by_sigkill(p, container, restarts),
+            timeout=SIGKILL_SEEN_TIMEOUT_S, interval=1,
+            what=f"worker {name}'s container restarted after SIGKILL (last exit code 137)",
+        )  # fmt: skip
 
     @property
     def context(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from harness import versions, wait
 from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
-from harness.kube import facts
+from harness.kube import facts, probe
 from harness.kube.client import Kube, NotFound
 from harness.kube.portforward import KubectlProxy, PortForward
 from harness.platform import profiles
@@ -38,6 +38,7 @@ GATEWAY_HOST = f"{ISVC}-{APP_NAMESPACE}.example.com"
 # key's limit is shared by every host. (KServe's own Ingress, which would serve <isvc>-predictor-<ns>, is
 # disabled by the plan: the gateway serves only the hosts the overlay routes.)
 LAYOUT_HOST = f"layout-{APP_NAMESPACE}.example.com"
+LAYOUT_PREDICTOR = "layout-predictor"  # KServe's Service for the layout InferenceService (components/layout)
 PROMETHEUS = ("monitoring", "svc/kube-prometheus-stack-prometheus", 9090)
 GATEWAY = ("istio-system", "svc/istio-ingressgateway", 80)
 PROBE_NAMESPACE = "ocr-probe"
@@ -58,16 +59,7 @@ WORKLOADS = {
 # A PodMonitor's series carry job="<namespace>/<PodMonitor name>" (prometheus-operator's default).
 SCRAPE_JOBS = {"predictor": f"{APP_NAMESPACE}/{PREDICTOR}", "worker": f"{APP_NAMESPACE}/{WORKER}"}
 API_KEY_CLIENTS = {"team-a": "OCR_API_KEY_PRIMARY", "team-b": "OCR_API_KEY_SECONDARY"}
-PROBE_SCRIPT = (
-    "import json, sys, urllib.error, urllib.request\n"
-    "try:\n"
-    "    r = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
-    "    print(json.dumps({'status': r.status}))\n"
-    "except urllib.error.HTTPError as e:\n"
-    "    print(json.dumps({'status': e.code, 'body': e.read(200).decode(errors='replace')}))\n"
-    "except Exception as e:\n"
-    "    print(json.dumps({'error': type(e).__name__ + ': ' + str(e)}))\n"
-)
+PROBE_SCRIPT = Path(probe.__file__).read_text()  # run in the probe pod: the standard library only
 
 
 def component_of(name: str) -> str:
@@ -97,7 +89,13 @@ class ClusterTarget(Target):
     @classmethod
     def skip_reason(cls, options: TargetOptions, needed: set[str], milestones: set[str]) -> str | None:
         deployed = profiles.profile(options.profile or "full")
-        return profiles.skip_reason(deployed, milestones, needed)
+        own = needed & profiles.TARGET_OWN
+        if missing := sorted(own - cls.provides(options)):
+            return (
+                f"needs {', '.join(missing)}: target {cls.name} cannot signal a container's process (kind does, "
+                "through its node's container runtime; a pod deleted with no grace period is its own scenario)"
+            )
+        return profiles.skip_reason(deployed, milestones, needed - own)
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -159,6 +157,15 @@ class ClusterTarget(Target):
             # A Knative predictor at zero has no pod to forward to: requests go through the activator.
             return self.gateway_url()
         return self._forward(APP_NAMESPACE, f"svc/{PREDICTOR}", 80)
+
+    def model_url(self, model: str) -> str:
+        if model == "ocr":
+            return self.service_url()
+        if model != "layout":
+            raise TargetUnavailable(f"the cluster serves no model {model!r}; it serves ['layout', 'ocr']")
+        if self.profile.knative:
+            raise TargetUnavailable("a Knative layout predictor is reached through the activator by its own host")
+        return self._forward(APP_NAMESPACE, f"svc/{LAYOUT_PREDICTOR}", 80)
 
     def load_endpoint(self) -> tuple[str, dict[str, str]]:
         if self.profile.knative:
@@ -306,10 +313,15 @@ class ClusterTarget(Target):
     def roll_out(self, version: str, *, timeout: float) -> dict[str, Any]:
         if self.profile.knative:
             raise TargetUnavailable("a Knative predictor is rolled out by Knative revisions, not by this harness")
-        from harness.rollout import ClusterRollout
+        from harness.rollout import ClusterRollout, PodTimeline, handover_order
 
-        last = ClusterRollout(self.kube, APP_NAMESPACE, ISVC).run(version, timeout=timeout)
-        return {"version": version, "progress": last.seen}
+        # Four looks a second at every predictor pod, so that the order of "a new pod Ready" and "an old pod
+        # terminating" is known to a quarter of a second.
+        timeline = PodTimeline()
+        last = ClusterRollout(self.kube, APP_NAMESPACE, ISVC).run(version, timeout=timeout, timeline=timeline,
+                                                                   interval=0.25)  # fmt: skip
+        return {"version": version, "progress": last.seen, "pods": timeline.pods,
+                "handover": handover_order(timeline, version)}  # fmt: skip
 
     def scaling(self, component: str) -> dict[str, Any]:
         component = component_of(component)
@@ -364,10 +376,17 @@ class ClusterTarget(Target):
         self.kube.patch_custom_object("keda.sh", "v1alpha1", APP_NAMESPACE, "scaledobjects", WORKER, body)
 
     def stop_worker(self, name: str, *, graceful: bool) -> None:
+        if not graceful:
+            raise TargetUnavailable(f"target {self.name} cannot SIGKILL a container's process")
         self._follow("worker")
-        # No grace is the nearest a cluster offers to SIGKILL: the pod object goes at once and the kubelet
-        # kills the container after its minimum grace; with grace, the worker gets SIGTERM as on scale-in.
-        self.kube.delete_pod(APP_NAMESPACE, name, grace_seconds=None if graceful else 0)
+        # The pod's own grace period: the worker gets SIGTERM, as on a scale-in.
+        self.kube.delete_pod(APP_NAMESPACE, name)
+
+    def delete_worker_pod_now(self, name: str) -> None:
+        self._follow("worker")
+        # The pod object goes at once; the kubelet still sends SIGTERM and kills the container after its
+        # minimum grace, so the worker may finish cleanly: this is not a SIGKILL, and is not called one.
+        self.kube.delete_pod(APP_NAMESPACE, name, grace_seconds=0)
 
     def worker_exit_code(self, name: str, timeout: float) -> int:
         last: dict[str, Any] = {}
@@ -417,7 +436,7 @@ class ClusterTarget(Target):
         self._undo.append((f"probe pod {pod}", lambda: self._delete_probe(namespace, pod)))
         self.kube.kubectl("wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace, "--timeout=180s", timeout=200)
         url = f"http://{PREDICTOR}.{APP_NAMESPACE}.svc.cluster.local{path}"
-        out = self.kube.exec(namespace, pod, "probe", ["python", "-c", PROBE_SCRIPT, url], timeout=60)
+        out = self.kube.exec(namespace, pod, "probe", ["python", "-c", PROBE_SCRIPT, url, "10"], timeout=60)
         return dict(json.loads(out.strip().splitlines()[-1]))
 
     def _delete_probe(self, namespace: str, pod: str) -> None:

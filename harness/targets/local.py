@@ -53,7 +53,7 @@ SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "
 class LocalTarget(Target):
     name = "local"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"prometheus", "jobs", "gateway", "ratelimit", "models", "drain"}
+        {"prometheus", "jobs", "gateway", "ratelimit", "models", "drain", "sigkill"}
     )
     initial_workers = 2
     request_timeout_s = 6

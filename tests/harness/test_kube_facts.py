@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,34 @@ def test_probe_pod_manifests_validate(catalog: SchemaCatalog, in_mesh: bool) -> 
     # Outside the mesh means a namespace the sidecar injector skips.
     if not in_mesh:
         assert docs[0]["metadata"]["labels"]["istio-injection"] == "disabled"
+
+
+def test_a_container_is_found_on_its_node_by_the_runtime_id_crictl_takes() -> None:
+    pod = load("pod-worker-restarted.json")
+    node, container_id = facts.container_on_node(pod, "worker") or ("", "")
+    assert node == "ocr-worker2" and len(container_id) == 64 and "://" not in container_id
+    assert facts.container_on_node(load("pod-worker-terminated.json"), "no-such-container") is None
+    assert facts.container_restarts(pod, "worker") == 1
+
+
+def test_a_sigkill_is_seen_only_as_a_restart_whose_last_run_ended_137() -> None:
+    pod = load("pod-worker-restarted.json")
+    assert facts.killed_by_sigkill(pod, "worker", restarts_before=0)
+    assert not facts.killed_by_sigkill(pod, "worker", restarts_before=1), "no restart since the kill"
+    assert not facts.killed_by_sigkill(load("pod-worker-terminated.json"), "worker", restarts_before=0), "exit 0"
+
+
+def test_kind_kills_from_the_nodes_pid_namespace_with_the_pid_crictl_reports() -> None:
+    from harness.targets.kind import node_kill_commands
+
+    inspect, kill = node_kill_commands("ocr-worker2", "4f1c")
+    assert inspect == ["docker", "exec", "ocr-worker2", "crictl", "inspect", "4f1c"]
+    assert kill[:3] == ["docker", "exec", "ocr-worker2"]
+    # What runs in the node, run here on a process of our own: sh's kill, the pid an argument (never pasted into
+    # the script), and the process dies of SIGKILL.
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        subprocess.run([*kill[3:], str(victim.pid)], check=True, timeout=10)
+        assert victim.wait(timeout=10) == -9
+    finally:
+        victim.kill()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.errors import HarnessError
@@ -88,8 +90,31 @@ def test_a_minikube_context_is_known_by_its_kubeconfig_extension() -> None:
 
 
 def test_local_only_capabilities_choose_no_cluster_profile_and_say_why_they_skip() -> None:
-    """models.feature needs each model's own service, which only the local target gives so far."""
-    assert profile_for({"milestone1"}, {"models", "prometheus"}).name == "milestone1"
-    reason = skip_reason(profile("full"), {"milestone1"}, {"models"})
+    """A replica's drain watched from outside it is the local target's; a cluster shows the handover instead."""
+    assert profile_for({"milestone2"}, {"drain", "gateway"}).name == "milestone2"
+    reason = skip_reason(profile("full"), {"milestone2"}, {"drain"})
     assert reason is not None and "only the local target" in reason
-    assert "models" in LocalTarget.capabilities
+    assert "drain" in LocalTarget.capabilities
+
+
+def test_every_standard_mode_profile_serves_both_models_and_scale_to_zero_does_not() -> None:
+    """models.feature runs on a cluster too: the layout InferenceService is in every Standard-mode overlay."""
+    for name in ("milestone1", "milestone2", "milestone3", "full"):
+        assert "models" in profile(name).capabilities, name
+        assert skip_reason(profile(name), {"milestone1"}, {"models"}) is None, name
+    assert profile_for({"milestone1"}, {"models"}).name == "milestone1"
+    assert "models" not in profile("scale-to-zero").capabilities
+
+
+def test_a_real_sigkill_runs_locally_and_on_kind_and_is_skipped_with_its_reason_on_another_cluster() -> None:
+    options = TargetOptions(artifacts=Path("artifacts"), profile="milestone3")
+    needed, milestones = {"jobs", "sigkill"}, {"milestone3"}
+    assert LocalTarget.skip_reason(options, needed, milestones) is None
+    assert KindTarget.skip_reason(options, needed, milestones) is None
+    reason = ClusterTarget.skip_reason(options, needed, milestones)
+    assert reason is not None and "cannot signal a container's process" in reason
+    # No add-on gives it, so it never makes a run choose a larger profile.
+    assert profile_for({"milestone3"}, needed).name == "milestone3"
+    # The pod deleted with no grace period is the cluster's own scenario, not skipped there.
+    assert ClusterTarget.skip_reason(options, {"jobs", "k8s"}, milestones) is None
+    assert KindTarget.skip_reason(TargetOptions(artifacts=Path("a"), profile="milestone1"), needed, milestones)

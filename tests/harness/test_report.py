@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 from harness import report
@@ -50,8 +51,9 @@ def recorded_run(root: Path) -> Path:
     (scaling.path / "load" / "locust_stats_history.csv").write_text(HISTORY)
     limited = run.scenario("Each API key is limited", "A client over its limit is throttled")
     limited.record(
-        "per_second", {"team-a": {"0": {"admitted": 10, "refused": 10}, "1": {"admitted": 10, "refused": 10}}}
+        "per_second", {"team-a": {"0": {"served": 10, "refused: limit": 10}, "1": {"served": 10, "refused: limit": 10}}}
     )
+    limited.record("rate_limit_per_s", 10)
     limited.record("failed_step", {"step": "Then between 90 and 110 of its requests are admitted", "line": 13,
                                    "error": "AssertionError: {200: 46, 429: 154}"})  # fmt: skip
     run.add(ScenarioOutcome("The predictor scales", "CPU load scales it out", "x", "passed", 12.0, None, {}))
@@ -144,3 +146,35 @@ def test_a_real_browser_renders_the_report(tmp_path: Path) -> None:
     loaded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
     assert len(loaded) == 3, loaded
     assert json.dumps("CPU load scales it out")[1:-1] in dom
+
+
+def test_the_per_second_plot_says_who_answered_and_draws_the_limit() -> None:
+    counts = {"team-a": {"0": {"served": 10, "refused: limit": 9, "service 5xx": 1},
+                         "1": {"served": 8, "gateway 5xx": 2, "transport": 1}}}  # fmt: skip
+    figure = plots.per_second_figure(counts, limit=10)
+    (axis,) = figure.axes
+    labels = axis.get_legend_handles_labels()[1]
+    assert labels == [
+        "limit: 10 per second per key", "served by the service (2xx)", "refused by the gateway: over the limit (429)",
+        "failed in the service (5xx)", "failed at the gateway (5xx)", "no answer (transport error)",
+    ]  # fmt: skip
+    (line,) = axis.get_lines()
+    assert list(line.get_ydata()) == [10, 10]
+    # A failure is drawn in its own colour, never as an admitted (green) request.
+    bars = {c.get_label(): c for c in axis.containers}
+    assert bars["failed in the service (5xx)"].patches[0].get_facecolor()[:3] != bars[
+        "served by the service (2xx)"].patches[0].get_facecolor()[:3]  # fmt: skip
+    assert [p.get_height() for p in bars["failed at the gateway (5xx)"].patches] == [0, 2]
+    assert bars["no answer (transport error)"].patches[1].get_y() == 10  # stacked on the 8 served and 2 failed
+    plt.close(figure)
+
+
+def test_labels_read_as_words_and_a_flat_series_sits_on_a_readable_axis() -> None:
+    assert plots.series_label("counts.succeeded") == "counts: succeeded"
+    assert plots.series_label("hpa.cpu_utilization") == "hpa: cpu utilization"
+    figure, axis = plt.subplots()
+    axis.plot([0, 1, 2], [0, 0, 0])
+    plots._floor_flat_axis(axis, [0, 0, 0])
+    low, high = axis.get_ylim()
+    assert low < 0 < 1 <= high, (low, high)
+    plt.close(figure)

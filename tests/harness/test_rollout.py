@@ -224,3 +224,65 @@ def test_the_wait_names_the_last_state_seen_at_its_deadline() -> None:
         rollout.wait_for_rollout(lambda: stuck, "v2", timeout=0.2, interval=0.05)
     assert "rollout of version v2" in str(info.value)
     assert "'pods_by_version': {'v1': 1, 'v2': 1}" in str(info.value)
+
+
+# --- the order of a handover on a cluster: a new pod ready before each old one goes -------------------------
+
+
+def _named(name: str, version: str, *, ready: bool = False, terminating: bool = False) -> Obj:
+    pod = _pod(version, terminating=terminating)
+    pod["metadata"]["name"] = name
+    pod["status"] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return pod
+
+
+def _timeline(looks: list[list[Obj]]) -> rollout.PodTimeline:
+    timeline = rollout.PodTimeline(started=0.0)
+    for i, pods in enumerate(looks):
+        timeline.observe(pods, at=i * 0.25)
+    return timeline
+
+
+def test_a_surge_rollout_hands_over_in_order() -> None:
+    # maxSurge 1, maxUnavailable 0: a new pod is Ready before each old one starts terminating.
+    old_a, old_b = _named("a", "v1", ready=True), _named("b", "v1", ready=True)
+    looks = [
+        [old_a, old_b],
+        [old_a, old_b, _named("c", "v2")],
+        [old_a, old_b, _named("c", "v2", ready=True)],
+        [_named("a", "v1", terminating=True), old_b, _named("c", "v2", ready=True), _named("d", "v2")],
+        [old_b, _named("c", "v2", ready=True), _named("d", "v2", ready=True)],
+        [_named("b", "v1", terminating=True), _named("c", "v2", ready=True), _named("d", "v2", ready=True)],
+        [_named("c", "v2", ready=True), _named("d", "v2", ready=True)],
+    ]
+    order = rollout.handover_order(_timeline(looks), "v2")
+    assert order["old_pods"] == 2 and not order["violations"] and not order["unknown"], order
+    assert [h["new_pods_ready_by_then"] for h in order["handovers"]] == [1, 2]
+    assert order["max_gap_s"] == 0.25 and order["looks"] == len(looks)
+
+
+def test_an_old_pod_going_before_a_new_one_is_ready_is_a_violation() -> None:
+    # maxUnavailable 1: an old pod goes at once, while the new one still loads its model.
+    looks = [
+        [_named("a", "v1", ready=True), _named("b", "v1", ready=True)],
+        [_named("a", "v1", terminating=True), _named("b", "v1", ready=True), _named("c", "v2")],
+        [_named("b", "v1", ready=True), _named("c", "v2", ready=True)],
+    ]
+    order = rollout.handover_order(_timeline(looks), "v2")
+    assert [v["old_pod"] for v in order["violations"]] == ["a"], order
+
+
+def test_an_old_pod_that_vanished_between_looks_has_no_known_order() -> None:
+    looks = [
+        [_named("a", "v1", ready=True), _named("c", "v2", ready=True)],
+        [_named("c", "v2", ready=True)],
+    ]
+    order = rollout.handover_order(_timeline(looks), "v2")
+    assert order["unknown"] == ["a"] and not order["handovers"], order
+
+
+def test_a_cluster_rollout_records_every_pod_it_saw(isvc: Obj) -> None:
+    kube = FakeKube(isvc)
+    timeline = rollout.PodTimeline()
+    rollout.ClusterRollout(kube, "ocr-dev", "ocr").run("v2", timeout=30, timeline=timeline, interval=0.05)
+    assert timeline.looks >= 3  # one before the patch, then one per progress look
