@@ -12,7 +12,7 @@ RECORD ?=
 FAST ?=
 CONTEXT_ARG = $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 
-.PHONY: help venv lock mutate ci run worker test unit local lint format manifests image bench clean \
+.PHONY: help venv lock mutate mutmut ci run worker test unit local lint format manifests image bench clean \
 	cluster-up cluster-down kserve-install deploy-ocr load-test status plan milestone1 milestone2 milestone3
 
 help: ## list the targets
@@ -27,6 +27,9 @@ lock: ## update every lock to the newest allowed versions: uv.lock, then the com
 
 mutate: ## the whole mutation catalogue (FAST=1: the fast set CI runs); results in artifacts/mutate
 	$(PY) -m harness.mutate run $(if $(FAST),--fast)
+
+mutmut: ## mutmut over the pure modules, held to its floor; results in artifacts/mutmut
+	$(PY) -m harness.mutscore
 
 ci: ## every CI step, as .ci/run and the GitHub workflow run them (python -m harness.ci list)
 	$(PY) -m harness.ci run

@@ -101,6 +101,41 @@ def _error(code: str, message: str) -> str:
     return body.replace('"REQUEST_ID"', '"%[req.hdr(x-request-id),json(utf8s)]"')
 
 
+# HAProxy's own errors: status, code, message. Before a request is parsed there is no request id to name.
+OWN_ERRORS = (
+    (400, "malformed_request", "not a valid HTTP/1.1 request (its line, its headers or their size)"),
+    (408, "request_timeout", "the request head did not arrive in time"),
+    (413, "payload_too_large", "the request is larger than the gateway accepts"),
+    (501, "not_implemented", "the request uses something the gateway does not implement"),
+    (502, "bad_gateway", "the service answered with an invalid response"),
+    (504, "gateway_timeout", "the service did not answer in time"),
+)
+
+
+REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large", 501: "Not Implemented",
+           502: "Bad Gateway", 504: "Gateway Timeout"}  # fmt: skip
+
+
+def write_error_files(folder: Path) -> dict[int, Path]:
+    """HAProxy's own answers as whole HTTP responses (``errorfile``: the form HAProxy also uses for the errors
+    of a request it could not parse), one file a status."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for status, code, message in OWN_ERRORS:
+        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+        head = (
+            f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+        )
+        files[status] = folder / f"{status}.http"
+        files[status].write_bytes(head.encode() + body)
+    return files
+
+
+def own_error_lines(files: dict[int, Path]) -> str:
+    return "\n".join(f"    errorfile {status} {path}" for status, path in sorted(files.items()))
+
+
 def server_name(slot: int) -> str:
     """The HAProxy server of a replica slot (1-based)."""
     return f"ocr-{slot}"
@@ -178,6 +213,7 @@ def haproxy_config(
     timeout_s: float = 60.0,
     slots: int = 1,
     runtime_socket: Path | None = None,
+    error_files: dict[int, Path] | None = None,
 ) -> str:
     """The gateway's HAProxy configuration (HAProxy >= 2.5: Lua ``httpclient``; ``lua`` is :func:`lua_script`)."""
     host, _, upstream_port = upstream.removeprefix("http://").partition(":")
@@ -188,6 +224,7 @@ def haproxy_config(
     )
     runtime = f"    stats socket {runtime_socket} mode 600 level admin\n" if runtime_socket else ""
     limited = _error("rate_limited", f"more than {limit} requests per second for this API key")
+    own_errors = own_error_lines(error_files or {})
     timeout_ms = int(timeout_s * 1000)
     refuse_excess = (
         "http-request deny deny_status 429 content-type application/json hdr Retry-After 1"
@@ -222,6 +259,9 @@ defaults
     timeout http-request 10s
     timeout check {CHECK_TIMEOUT_MS}ms
     unique-id-format %[uuid()]
+    # HAProxy's own answers (a malformed request, a head too large or too slow, a service that answered
+    # nothing valid) in the platform's JSON error shape, as every other answer at the front door.
+{own_errors}
 
 frontend gateway
     bind {LOOPBACK}:{port}
@@ -334,7 +374,15 @@ def start_gateway(
     runtime_dir = Path(tempfile.mkdtemp(prefix="ocr-gw-"))
     runtime_socket = runtime_dir / "haproxy.sock"
     config.write_text(
-        haproxy_config(port=port, upstream=upstream, lua=lua, limit=limit, slots=slots, runtime_socket=runtime_socket)
+        haproxy_config(
+            port=port,
+            upstream=upstream,
+            lua=lua,
+            limit=limit,
+            slots=slots,
+            runtime_socket=runtime_socket,
+            error_files=write_error_files(work_dir / "errors"),
+        )
     )
     check_config(haproxy, config)
     # -db: stay in the foreground, log to stdout (captured in the process log), stop on SIGTERM.

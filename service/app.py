@@ -127,5 +127,7 @@ def create_app(
         closing=lambda: state.shutting_down,
         upload_timeout_s=settings.upload_timeout_s,
         upload_idle_timeout_s=settings.upload_idle_timeout_s,
+        upload_min_rate_bps=settings.upload_min_rate_bps,
+        upload_grace_s=settings.upload_grace_s,
     )
     return app

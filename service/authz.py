@@ -56,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from service.headers import ascii_int
+
 log = logging.getLogger("service.authz")
 
 ALG = "hmac-sha256"
@@ -151,6 +153,10 @@ def parse_hashes(text: str) -> list[Entry]:
         if any(e.key_id == key_id for e in entries):
             raise InvalidHashes(f"line {number}: key_id {key_id!r} appears twice")
         entries.append(Entry(key_id, tenant, salt, digest))
+    if not entries:
+        # An empty file is a file caught while it is rewritten in place (truncated, not yet written), far more
+        # often than an intent to revoke every key (delete the Secret's keys for that): the keys stay.
+        raise InvalidHashes("no key in the file (empty, or caught while it was being written)")
     return entries
 
 
@@ -238,6 +244,18 @@ class _Handler(BaseHTTPRequestHandler):
     error_content_type = "application/json"
     error_message_format = '{"error":{"code":"malformed_request","message":"HTTP %(code)d"}}'
 
+    def parse_request(self) -> bool:
+        # A request line with no HTTP/1.x version (HTTP/0.9's "GET /") would have http.server read header lines
+        # that never come, holding a thread until the idle timeout: it is refused at once, in HTTP/1.1 (0.9 has
+        # no status line), and the connection closed.
+        words = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n").split()
+        if len(words) == 3 and words[2].startswith("HTTP/1."):
+            return super().parse_request()
+        self.command, self.requestline, self.request_version = "", "", "HTTP/1.1"
+        self.close_connection = True
+        self.send_error(400)
+        return False
+
     def __getattr__(self, name: str) -> Any:
         # BaseHTTPRequestHandler dispatches to do_<METHOD>: every method gets the same handler.
         if name.startswith("do_"):
@@ -249,12 +267,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discard_body(self) -> None:
         """Read and drop a request body (Envoy sends none); one too large or chunked closes the connection."""
-        length = (self.headers.get("content-length") or "0").strip()
-        if self.headers.get("transfer-encoding") or not length.isdigit() or int(length) > MAX_CHECK_BODY:
+        length = ascii_int(self.headers.get("content-length") or "0")
+        if self.headers.get("transfer-encoding") or length is None or length > MAX_CHECK_BODY:
             self.close_connection = True  # the body is left unread: the connection cannot be reused
             return
-        if int(length):
-            self.rfile.read(int(length))
+        if length:
+            self.rfile.read(length)
 
     def _reply(self, status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> None:
         self.send_response(status)

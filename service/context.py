@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service.errors import InvalidTenant, PayloadTooLarge, ServiceError, UploadTimeout, error_bytes
+from service.errors import BadRequest, InvalidTenant, PayloadTooLarge, ServiceError, UploadTimeout, error_bytes
+from service.headers import ascii_int
 from service.metrics import ApiMetrics
 
 Scope = MutableMapping[str, Any]
@@ -37,6 +38,11 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DEFAULT_TENANT = "anonymous"
 UNMATCHED_ROUTE = "unmatched"
+# A response sent before its request's body was read (a refusal) is followed by reading and dropping up to
+# this much of the body, for at most this long, before the connection closes: closed with unread bytes in its
+# buffer, the kernel resets it, and a client still sending reads a reset instead of the refusal.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_S = 0.5
 
 
 class RequestContext:
@@ -49,6 +55,8 @@ class RequestContext:
         model_version: Callable[[], str | None],
         upload_timeout_s: float = 60.0,
         upload_idle_timeout_s: float = 10.0,
+        upload_min_rate_bps: int = 0,
+        upload_grace_s: float = 2.0,
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
@@ -58,6 +66,8 @@ class RequestContext:
         self.model_version = model_version
         self.upload_timeout_s = upload_timeout_s
         self.upload_idle_timeout_s = upload_idle_timeout_s
+        self.upload_min_rate_bps = upload_min_rate_bps
+        self.upload_grace_s = upload_grace_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,10 +82,17 @@ class RequestContext:
         state.update(request_id=request_id, tenant_id=tenant, error=None)
         declared = headers.get("content-length", "")
         has_body = _int(declared) > 0 or "chunked" in headers.get("transfer-encoding", "").lower()
-        seen = {"status": 500, "received": 0, "started": False, "body_done": not has_body}
+        seen = {"status": 500, "received": 0, "started": False, "body_done": not has_body, "stalled": False}
         self.metrics.in_flight.inc()
         loop = asyncio.get_running_loop()
-        body_deadline = loop.time() + self.upload_timeout_s
+        body_started = loop.time()
+        body_deadline = body_started + self.upload_timeout_s
+
+        def rate_deadline() -> float:
+            """When the bytes received so far stop meeting the minimum rate (never inside the grace period)."""
+            if not self.upload_min_rate_bps:
+                return body_deadline
+            return body_started + max(self.upload_grace_s, seen["received"] / self.upload_min_rate_bps)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -89,23 +106,41 @@ class RequestContext:
                 if (not seen["body_done"] or self.closing()) and not closes:
                     extra.append((b"connection", b"close"))
                 message["headers"] = [*headers, *extra]
+            elif (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and not seen["body_done"]
+                and not seen["stalled"]
+            ):
+                # The whole answer first (its Content-Length tells the client it is complete), then the unread
+                # body drained, then the close: the client reads the answer, not a reset.
+                await send({**message, "more_body": True})
+                await _drain(receive, DRAIN_BYTES, DRAIN_S)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
         async def counted_receive() -> Message:
             if seen["body_done"]:
                 return await receive()  # after the body: only a disconnect, whenever it comes
-            wait = min(self.upload_idle_timeout_s, body_deadline - loop.time())
+            now = loop.time()
+            idle_until, slow_at = now + self.upload_idle_timeout_s, rate_deadline()
+            until = min(idle_until, body_deadline, slow_at)
             try:
-                if wait <= 0:
+                if until <= now:
                     raise TimeoutError
-                message = await asyncio.wait_for(receive(), wait)
+                message = await asyncio.wait_for(receive(), until - now)
             except TimeoutError:
-                stalled = body_deadline - loop.time() > 0
-                raise UploadTimeout(
-                    f"no bytes of the upload arrived for {self.upload_idle_timeout_s:g}s"
-                    if stalled
-                    else f"the upload did not arrive within {self.upload_timeout_s:g}s"
-                ) from None
+                seen["stalled"] = True  # nothing to drain from a client this slow
+                # A client too slow for the minimum rate (one byte every few seconds holds a connection and what
+                # its request was given for as long as the other deadlines allow) is answered 408 as a stalled one.
+                if until == body_deadline:
+                    why = f"the upload did not arrive within {self.upload_timeout_s:g}s"
+                elif until == slow_at:
+                    why = (f"the upload arrived at under {self.upload_min_rate_bps} bytes a second "
+                           f"(after {self.upload_grace_s:g}s)")  # fmt: skip
+                else:
+                    why = f"no bytes of the upload arrived for {self.upload_idle_timeout_s:g}s"
+                raise UploadTimeout(why) from None
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -121,7 +156,11 @@ class RequestContext:
             if not TENANT_RE.match(tenant):
                 problem = InvalidTenant("X-Tenant-ID must be 1 to 64 of the characters A-Z a-z 0-9 . _ -")
                 state["tenant_id"] = DEFAULT_TENANT
-            if problem is None and declared.isdigit() and int(declared) > self.max_upload_bytes:
+            if problem is None and "content-length" in headers and "transfer-encoding" in headers:
+                # Two framings of one body: whichever one a proxy in front reads, the other is a smuggled request
+                # (RFC 9112, 6.1). Refused, and the connection closed unread.
+                problem = BadRequest("a request may not have both Content-Length and Transfer-Encoding")
+            if problem is None and _int(declared) > self.max_upload_bytes:
                 problem = PayloadTooLarge(f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes")
             if problem is not None:
                 state["error"] = problem
@@ -179,5 +218,22 @@ class RequestContext:
         access_log.log(level, "%s %s %s", method, scope["path"], status, extra=fields)
 
 
+async def _drain(receive: Receive, limit: int, seconds: float) -> int:
+    """Read and drop up to ``limit`` bytes of a request body within ``seconds``; the bytes read."""
+    loop = asyncio.get_running_loop()
+    deadline, read = loop.time() + seconds, 0
+    while read < limit:
+        try:
+            message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+        except TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return read
+
+
 def _int(value: str) -> int:
-    return int(value) if value.isdigit() else 0
+    return ascii_int(value) or 0

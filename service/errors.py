@@ -102,8 +102,16 @@ class InferenceTimeout(ServiceError):
     status, code, reason = 504, "inference_timeout", "timeout"
 
 
+QUEUE_RETRY_AFTER_S = 5  # a Redis failover or restart takes seconds; a client retrying sooner only adds load
+
+
 class QueueUnavailable(ServiceError):
+    """A 503 names when to try again, as every 503 of the service does (Retry-After)."""
+
     status, code, reason = 503, "queue_unavailable", "queue_unavailable"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(QUEUE_RETRY_AFTER_S), **(headers or {})})
 
 
 class QueueFull(QueueUnavailable):

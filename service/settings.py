@@ -63,6 +63,10 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     upload_timeout_s: float = Field(60.0, gt=0, description="the whole request body must arrive within this")
     upload_idle_timeout_s: float = Field(10.0, gt=0, description="longest wait for the next bytes of a body")
+    upload_min_rate_bps: int = Field(
+        16 * 1024, ge=0, description="after the grace period a body arrives at least this fast (bytes/s); 0: off"
+    )
+    upload_grace_s: float = Field(2.0, gt=0, description="how long a body may arrive slower than the minimum rate")
     header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this")
     max_concurrency: int = Field(
         0,

@@ -25,8 +25,8 @@ from harness.components import (
     prometheus_config,
     redis_url,
     start_authorizer,
+    start_job_redis,
     start_prometheus,
-    start_redis,
     start_service,
     start_worker,
 )
@@ -46,7 +46,6 @@ ROTATION_TIMEOUT_S = 15.0
 # Prometheus job names of the local scrape configuration, by component.
 # As the cluster's job Redis (manifests/components/jobs/redis.yaml): the queue's byte bound, OCR_JOBS_QUEUE_MAX_BYTES
 # (128 MiB by default), is half of it.
-REDIS_MAXMEMORY = "256mb"
 SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker", "layout": "ocr-layout"}
 
 
@@ -85,7 +84,7 @@ class LocalTarget(Target):
         try:
             # Authenticated like the platform's Redis should be: the job path is exercised with a password.
             password = secrets.token_urlsafe(24)
-            redis = start_redis(self.log_dir, self._work / "redis", password=password, maxmemory=REDIS_MAXMEMORY)
+            redis = start_job_redis(self.log_dir, self._work / "redis", password=password)
             self.redis = self._track(redis)
             # The gateway scenarios let 10 requests per key through at the start of each second: they wait in
             # the service's queue rather than being refused as overload.

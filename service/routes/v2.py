@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from service import __version__
 from service.deps import get_gate, get_model, get_state
 from service.errors import BadRequest, ClientClosedRequest, ServiceError, request_id_of
+from service.headers import ascii_int
 from service.images import inspect_image, load_rgb
 from service.limits import InferenceGate
 from service.models import ServedModel
@@ -168,9 +169,10 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[OipInferRequest
     extension (blocking: base64 and JSON of megabytes; call it off the event loop)."""
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        length = ascii_int(header_length)
+        if length is None or length > len(body):
             raise BadRequest(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
-        body, binary = body[: int(header_length)], body[int(header_length) :]
+        body, binary = body[:length], body[length:]
     try:
         request = OipInferRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -183,21 +185,22 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[OipInferRequest
     tensor = request.inputs[0]
     if tensor.datatype != "BYTES":
         raise BadRequest(f"input {tensor.name!r}: datatype must be BYTES (the image file), not {tensor.datatype}")
-    if [d for d in tensor.shape if d != 1]:
-        raise BadRequest(f"input {tensor.name!r}: shape must be [1] (one image), not {tensor.shape}")
+    if tensor.shape != [1]:
+        shown = tensor.shape if len(tensor.shape) <= 8 else f"{tensor.shape[:8]} ... ({len(tensor.shape)} dimensions)"
+        raise BadRequest(f"input {tensor.name!r}: shape must be [1] (one image), not {shown}")
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != len(binary):
+        # A bool is an int to Python: true is not a size.
+        if type(size) is not int or size != len(binary):
             raise BadRequest(f"input {tensor.name!r}: binary_data_size {size!r} is not the {len(binary)} bytes sent")
         # The extension frames each BYTES element with its length (4 bytes, little-endian): strip it.
         if len(binary) >= 4 and struct.unpack("<I", binary[:4])[0] == len(binary) - 4:
             binary = binary[4:]
         return request, binary
     data = tensor.data
-    while isinstance(data, list) and len(data) == 1 and isinstance(data[0], list):
-        data = data[0]
+    # Shape [1] holds one element: a flat list of one string, never a nested one.
     if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], str):
-        raise BadRequest(f"input {tensor.name!r}: data must be one base64 string (the image file)")
+        raise BadRequest(f"input {tensor.name!r}: data must be a list of one base64 string (the image file)")
     try:
         return request, base64.b64decode(data[0], validate=True)
     except (binascii.Error, ValueError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -92,7 +94,9 @@ def test_the_config_passes_haproxys_checker_and_a_broken_one_does_not(tmp_path: 
     lua = tmp_path / "authz.lua"
     lua.write_text(gateway.lua_script("http://127.0.0.1:18082"))
     config = tmp_path / "haproxy.cfg"
-    config.write_text(gateway.haproxy_config(port=18080, upstream="http://127.0.0.1:18081", lua=lua, limit=10))
+    errors = gateway.write_error_files(tmp_path / "errors")
+    config.write_text(gateway.haproxy_config(port=18080, upstream="http://127.0.0.1:18081", lua=lua, limit=10,
+                                             error_files=errors))  # fmt: skip
     gateway.check_config("haproxy", config)
     config.write_text(config.read_text().replace("track-sc0", "track-sc9"))
     with pytest.raises(CommandFailed):
@@ -194,3 +198,84 @@ def test_the_access_log_names_the_client_never_the_key(running: gateway.Gateway)
     assert by_id["rid-3"]["latency_ms"] >= 0 and by_id["rid-3"]["path"] == "/predict"
     assert any(e["status"] == 403 and e["client"] == "-" and e["authz"] == "403" for e in entries)
     assert "key-of-team-b" not in running.process.log_text()
+
+
+def _raw(gateway_url: str, data: bytes) -> bytes:
+    host, port = gateway_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(data)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def _haproxy_version() -> tuple[int, int]:
+    out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, timeout=10).stdout
+    major, minor = out.split("version ", 1)[1].split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GE T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nx-big: " + b"a" * 20_000 + b"\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"POST /predict HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    ],
+    ids=["bad-request-line", "20-kb-header", "two-content-lengths", "disguised-transfer-encoding"],
+)
+def test_a_request_haproxy_cannot_parse_is_refused_400_and_never_forwarded(
+    running: gateway.Gateway, request_bytes: bytes
+) -> None:
+    answer = _raw(running.url, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert Upstream.seen == []
+    if _haproxy_version() >= (3, 2):
+        # Before 3.2 HAProxy answers what it cannot parse with its built-in HTML page whatever errorfile says
+        # (haproxy/haproxy#3032); from 3.2 on, the platform's JSON.
+        assert json.loads(body)["error"]["code"] == "malformed_request"
+
+
+class Garbage(Upstream):
+    """A replica that passes its readiness checks and answers a request with bytes that are not HTTP."""
+
+    def do_POST(self) -> None:
+        if self.path == "/readyz":
+            super().do_POST()
+            return
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+        self.close_connection = True
+
+
+def test_an_error_haproxy_makes_itself_is_the_platforms_json(tmp_path: Path, authorizer: Authorizer) -> None:
+    """A replica answering garbage: HAProxy's own 502, in the platform's JSON rather than its HTML page."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    started = gateway.start_gateway(
+        tmp_path / "logs", tmp_path / "work", upstream=f"http://127.0.0.1:{upstream.server_port}",
+        authorizer=authorizer.url, keys=KEYS,
+    )  # fmt: skip
+    try:
+        answer = httpx.post(f"{started.url}/predict", headers={"x-api-key": KEYS["team-a"]}, timeout=10)
+    finally:
+        started.process.stop()
+        upstream.shutdown()
+        upstream.server_close()
+    assert answer.status_code == 502, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["error"]["code"] == "bad_gateway"
+
+
+def test_every_error_haproxy_makes_itself_is_a_whole_json_response(tmp_path: Path) -> None:
+    files = gateway.write_error_files(tmp_path)
+    assert sorted(files) == [400, 408, 413, 501, 502, 504]
+    for status, path in files.items():
+        head, _, body = path.read_bytes().partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode())
+        assert f"content-length: {len(body)}".encode() in head.lower()
+        assert set(json.loads(body)["error"]) == {"code", "message"}
+    assert gateway.own_error_lines(files).count("errorfile ") == 6

@@ -286,3 +286,26 @@ def test_a_cluster_rollout_records_every_pod_it_saw(isvc: Obj) -> None:
     timeline = rollout.PodTimeline()
     rollout.ClusterRollout(kube, "ocr-dev", "ocr").run("v2", timeout=30, timeline=timeline, interval=0.05)
     assert timeline.looks >= 3  # one before the patch, then one per progress look
+
+
+def test_the_timeline_keeps_when_each_pod_was_first_seen_ready_terminating_and_gone() -> None:
+    timeline = rollout.PodTimeline(started=100.0)
+    # Still Ready while its deletion has begun (the preStop pause): terminating, and never counted as ready.
+    going = _named("a", "v1", ready=True, terminating=True)
+    timeline.observe([going, _named("b", "v2")], at=100.25)
+    timeline.observe([_named("b", "v2", ready=True)], at=100.5)
+    timeline.observe([_named("b", "v2", ready=True)], at=101.0)
+    assert timeline.pods["a"] == {"version": "v1", "first_seen": 0.25, "terminating_at": 0.25, "gone_at": 0.5}
+    assert timeline.pods["b"] == {"version": "v2", "first_seen": 0.25, "ready_at": 0.5}
+    assert (timeline.looks, timeline.max_gap_s) == (3, 0.5)
+
+
+def test_a_new_pod_seen_ready_in_the_same_look_as_an_old_one_going_counts_as_in_time() -> None:
+    # Looks a quarter-second apart cannot order two events seen in the same look: they count as simultaneous.
+    looks = [
+        [_named("a", "v1", ready=True), _named("c", "v2")],
+        [_named("a", "v1", terminating=True), _named("c", "v2", ready=True)],
+    ]
+    order = rollout.handover_order(_timeline(looks), "v2")
+    assert order["handovers"] == [{"old_pod": "a", "terminating_at": 0.25, "new_pods_ready_by_then": 1}]
+    assert order["new_ready_at"] == [0.25] and not order["violations"], order

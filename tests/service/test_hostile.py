@@ -9,6 +9,7 @@ parse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -221,6 +222,44 @@ def test_uploads_past_capacity_are_refused_before_their_body_is_read(strict: End
         holder.join(timeout=10)
 
 
+def trickle(endpoint: Endpoint, route: str, *, every_s: float, wait_s: float) -> tuple[bytes, float]:
+    """An upload announcing 1 MB that then sends one byte every ``every_s``: never idle long enough for the idle
+    timeout. Returns the answer and when it came."""
+    start = time.monotonic()
+    part = b'--stall\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=wait_s) as sock:
+        sock.sendall(upload_head(route, 1024 * 1024) + part)
+        sock.settimeout(every_s)
+        answer = b""
+        while time.monotonic() - start < wait_s:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\0")
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    return answer, time.monotonic() - start
+
+
+@pytest.mark.parametrize("route", ["/predict", "/jobs"])
+def test_an_upload_slower_than_the_minimum_rate_is_answered_408_after_the_grace_period(
+    strict: Endpoint, route: str
+) -> None:
+    """One byte every 0.4 s never trips the idle timeout (1.5 s here); it held its place until the whole upload's
+    deadline (4 s here, 60 s by default), and ten such clients held every place of the service."""
+    raw, elapsed = trickle(strict, route, every_s=0.4, wait_s=6)
+    status, _, body = parse_response(raw)
+    error = json.loads(body)["error"]
+    assert status == 408 and error["code"] == "upload_timeout", raw[:300]
+    assert "bytes a second" in error["message"], error
+    assert elapsed < float(STRICT_ENV["OCR_UPLOAD_TIMEOUT_S"]) - 1, f"answered after {elapsed:.1f}s"
+    data = corpus.encode(corpus._line(), "PNG")
+    assert httpx.post(f"{strict.url}{route}", files={"file": ("a.png", data)}, timeout=30).status_code in (200, 202)
+
+
 def test_many_stalled_uploads_are_all_let_go(strict: Endpoint) -> None:
     count = 100
     with ThreadPoolExecutor(count) as pool:
@@ -273,4 +312,26 @@ def test_a_client_that_leaves_mid_upload_is_not_a_server_error(strict: Endpoint)
         what="the access line of the abandoned upload",
     ).last
     assert line and all(x["status_code"] != 500 for x in line)
+    assert httpx.get(f"{strict.url}/readyz").status_code == 200
+
+
+def test_a_request_with_both_content_length_and_transfer_encoding_is_refused(strict: Endpoint) -> None:
+    """Two framings of one body (request smuggling's tool): a 400 in the service's JSON, the connection closed."""
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: a\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\nTransfer-Encoding: chunked\r\n"
+        b"X-Request-ID: smuggle-1\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(4096):  # the server closes: nothing else is read from this connection
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    error = json.loads(payload)["error"]
+    assert error["code"] == "bad_request" and "Transfer-Encoding" in error["message"], error
+    assert error["request_id"] == "smuggle-1"
+    assert b"connection: close" in head.lower()
     assert httpx.get(f"{strict.url}/readyz").status_code == 200

@@ -229,9 +229,40 @@ def test_layout_infer_binary_extension_and_requested_outputs(layout_service: End
         ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1.0]}]}, "BYTES"),
         ({"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}, "shape"),
         ({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]}, "base64"),
+        ({"inputs": [{"name": "image", "shape": [], "datatype": "BYTES", "data": ["aGk="]}]}, "shape"),
+        (
+            {"inputs": [{"name": "image", "shape": [1] * 100_000, "datatype": "BYTES", "data": ["aGk="]}]},
+            "(100000 dimensions)",
+        ),
+        ({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [["aGk="]]}]}, "list of one"),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "parameters": {"binary_data_size": True},
+                        "data": ["aGk="],
+                    }
+                ]
+            },
+            "binary_data_size True",
+        ),
         (infer_body(b"tiny", outputs=[{"name": "nope"}]), ""),
     ],
-    ids=["no-input", "no-inputs-field", "not-bytes", "two-images", "not-base64", "not-an-image"],
+    ids=[
+        "no-input",
+        "no-inputs-field",
+        "not-bytes",
+        "two-images",
+        "not-base64",
+        "no-shape",
+        "100000-ones",
+        "nested-data",
+        "size-true",
+        "not-an-image",
+    ],
 )
 def test_infer_refuses_bad_requests_in_the_protocols_shape(layout_service: Endpoint, body: dict, fragment: str) -> None:
     before = httpx.get(f"{layout_service.url}/metrics").text
@@ -246,6 +277,22 @@ def test_infer_refuses_bad_requests_in_the_protocols_shape(layout_service: Endpo
     )
     labels = dict(route="/v2/models/{name}/infer", method="POST", status=str(status))
     assert _metric(after, "ocr_http_requests_total", **labels) >= 1
+
+
+# Header bytes are read as latin-1: b"\xb2" arrives as "²", which str.isdigit() takes and int() refuses.
+@pytest.mark.parametrize("length", [b"\xb2", "\u0663".encode(), b"1\xb9", b"99999999999999999999", b"-1", b""])
+def test_a_header_length_that_is_not_ascii_digits_is_a_400_in_the_protocols_shape(
+    layout_service: Endpoint, length: bytes
+) -> None:
+    """It was a 500 in the wrong error shape."""
+    header = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 4}}]}).encode()  # fmt: skip
+    response = httpx.post(
+        f"{layout_service.url}/v2/models/layout/infer", content=header + b"abcd", timeout=30,
+        headers={b"inference-header-content-length": length, b"content-type": b"application/octet-stream"},
+    )  # fmt: skip
+    assert "Inference-Header-Content-Length" in oip_error(response, 400)
+    assert httpx.get(f"{layout_service.url}/readyz", timeout=10).status_code == 200
 
 
 def test_infer_unknown_model_and_not_json(layout_service: Endpoint) -> None:
