@@ -24,6 +24,7 @@ on 2 cores); results go to artifacts/bench/memory.json, or bench/results/memory.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -91,6 +92,26 @@ def worst_legal(max_pixels: int) -> tuple[dict[str, bytes], str]:
         tiny: corpus.worst_legal()[tiny](),
     }
     return images, f"png {side}x{side} rgba page"
+
+
+def noise_pages(max_pixels: int, upload_limit: int = UPLOAD_LIMIT) -> dict[str, bytes]:
+    """Content-heavy pages at the pixel limit: black-and-white noise, which the detector finds boxes all over
+    (many more boxes, and recognition crops, than any text page), as PNG, progressive JPEG and deflate TIFF;
+    a format whose file would pass the upload limit is left out."""
+    side = math.isqrt(int(max_pixels * 0.99)) // 10 * 10
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(((rng.random((side, side)) < 0.5) * 255).astype(np.uint8), "L")
+    pages = {}
+    for name, options in (
+        ("png", {"format": "PNG", "optimize": False}),
+        ("progressive jpeg", {"format": "JPEG", "quality": 60, "progressive": True}),
+        ("deflate tiff", {"format": "TIFF", "compression": "tiff_adobe_deflate"}),
+    ):
+        out = io.BytesIO()
+        image.save(out, **options)
+        if out.tell() <= upload_limit - 4096:
+            pages[f"{name} {side}x{side} noise page"] = out.getvalue()
+    return pages
 
 
 def memory_status(pid: int) -> dict[str, float]:
@@ -229,6 +250,17 @@ def run(label: str, source: Path, extra_env: dict[str, str] | None = None) -> di
                 ("/jobs 20 concurrent near-limit pages", [("/jobs", near, "n.png")] * 20, 20),
                 ("/predict and /jobs at once: 30 near-limit + 30 10 MB pages", mixed * 15, 60),
             ]
+            # Content-heavy pages: the number of boxes and crops an inference holds grows with what the page
+            # shows, not only with its pixels.
+            noise = noise_pages(int(settings["max_pixels"]))  # type: ignore[call-overload]
+            print(f"noise pages: { {k: len(v) for k, v in noise.items()} }", flush=True)
+            first_noise = next(iter(noise.values()))
+            noise_mix = [(route, data, "noise") for data in noise.values() for route in ("/predict", "/jobs")]
+            plan += [(f"/predict one {name}", [("/predict", data, "noise")], 1) for name, data in noise.items()]
+            plan += [
+                ("/predict 6 noise pages at once", [("/predict", first_noise, "noise")] * 6, 6),
+                ("/predict and /jobs: 24 clients of noise pages", noise_mix * (24 // len(noise_mix) + 1), 24),
+            ]
             for name, requests, concurrency in plan:
                 results[name] = scenario(service, requests, concurrency=concurrency, queue=queue)
                 print(f"{name}: {json.dumps(results[name])}", flush=True)
@@ -246,7 +278,7 @@ def run(label: str, source: Path, extra_env: dict[str, str] | None = None) -> di
         "peak_rss_mb": peak,
         "peak_vs_limit": round(peak / limit_mib, 3),
         "under_limit": peak < limit_mib,
-        "inputs": {"ten_mb_page_bytes": len(big), **{k: len(v) for k, v in worst.items()}},
+        "inputs": {"ten_mb_page_bytes": len(big), **{k: len(v) for k, v in {**worst, **noise}.items()}},
         "scenarios": results,
     }
 

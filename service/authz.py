@@ -128,6 +128,11 @@ def _hex(entry: dict[str, Any], name: str, number: int) -> bytes:
 
 def parse_hashes(text: str) -> list[Entry]:
     """The entries of a hashes file; :class:`InvalidHashes` for the first line that is wrong."""
+    if not text.strip():
+        # An empty file is one caught while it is rewritten in place (truncated, not yet written), far more
+        # often than a decision: a file that admits nobody on purpose says so in a comment (the committed
+        # placeholder does), and is loaded.
+        raise InvalidHashes("the file is empty (caught while it was being rewritten?)")
     entries: list[Entry] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -153,10 +158,6 @@ def parse_hashes(text: str) -> list[Entry]:
         if any(e.key_id == key_id for e in entries):
             raise InvalidHashes(f"line {number}: key_id {key_id!r} appears twice")
         entries.append(Entry(key_id, tenant, salt, digest))
-    if not entries:
-        # An empty file is a file caught while it is rewritten in place (truncated, not yet written), far more
-        # often than an intent to revoke every key (delete the Secret's keys for that): the keys stay.
-        raise InvalidHashes("no key in the file (empty, or caught while it was being written)")
     return entries
 
 

@@ -102,13 +102,13 @@ def test_a_platform_that_fails_to_start_is_not_kept(
 
     redis = ManagedProcess("redis", ["sleep", "300"], tmp_path / "redis.log")
 
-    def start_redis(*args: object, **kwargs: object) -> Endpoint:
+    def start_job_redis(*args: object, **kwargs: object) -> Endpoint:
         return Endpoint(redis.start(), port=1)
 
     def start_service(*args: object, **kwargs: object) -> Endpoint:
         raise HarnessError("service exited with 2 before it was ready")
 
-    monkeypatch.setattr(local, "start_redis", start_redis)
+    monkeypatch.setattr(local, "start_job_redis", start_job_redis)
     monkeypatch.setattr(local, "start_service", start_service)
     target = local.LocalTarget(TargetOptions(artifacts=tmp_path, keep=True))
     with pytest.raises(HarnessError, match="service exited"):
