@@ -49,6 +49,13 @@ ROTATION_TIMEOUT_S = 15.0
 SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker", "layout": "ocr-layout"}
 
 
+# Room in the service's queue for the gateway scenarios' bursts (two keys, 10 requests each at the start of a
+# second), and small enough that the memory budget still gives this 2-CPU machine its 2 inferences at once: at
+# 64 the budget took the service to 1 (the uploads it may hold eat what a 300-dpi page needs to decode), and
+# 20 requests a second through the gateway were more than one inference at a time carries.
+LOCAL_QUEUE = "32"
+
+
 class LocalTarget(Target):
     name = "local"
     capabilities: ClassVar[frozenset[str]] = frozenset(
@@ -87,8 +94,8 @@ class LocalTarget(Target):
             redis = start_job_redis(self.log_dir, self._work / "redis", password=password)
             self.redis = self._track(redis)
             # The gateway scenarios let 10 requests per key through at the start of each second: they wait in
-            # the service's queue rather than being refused as overload.
-            self.service = self._track(start_service(self.log_dir, env={**self._env(), "OCR_MAX_QUEUE": "64"}))
+            # the service's queue rather than being refused as overload (LOCAL_QUEUE).
+            self.service = self._track(start_service(self.log_dir, env={**self._env(), "OCR_MAX_QUEUE": LOCAL_QUEUE}))
             # The layout model in a second process of the same service code (one onnxruntime thread: it shares
             # this machine's cores). The job workers run OCR only: it is given no job queue of its own.
             layout_env = {**self._env(), "OCR_MODEL": "layout", "OCR_INTRA_OP_THREADS": "1"}
@@ -302,7 +309,9 @@ class LocalTarget(Target):
     def _service_env(self) -> dict[str, str]:
         # The cluster's request timeout (manifests: 30 s), not the short one of the crash scenarios: a request
         # slowed by a replica loading its model on this machine's shared cores is late, not lost.
-        env = {**self._env(), "OCR_MAX_QUEUE": "64", "OCR_REQUEST_TIMEOUT_S": "30", "OCR_VISIBILITY_TIMEOUT_S": "60"}
+        env = {
+            **self._env(), "OCR_MAX_QUEUE": LOCAL_QUEUE, "OCR_REQUEST_TIMEOUT_S": "30", "OCR_VISIBILITY_TIMEOUT_S": "60"
+        }  # fmt: skip
         if self._model_version:
             env["OCR_MODEL_VERSION"] = self._model_version
         return env

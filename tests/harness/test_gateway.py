@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,12 @@ def authorizer(tmp_path: Path) -> Iterator[Authorizer]:
         started.process.stop()
 
 
-@pytest.fixture
-def running(tmp_path: Path, authorizer: Authorizer) -> Iterator[gateway.Gateway]:
-    Upstream.seen = []
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+@contextmanager
+def gateway_in_front_of(
+    handler: type[BaseHTTPRequestHandler], tmp_path: Path, authorizer: Authorizer
+) -> Iterator[gateway.Gateway]:
+    """The local gateway, asking ``authorizer``, in front of one replica answering with ``handler``."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     started = gateway.start_gateway(
         tmp_path / "logs", tmp_path / "work", upstream=f"http://127.0.0.1:{upstream.server_port}",
@@ -75,6 +78,13 @@ def running(tmp_path: Path, authorizer: Authorizer) -> Iterator[gateway.Gateway]
         started.process.stop()
         upstream.shutdown()
         upstream.server_close()
+
+
+@pytest.fixture
+def running(tmp_path: Path, authorizer: Authorizer) -> Iterator[gateway.Gateway]:
+    Upstream.seen = []
+    with gateway_in_front_of(Upstream, tmp_path, authorizer) as started:
+        yield started
 
 
 def test_the_limit_is_the_clusters(tmp_path: Path) -> None:
@@ -253,18 +263,8 @@ class Garbage(Upstream):
 
 def test_an_error_haproxy_makes_itself_is_the_platforms_json(tmp_path: Path, authorizer: Authorizer) -> None:
     """A replica answering garbage: HAProxy's own 502, in the platform's JSON rather than its HTML page."""
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    started = gateway.start_gateway(
-        tmp_path / "logs", tmp_path / "work", upstream=f"http://127.0.0.1:{upstream.server_port}",
-        authorizer=authorizer.url, keys=KEYS,
-    )  # fmt: skip
-    try:
+    with gateway_in_front_of(Garbage, tmp_path, authorizer) as started:
         answer = httpx.post(f"{started.url}/predict", headers={"x-api-key": KEYS["team-a"]}, timeout=10)
-    finally:
-        started.process.stop()
-        upstream.shutdown()
-        upstream.server_close()
     assert answer.status_code == 502, answer.text
     assert answer.headers["content-type"] == "application/json"
     assert answer.json()["error"]["code"] == "bad_gateway"
