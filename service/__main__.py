@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 
 from service.app import create_app
+from service.logs import log_from_signal
 from service.model import ModelLoadError
 from service.server import protocol_class
 from service.startup import EXIT_NO_MODEL, boot, check_model_files
@@ -54,7 +55,9 @@ class DrainingServer(uvicorn.Server):
         self._draining = True
         self.state.begin_shutdown()
         drain = self.state.settings.shutdown_drain_s
-        log.info("signal %s: not ready; draining for %.1fs before shutdown", signal.Signals(sig).name, drain)
+        log_from_signal(
+            log, "signal %s: not ready; draining for %.1fs before shutdown", signal.Signals(sig).name, drain
+        )
         timer = threading.Timer(drain, super().handle_exit, args=(sig, frame))
         timer.daemon = True
         timer.start()

@@ -321,3 +321,13 @@ def _capture_exceptions() -> None:
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
     sys.unraisablehook = unraisablehook
+
+
+def log_from_signal(logger: logging.Logger, message: str, *args: object) -> None:
+    """Log ``message`` (INFO) for a signal handler, from a thread of its own, never in the handler itself.
+
+    A handler runs in the main thread between two bytecodes, possibly while that thread is writing a log line to
+    the same buffered stream (blocked on a full pipe, say): Python refuses the reentrant write, the handler
+    drops the error, and the line is lost (the service's "draining" line went missing this way under load).
+    A thread waits for the handler's lock instead and writes once the interrupted line is out."""
+    threading.Thread(target=logger.info, args=(message, *args), name="signal-log", daemon=True).start()

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from service import allocator
 from service.images import decode_image
 from service.jobs import Delivery, Job, JobStore, QueueCollector
+from service.logs import log_from_signal
 from service.metrics import LATENCY_BUCKETS
 from service.model import ModelLoadError, OcrModel
 from service.schemas import build_predict_response
@@ -159,7 +160,7 @@ class Worker:
 
     def request_stop(self, sig: int, frame: FrameType | None) -> None:
         if not self.stopping.is_set():
-            log.info("signal %s: finishing the current job, then exiting", signal.Signals(sig).name)
+            log_from_signal(log, "signal %s: finishing the current job, then exiting", signal.Signals(sig).name)
         self.stopping.set()
 
     def run(self) -> None:
