@@ -70,7 +70,8 @@ def probe(url: str, timeout: float = 10.0) -> dict[str, Any]:
         head, _, body = received.partition(b"\r\n\r\n")
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if len(fields) < 2 or not fields[0].startswith("HTTP/") or not (fields[1].isascii() and fields[1].isdigit()):
             return {**seen, "outcome": "not_http", "error": f"not HTTP: {received[:60]!r}"}
         return {**seen, "outcome": "http", "status": int(fields[1]), "body": body[:200].decode(errors="replace")}
     finally:

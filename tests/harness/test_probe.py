@@ -75,6 +75,11 @@ def answer_garbage(conn: socket.socket) -> None:
     conn.sendall(b"\x15\x03\x01\x00\x02\x02\x46")  # a TLS alert, not HTTP
 
 
+def answer_unicode_status(conn: socket.socket) -> None:
+    conn.recv(1024)
+    conn.sendall(b"HTTP/1.1 \xb2 Nope\r\ncontent-length: 0\r\n\r\n")  # read as latin-1: "²", not a status
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +93,7 @@ def closed_port() -> int:
         (reset_after_reading, "closed_without_answer"),
         (stay_silent, "read_timeout"),
         (answer_garbage, "not_http"),
+        (answer_unicode_status, "not_http"),
     ],
 )
 def test_a_connected_peer_is_classified_by_what_it_sent_back(handle: Callable, outcome: str) -> None:
