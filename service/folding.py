@@ -57,24 +57,11 @@ def plan(image: Image.Image) -> Fold:
     width, short = wide.size
     rgb = np.asarray(wide.convert("RGB"))
     background = tuple(int(v) for v in np.median(rgb.reshape(-1, 3), axis=0))
-    level = np.asarray(wide.convert("L"), dtype=np.int16)
-    ink: np.ndarray = np.asarray((np.abs(level - int(np.median(level))) > INK_LEVEL).any(axis=0))
     gap = fold_gap(short)
     rows = max(2, round(math.sqrt(width / (short + gap))))
-    target = math.ceil(width / rows)
-    segments = []
-    start = 0
-    while width - start > target:
-        low, high = start + int(target * SEARCH_FROM), start + target
-        runs = _runs(~ink[low:high])
-        if runs:
-            run_start, run_end = max(runs, key=lambda r: (r[1] - r[0], r[1]))
-            cut = low + (run_start + run_end) // 2
-        else:
-            cut = high
-        segments.append((start, max(cut, start + 1)))
-        start = segments[-1][1]
-    segments.append((start, width))
+    segments = [
+        (start, end) for start, end, _ in cuts(ink_columns(np.asarray(wide.convert("L"))), math.ceil(width / rows))
+    ]
     return Fold(
         size=image.size,
         vertical=image.height > image.width,
@@ -83,6 +70,34 @@ def plan(image: Image.Image) -> Fold:
         segments=tuple(segments),
         background=background,  # type: ignore[arg-type]
     )
+
+
+def ink_columns(gray: np.ndarray) -> np.ndarray:
+    """For each column of a gray image (rows x columns), whether any of its pixels is ink: further than
+    ``INK_LEVEL`` from the image's median level (its background)."""
+    level = gray.astype(np.int16)
+    return np.asarray((np.abs(level - int(np.median(level))) > INK_LEVEL).any(axis=0))
+
+
+def cuts(ink: np.ndarray, target: int) -> list[tuple[int, int, bool]]:
+    """Pieces of at most ``target`` columns, (start, end, blank): each piece but the last ends in the middle
+    of the widest blank run (a gap between words) of its last 40%, ``blank`` then True; where there is none,
+    it is cut hard at ``target`` (``blank`` False)."""
+    width = len(ink)
+    pieces = []
+    start = 0
+    while width - start > target:
+        low, high = start + int(target * SEARCH_FROM), start + target
+        runs = _runs(~ink[low:high])
+        if runs:
+            run_start, run_end = max(runs, key=lambda r: (r[1] - r[0], r[1]))
+            end, blank = max(low + (run_start + run_end) // 2, start + 1), True
+        else:
+            end, blank = high, False
+        pieces.append((start, end, blank))
+        start = end
+    pieces.append((start, width, False))
+    return pieces
 
 
 def page(image: Image.Image, fold: Fold) -> Image.Image:

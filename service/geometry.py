@@ -31,13 +31,32 @@ def fold_gap(short: int) -> int:
     return max(short, 16)
 
 
+def folded_area(long: int, short: int) -> int:
+    """Pixels of the page a ``long`` x ``short`` strip folds into (``service.folding``): its rows of
+    ``short`` px, each with a gap of background, laid side by side (within a row's rounding)."""
+    return long * (short + fold_gap(short))
+
+
 def decode_scale(width: int, height: int, max_side: int = PIPELINE_MAX_SIDE) -> float:
     """How much to shrink an image at decode time (1.0: not at all), so that what the pipeline reads of it
-    is unchanged: an image to ``max_side`` on its longer side; a strip so its folded page is within it."""
+    is unchanged: an image to ``max_side`` on its longer side; a strip so its folded page is within
+    ``max_side`` squared, as decoded (a short side rounds up to a whole pixel and the gap between rows is at
+    least 16 px whatever the scale, so a thin strip is shrunk more than its own area says)."""
     if width <= 0 or height <= 0:
         return 1.0
-    if is_strip(width, height):
-        long, short = max(width, height), min(width, height)
-        page_area = long * (short + fold_gap(short))
-        return min(1.0, max_side / math.sqrt(page_area))
-    return min(1.0, max_side / max(width, height))
+    if not is_strip(width, height):
+        return min(1.0, max_side / max(width, height))
+    long, short = max(width, height), min(width, height)
+    budget = max_side * max_side
+
+    def area(scale: float) -> int:
+        return folded_area(max(1, math.ceil(long * scale)), max(1, math.ceil(short * scale)))
+
+    high = min(1.0, max_side / math.sqrt(folded_area(long, short)))
+    if area(high) <= budget:
+        return high
+    low = 0.0  # the area only grows with the scale: halve the interval until it is tight
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if area(middle) <= budget else (low, middle)
+    return low

@@ -44,11 +44,16 @@ SOURCE_SIZE = "ocr_source_size"
 # the limit of the widest common case (PNG and TIFF); a costlier format gets proportionally fewer pixels.
 DECODE_BYTES_PER_PIXEL = {"PNG": 5.5, "TIFF": 5.5, "BMP": 9.0, "JPEG": 3.1, "MPO": 3.1, "WEBP": 16.0}
 REFERENCE_BYTES_PER_PIXEL = DECODE_BYTES_PER_PIXEL["PNG"]
+# Pillow keeps a pointer and some bookkeeping for every row of an image, whatever its width: a 2x5,499,000
+# strip (11 M pixels) takes 53 MiB to load where its pixels are 11 MB. A row counts as this many bytes of
+# pixels against the limit (measured, bench/memory_bench.py).
+ROW_BYTES = 10
 
 # Deflate's densest code spends 2 bits on a 258-byte match: no zlib stream inflates more than 1032-fold.
 DEFLATE_MAX_RATIO = 1032
 MAX_PNG_CHUNKS = 65_536  # a 10 MB PNG in 8 KB IDAT chunks has 1,300
 MAX_PNG_ANCILLARY_CHUNKS = 4_096  # text, colour and timing chunks; real files carry a few dozen
+RESIZED_BEFORE_FLATTENING = ("RGBA", "LA")  # modes whose resize premultiplies alpha (Pillow)
 BAND_PIXELS = 1 << 21  # pixels of the full-size image converted at once while reducing (a band of rows)
 
 # Orientation (EXIF 0x0112) -> the transpose that shows the image upright.
@@ -155,9 +160,17 @@ def inspect_image(data: bytes | BinaryIO, *, max_pixels: int) -> Inspected:
     if width <= 0 or height <= 0:
         raise InvalidImage(f"the image is {width}x{height} pixels")
     limit = pixel_limit(str(image.format), max_pixels)
-    if width * height > limit:
+    rows = row_pixels(height)
+    if width * height + rows > limit:
         why = "" if limit == max_pixels else f" for {image.format} (its decoder needs more memory a pixel)"
-        raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {limit}{why}")
+        extra = (
+            f", and its {height} rows cost as much as {rows} more"
+            if width * height <= limit or rows * 100 > limit
+            else ""
+        )
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels{extra}; the limit is {limit}{why}"
+        )
     if image.format in ("JPEG", "MPO"):
         _check_jpeg_size(source, width, height)
     if png is not None and png.stored * DEFLATE_MAX_RATIO < png.expected:
@@ -167,6 +180,11 @@ def inspect_image(data: bytes | BinaryIO, *, max_pixels: int) -> Inspected:
             f" its size needs (deflate inflates at most {DEFLATE_MAX_RATIO}-fold)"
         )
     return Inspected(image=image, source=source, size=(width, height), format=str(image.format), png=png)
+
+
+def row_pixels(height: int) -> int:
+    """What the rows of an image cost in the decoder beyond its pixels, counted in pixels."""
+    return math.ceil(height * ROW_BYTES / REFERENCE_BYTES_PER_PIXEL)
 
 
 def pixel_limit(fmt: str, max_pixels: int) -> int:
@@ -258,18 +276,27 @@ def _convert(piece: Image.Image, mode: str) -> Image.Image:
 
 def _shrink(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     """The image in a working mode at ``target`` size: an integer box reduce done in bands of rows, so no
-    full-size converted copy exists, then an exact resize of the (small) result."""
+    full-size converted copy exists, then an exact resize of the (small) result.
+
+    The reduce has a factor per axis, so the resize that follows shrinks each side by less than 2: its
+    filter weights (one set per output pixel, as wide as the shrink) stay small. With one factor for both
+    axes, a 2x5,499,000 strip kept a 23x shrink of its long side for the resize: 134 MiB of weights."""
     mode = _work_mode(image)
     width, height = image.size
-    factor = min(width // target[0], height // target[1])
+    factor = (max(1, width // target[0]), max(1, height // target[1]))
     rows = max(1, BAND_PIXELS // max(1, width))
-    if factor >= 2:
-        band = max(1, rows // factor) * factor  # whole blocks of the reduce in every band
-        out = Image.new(mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    if max(factor) >= 2:
+        band = max(1, rows // factor[1]) * factor[1]  # whole blocks of the reduce in every band
+        out = Image.new(mode, (math.ceil(width / factor[0]), math.ceil(height / factor[1])))
         for top in range(0, height, band):
             piece = _convert(image.crop((0, top, width, min(height, top + band))), mode)
-            out.paste(piece.reduce(factor), (0, top // factor))
+            out.paste(piece.reduce(factor), (0, top // factor[1]))
         image = out
+    elif image.mode in RESIZED_BEFORE_FLATTENING and (width > target[0] or height > target[1]):
+        # Pillow resamples these with premultiplied alpha, so flattening the small result on white is the
+        # same picture: no full-size flattened copy beside the decoded image (RGBA PNG at the pixel limit:
+        # 8 bytes a pixel at once, where the decode budget counts 5.5).
+        return _convert(image.resize(target, Image.Resampling.LANCZOS), mode)
     elif image.mode != mode:
         out = Image.new(mode, image.size)
         for top in range(0, height, rows):

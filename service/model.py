@@ -21,6 +21,7 @@ from service import folding
 from service.cgroup import available_cpus
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
+from service.recognition import BoundedRecognizer
 from service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -222,6 +223,9 @@ class OcrModel:
         else:
             self._require_embedded_keys(files.rec)
         self._engine = RapidOCR(params=params)
+        # Lines wider than the recogniser's bound are read in pieces (service.recognition): its memory then
+        # no longer grows with what the page shows.
+        self._engine.text_rec = BoundedRecognizer(self._engine._load_rec_model())  # type: ignore[assignment]
         self._ready = threading.Event()
 
     @staticmethod

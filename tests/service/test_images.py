@@ -9,7 +9,7 @@ from PIL import Image
 
 from harness import samples
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
-from service.images import DECODE_MAX_SIDE, SOURCE_SIZE, decode_image, inspect_image, pixel_limit
+from service.images import DECODE_MAX_SIDE, SOURCE_SIZE, decode_image, inspect_image, pixel_limit, row_pixels
 from tests.service import corpus
 
 LIMIT = 40_000_000
@@ -48,10 +48,21 @@ def test_bad_payloads(data: bytes, error: type[Exception]) -> None:
 
 
 def test_pixel_limit_is_checked_before_decoding() -> None:
+    # The limit counts the pixels and what the decoder keeps for each row (100 rows: 182 pixels' worth).
     data = samples.encode(Image.new("L", (100, 100), 255))
-    assert decode_image(data, max_pixels=10_000).size == (100, 100)
-    with pytest.raises(ImageTooLarge, match="10000"):
-        decode_image(data, max_pixels=9_999)
+    assert row_pixels(100) == 182
+    assert decode_image(data, max_pixels=10_182).size == (100, 100)
+    with pytest.raises(ImageTooLarge, match="10181"):
+        decode_image(data, max_pixels=10_181)
+
+
+def test_a_thin_tall_strip_counts_its_rows_against_the_limit() -> None:
+    """2x5,499,000 holds 11 M pixels, but Pillow's bookkeeping for 5.5 M rows costs as much as 10 M more."""
+    tall = samples.encode(Image.new("L", (2, 5_499_000), 255))
+    with pytest.raises(ImageTooLarge, match="its 5499000 rows cost as much as 9998182 more"):
+        inspect_image(tall, max_pixels=11_000_000)
+    wide = samples.encode(Image.new("L", (5_499_000, 2), 255))  # two rows: the same pixels are legal
+    assert inspect_image(wide, max_pixels=11_000_000).size == (5_499_000, 2)
 
 
 # -- hardening: every decoder error is a 400, large images decode small, truncation is caught ----------
@@ -152,3 +163,13 @@ def test_a_blank_page_compressed_as_far_as_deflate_goes_is_still_read() -> None:
     inspected = inspect_image(data, max_pixels=LIMIT)
     assert inspected.png is not None and inspected.png.stored * 1000 > inspected.png.expected / 1.1
     assert decode_image(data, max_pixels=LIMIT).size[0] > 0
+
+
+def test_a_large_transparent_page_is_flattened_on_white_after_it_is_shrunk() -> None:
+    """RGBA over the pipeline's size is resized with premultiplied alpha, then flattened: same picture."""
+    page = Image.new("RGBA", (4000, 400), (0, 0, 0, 0))  # transparent black: paper
+    page.paste((0, 0, 0, 255), (1000, 100, 3000, 300))  # opaque ink
+    image = decode_image(samples.encode(page), max_pixels=LIMIT)
+    assert image.mode == "RGB" and image.size == (2000, 200)
+    assert image.getpixel((100, 20)) == (255, 255, 255)
+    assert image.getpixel((1000, 100)) == (0, 0, 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.memory_bench import pod_memory_limit_mib
+from bench.memory_bench import gray_noise_pages, noise_strips, pod_memory_limit_mib
 from harness.components import Endpoint, redis_url, start_redis, start_service
 from tests.service import corpus
 
@@ -78,3 +78,16 @@ def test_forty_concurrent_10_mb_uploads_fit_the_pod(api: Endpoint, route: str) -
     peak, statuses = peak_during(api, [(route, junk)] * 40, 40)
     assert set(statuses) <= {415, 503}, statuses
     assert peak < LIMIT_MIB and peak - rss < 150, f"{route}: peak RSS {peak:.0f} MiB ({rss:.0f} before) for 40 uploads"
+
+
+def test_content_heavy_pages_at_once_stay_within_90_percent_of_the_pod(api: Endpoint) -> None:
+    """Content the pixel count does not show: gray noise at the pixel limit of JPEG and WebP, 2-px noise
+    strips across and down (folded into pages of thin rows: lines of ratio 400+ for the recogniser before
+    its bound), four at a time over /predict and /jobs."""
+    pixels = 11_000_000  # what the bench's default settings resolve at 2 CPUs: the strips' legal length here
+    heavy = list(gray_noise_pages(pixels).values()) + list(noise_strips(pixels).values())
+    requests = [(route, data) for data in heavy for route in ("/predict", "/jobs")]
+    peak, statuses = peak_during(api, requests, 4)
+    assert set(statuses) <= {200, 202, 413, 503}, statuses
+    assert statuses.count(200) >= 3, statuses
+    assert peak < 0.9 * LIMIT_MIB, f"peak RSS {peak:.0f} MiB, 90% of the pod limit is {0.9 * LIMIT_MIB:.0f} MiB"
