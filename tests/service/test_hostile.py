@@ -260,6 +260,39 @@ def test_an_upload_slower_than_the_minimum_rate_is_answered_408_after_the_grace_
     assert httpx.post(f"{strict.url}{route}", files={"file": ("a.png", data)}, timeout=30).status_code in (200, 202)
 
 
+@pytest.fixture(scope="module")
+def ten_places(tmp_path_factory: pytest.TempPathFactory, redis_ep: Endpoint) -> Iterator[Endpoint]:
+    """The default deadlines (60 s an upload, 10 s idle, 16 KiB/s after 2 s) and ten /predict places."""
+    env = {"OCR_MAX_CONCURRENCY": "2", "OCR_MAX_QUEUE": "8", "OCR_REDIS_URL": redis_url(redis_ep)}
+    endpoint = start_service(tmp_path_factory.mktemp("ten"), name="service-ten-places", env=env)
+    yield endpoint
+    endpoint.process.stop()
+
+
+def test_ten_trickling_uploads_do_not_keep_normal_clients_out(ten_places: Endpoint) -> None:
+    """Ten uploads sending a byte every 4 s (never idle for 10 s) took all ten places until the 60 s upload
+    deadline: every other client got 503 for a minute. Now each is answered 408 once the 2 s grace is over,
+    and a client that honours Retry-After is served within seconds (with the minimum rate off: 503 for 15 s)."""
+    with ThreadPoolExecutor(10) as pool:
+        trickles = [pool.submit(trickle, ten_places, "/predict", every_s=4, wait_s=20) for _ in range(10)]
+        time.sleep(0.5)
+        data = corpus.encode(corpus._line(), "PNG")
+        start, seen = time.monotonic(), []
+        while time.monotonic() - start < 15:
+            response = httpx.post(f"{ten_places.url}/predict", files={"file": ("a.png", data)}, timeout=30)
+            seen.append(response.status_code)
+            if response.status_code != 503:
+                break
+            time.sleep(min(float(response.headers.get("retry-after", "1")), 3))
+        served_after = time.monotonic() - start
+        answers = [future.result() for future in trickles]
+    assert seen[-1] == 200, f"a normal client's answers over 15 s: {seen}"
+    assert served_after < 10, f"served only after {served_after:.1f}s ({seen})"
+    statuses = [parse_response(raw)[0] if raw else None for raw, _ in answers]
+    assert statuses == [408] * 10, statuses
+    assert max(elapsed for _, elapsed in answers) < 15, [round(e, 1) for _, e in answers]
+
+
 def test_many_stalled_uploads_are_all_let_go(strict: Endpoint) -> None:
     count = 100
     with ThreadPoolExecutor(count) as pool:
