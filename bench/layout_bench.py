@@ -1,6 +1,6 @@
 """Benchmark of the layout model in the service against the raw model, in one run on one machine.
 
-Measures, on seeded A4 pages at 150 dpi (a title, three paragraphs, a figure: ``steps.models.layout_page``):
+Measures, on seeded A4 pages at 150 dpi (a title, three paragraphs, a figure: ``harness.samples.layout_page``):
   * the raw model in-process (``LayoutModel.predict`` on decoded pixels, sequential, the process's cores);
   * the service (``OCR_MODEL=layout``, at its defaults) over HTTP on loopback at concurrency 1 and 2: PNG
     upload, admission, decode, inference, JSON;
@@ -30,7 +30,6 @@ from bench.common import summary_ms, write_result
 from harness import samples
 from harness.components import start_service
 from service.models.layout import LayoutFiles, LayoutModel
-from steps.models import layout_page
 
 
 def raw(pages: list[bytes]) -> tuple[dict, list[list[str]]]:
@@ -68,7 +67,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=12)
     parser.add_argument("--record", action="store_true", help="write bench/results/layout.json")
     args = parser.parse_args()
-    pages = [samples.encode(layout_page(seed=3000 + i)) for i in range(args.pages)]
+    pages = [samples.encode(samples.layout_page(seed=3000 + i)) for i in range(args.pages)]
     load_before = os.getloadavg()[0]  # other work on the machine: the figures are only comparable within a run
 
     raw_stats, raw_labels = raw(pages)
@@ -84,7 +83,12 @@ def main() -> None:
     finally:
         endpoint.process.stop()
 
-    result = {"pages": args.pages, "page_size": list(layout_page(0).size), "model": ready["model"], "raw": raw_stats}
+    result = {
+        "pages": args.pages,
+        "page_size": list(samples.layout_page(0).size),
+        "model": ready["model"],
+        "raw": raw_stats,
+    }
     result["service"] = runs
     result["load_average_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     path = write_result("layout", result, record=args.record)

@@ -52,11 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import results_dir, write_result  # noqa: E402
+from harness import samples  # noqa: E402
 from harness.components import redis_url, start_redis  # noqa: E402
 from harness.ports import LOOPBACK, free_port  # noqa: E402
 from harness.processes import ManagedProcess  # noqa: E402
 from service.images import REFERENCE_BYTES_PER_PIXEL, ROW_BYTES, pixel_limit  # noqa: E402
-from tests.service import corpus  # noqa: E402
 
 MANIFEST = ROOT / "manifests" / "base" / "inferenceservice.yaml"
 UPLOAD_LIMIT = 10 * 1024 * 1024
@@ -79,11 +79,11 @@ def page_near_upload_limit(target: int = UPLOAD_LIMIT - 256 * 1024) -> bytes:
     """A legal page of text on faintly noisy paper (4 bits of noise a pixel), PNG just under ``target``."""
     side = int((target / 0.56) ** 0.5)
     noise = 255 - np.random.default_rng(7).integers(0, 16, size=(side, side), dtype=np.uint8)
-    page = np.asarray(corpus.text_page(side, side, "L"))
-    data = corpus.encode(Image.fromarray(np.minimum(noise, page), "L"), "PNG", compress_level=6)
+    page = np.asarray(samples.text_page(side, side, "L"))
+    data = samples.encode(Image.fromarray(np.minimum(noise, page), "L"), "PNG", compress_level=6)
     while len(data) > target:  # shave rows until it fits
         side -= 64
-        data = corpus.encode(Image.fromarray(np.minimum(noise, page)[:side, :side], "L"), "PNG", compress_level=6)
+        data = samples.encode(Image.fromarray(np.minimum(noise, page)[:side, :side], "L"), "PNG", compress_level=6)
     return data
 
 
@@ -93,11 +93,11 @@ def worst_legal(max_pixels: int) -> tuple[dict[str, bytes], str]:
     side = math.isqrt(int(max_pixels * 0.99)) // 10 * 10
     tiny = "png declaring 6000x6000 (tiny file)"
     images = {
-        f"png {side}x{side} gray page": corpus.near_limit_png(side, "L"),
-        f"png {side}x{side} rgba page": corpus.near_limit_png(side, "RGBA"),
-        f"jpeg {side}x{side} page": corpus.near_limit_jpeg(side),
-        f"tiff {side}x{side} rgba page": corpus.near_limit_tiff(side),
-        tiny: corpus.worst_legal()[tiny](),
+        f"png {side}x{side} gray page": samples.near_limit_png(side, "L"),
+        f"png {side}x{side} rgba page": samples.near_limit_png(side, "RGBA"),
+        f"jpeg {side}x{side} page": samples.near_limit_jpeg(side),
+        f"tiff {side}x{side} rgba page": samples.near_limit_tiff(side),
+        tiny: samples.png_declaring(6000, 6000),
     }
     return images, f"png {side}x{side} rgba page"
 
@@ -171,7 +171,7 @@ def dense_text_page(max_pixels: int) -> dict[str, bytes]:
             word = "".join(chr(97 + int(c)) for c in rng.integers(0, 26, int(rng.integers(2, 7))))
             draw.text((left, top), word, fill=0, font=font)
             left += int(font.getlength(word)) + 28
-    return {f"png {side}x{side} dense text page": corpus.encode(image, "PNG")}
+    return {f"png {side}x{side} dense text page": samples.encode(image, "PNG")}
 
 
 def memory_status(pid: int) -> dict[str, float]:

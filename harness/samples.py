@@ -172,3 +172,63 @@ def _main(args: Any) -> int:
         print(f"{args.out / name}\t{json.dumps(text)}")
     print(f"{args.out / 'expected.json'}\t(file name -> expected text)")
     return 0
+
+
+# -- pages for the memory and layout benchmarks and the tests that share them ---------------------------
+
+
+PAGE_SIZE = (1240, 1754)  # A4 at 150 dpi
+
+
+def layout_page(seed: int) -> Image.Image:
+    """A page with a title, three paragraphs and a figure (a filled block): what the layout model finds."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", PAGE_SIZE, "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((120, 110), random_line(rng, words=(2, 4)).title(), fill="black", font=_font(56))
+    body = _font(26)
+    y = 230
+    for _ in range(3):
+        for _ in range(7):
+            draw.text((120, y), " ".join(random_line(rng, words=(9, 11)).split()[:11]), fill="black", font=body)
+            y += 38
+        y += 40
+    draw.rectangle((200, y, 1040, y + 420), fill=(90, 120, 160))
+    return image
+
+
+def text_page(width: int, height: int, mode: str = "L", lines: int = 6) -> Image.Image:
+    """A mostly white page with a few lines of large text near the top: small when compressed."""
+    image = Image.new(mode, (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(24, width // 60))
+    step = max(40, width // 40)
+    for i in range(lines):
+        draw.text((width // 20, width // 20 + i * step), f"Large page line {i + 1} total 42", fill="black", font=font)
+    return image
+
+
+def near_limit_png(side: int = 6300, mode: str = "L") -> bytes:
+    """A legal page of side x side pixels (6300: 39.7 M, just under the 40 M limit), small on the wire."""
+    return encode(text_page(side, side, mode), "PNG", optimize=True)
+
+
+def near_limit_jpeg(side: int = 6300) -> bytes:
+    return encode(text_page(side, side, "RGB"), "JPEG", quality=70)
+
+
+def near_limit_tiff(side: int = 6300) -> bytes:
+    """RGBA, deflate: Pillow's widest 8-bit mode, 4 bytes a pixel once decoded."""
+    return encode(text_page(side, side, "RGBA"), "TIFF", compression="tiff_adobe_deflate")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width`` x ``height`` RGBA, with a few bytes of pixel data: tiny on the wire."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )

@@ -4,11 +4,10 @@ answering in its own shape, and each naming itself (name, version, digest) in it
 from __future__ import annotations
 
 import base64
-import random
 from typing import Any
 
 import httpx
-from PIL import Image, ImageDraw
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_bdd import parsers, then, when
 
@@ -17,29 +16,10 @@ from harness.evidence import ScenarioEvidence
 from harness.targets import Target
 from steps.common import post_image
 
-PAGE_SIZE = (1240, 1754)  # A4 at 150 dpi
-
-
-def layout_page(seed: int) -> Image.Image:
-    """A page with a title, three paragraphs and a figure (a filled block): what the layout model finds."""
-    rng = random.Random(seed)
-    image = Image.new("RGB", PAGE_SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((120, 110), samples.random_line(rng, words=(2, 4)).title(), fill="black", font=samples._font(56))
-    body = samples._font(26)
-    y = 230
-    for _ in range(3):
-        for _ in range(7):
-            draw.text((120, y), " ".join(samples.random_line(rng, words=(9, 11)).split()[:11]), fill="black", font=body)
-            y += 38
-        y += 40
-    draw.rectangle((200, y, 1040, y + 420), fill=(90, 120, 160))
-    return image
-
 
 def page_for(model: str) -> Image.Image:
     """A page for ``model``: a short document for OCR (a full page costs it seconds), a full one for layout."""
-    return layout_page(seed=1) if model == "layout" else samples.document(seed=1).image
+    return samples.layout_page(seed=1) if model == "layout" else samples.document(seed=1).image
 
 
 def model_info(client: httpx.Client, url: str) -> dict[str, str]:

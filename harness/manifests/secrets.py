@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
+from harness.manifests import keyhash
 from harness.manifests.objects import Obj
 from harness.manifests.paths import MANIFESTS_DIR, SECRETS_DIR
 from harness.manifests.render import overlay_dir, render
@@ -162,10 +163,9 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def hashes_secret(keys: Mapping[str, str]) -> dict[str, object]:
-    """The Secret ``ocr-api-key-hashes`` for these keys: one salted hash per key (service.authz's format)."""
-    from service.authz import hash_line
-
-    lines = [hash_line(*API_KEY_IDS[name], keys[name]) for name in API_KEYS.names]
+    """The Secret ``ocr-api-key-hashes`` for these keys: one salted hash per key (the authorizer's format,
+    ``harness.manifests.keyhash``)."""
+    lines = [keyhash.hash_line(*API_KEY_IDS[name], keys[name]) for name in API_KEYS.names]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -190,16 +190,11 @@ def read_key_hashes(path: Path) -> str:
 
 def _hashes_match(path: Path, keys: Mapping[str, str]) -> bool:
     """Whether a generated hashes Secret admits exactly these keys, each under its id and tenant."""
-    from service.authz import InvalidHashes, KeyTable, parse_hashes
-
     try:
-        table = KeyTable(parse_hashes(read_key_hashes(path)))
-    except (OSError, HarnessError, InvalidHashes, yaml.YAMLError):
+        text = read_key_hashes(path)
+    except (OSError, HarnessError, yaml.YAMLError):
         return False
-    found = {name: table.lookup(keys[name]) for name in API_KEYS.names}
-    return len(table) == len(API_KEYS.names) and all(
-        entry is not None and (entry.key_id, entry.tenant) == API_KEY_IDS[name] for name, entry in found.items()
-    )
+    return keyhash.admits_exactly(text, {keys[name]: API_KEY_IDS[name] for name in API_KEYS.names})
 
 
 def write_key_hashes(directory: Path = SECRETS_DIR) -> Path:

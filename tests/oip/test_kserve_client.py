@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import samples
 from harness.components import Endpoint, start_service
 from harness.samples import document, encode
-from steps.models import layout_page
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("kserve_client.py")
@@ -64,7 +64,7 @@ def test_kserve_client(kserve_python: Path, served: tuple[str, Endpoint], tmp_pa
     kind, endpoint = served
     page = document(7)
     image = tmp_path / "page.png"
-    image.write_bytes(page.encode() if kind == "ocr" else encode(layout_page(7)))
+    image.write_bytes(page.encode() if kind == "ocr" else encode(samples.layout_page(7)))
     model = {"ocr": "pp-ocr", "layout": "layout"}[kind]
 
     seen = run_client(kserve_python, endpoint.url, model, image)

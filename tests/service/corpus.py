@@ -98,17 +98,6 @@ def tiff_raw(
     return b"II*\0" + long(8) + short(len(entries)) + ifd + long(0) + blobs + data
 
 
-def text_page(width: int, height: int, mode: str = "L", lines: int = 6) -> Image.Image:
-    """A mostly white page with a few lines of large text near the top: small when compressed."""
-    image = Image.new(mode, (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=max(24, width // 60))
-    step = max(40, width // 40)
-    for i in range(lines):
-        draw.text((width // 20, width // 20 + i * step), f"Large page line {i + 1} total 42", fill="black", font=font)
-    return image
-
-
 def noise_png(target_bytes: int, seed: int = 1) -> bytes:
     """A legal PNG of noise just under ``target_bytes``: incompressible, so its size is its pixel count."""
     side = int((target_bytes * 0.97) ** 0.5)
@@ -475,25 +464,11 @@ def _interlaced(image: Image.Image) -> bytes:
 # --- the worst legal inputs for memory --------------------------------------------------------------
 
 
-def near_limit_png(side: int = 6300, mode: str = "L") -> bytes:
-    """A legal page of side x side pixels (6300: 39.7 M, just under the 40 M limit), small on the wire."""
-    return encode(text_page(side, side, mode), "PNG", optimize=True)
-
-
-def near_limit_jpeg(side: int = 6300) -> bytes:
-    return encode(text_page(side, side, "RGB"), "JPEG", quality=70)
-
-
-def near_limit_tiff(side: int = 6300) -> bytes:
-    """RGBA, deflate: Pillow's widest 8-bit mode, 4 bytes a pixel once decoded."""
-    return encode(text_page(side, side, "RGBA"), "TIFF", compression="tiff_adobe_deflate")
-
-
 def worst_legal() -> dict[str, Callable[[], bytes]]:
     return {
-        "png 6300x6300 gray page": lambda: near_limit_png(6300, "L"),
-        "png 6300x6300 rgba page": lambda: near_limit_png(6300, "RGBA"),
-        "jpeg 6300x6300 page": near_limit_jpeg,
-        "tiff 6300x6300 rgba page": near_limit_tiff,
-        "png declaring 6000x6000 (tiny file)": lambda: png_raw(6000, 6000, zlib.compress(b"\0" * 64), color_type=6),
+        "png 6300x6300 gray page": lambda: samples.near_limit_png(6300, "L"),
+        "png 6300x6300 rgba page": lambda: samples.near_limit_png(6300, "RGBA"),
+        "jpeg 6300x6300 page": samples.near_limit_jpeg,
+        "tiff 6300x6300 rgba page": samples.near_limit_tiff,
+        "png declaring 6000x6000 (tiny file)": lambda: samples.png_declaring(6000, 6000),
     }

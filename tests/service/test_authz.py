@@ -351,3 +351,20 @@ def test_hash_lines_are_salted_and_checked() -> None:
 
 def test_the_tenant_pattern_is_the_services() -> None:
     assert authz.TENANT_PATTERN.pattern == TENANT_RE.pattern
+
+
+# -- the hashes file's format, against the vectors the harness is tested against too ---------------------
+
+HASH_VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "api-key-hashes.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("vector", HASH_VECTORS, ids=[v["key_id"] for v in HASH_VECTORS])
+def test_the_authorizer_writes_and_admits_the_shared_vectors(vector: dict[str, str]) -> None:
+    assert (
+        authz.hash_line(vector["key_id"], vector["tenant"], vector["key"], salt=bytes.fromhex(vector["salt"]))
+        == (vector["line"])
+    )
+    table = authz.KeyTable(authz.parse_hashes(vector["line"]))
+    entry = table.lookup(vector["key"])
+    assert entry is not None and (entry.key_id, entry.tenant) == (vector["key_id"], vector["tenant"])
+    assert table.lookup(vector["key"] + "x") is None

@@ -123,7 +123,7 @@ def peak_growth_mb(fn: Callable[[], object]) -> float:
 def test_large_images_are_decoded_at_the_size_the_model_reads(fmt: str, mode: str, side: int, bound_mb: float) -> None:
     # 6300x6300 is just under the 40 M pixel limit; the pipeline shrinks anything over 2000 px anyway. Only
     # the decoder's own full-size buffer may be held: 1 byte a pixel in L, 4 in RGBA (Pillow's RGB too).
-    data = corpus.encode(corpus.text_page(side, side, mode), fmt)
+    data = corpus.encode(samples.text_page(side, side, mode), fmt)
     result: list[Image.Image] = []
     growth = peak_growth_mb(lambda: result.append(decode_image(data, max_pixels=LIMIT)))
     image = result[0]
@@ -134,14 +134,14 @@ def test_large_images_are_decoded_at_the_size_the_model_reads(fmt: str, mode: st
 
 def test_webp_gets_fewer_pixels_as_its_decoder_needs_more_memory() -> None:
     # Pillow's WebP decoder holds about 16 bytes a pixel (three full-size copies); PNG about 5.5.
-    data = corpus.encode(corpus.text_page(4000, 4000, "RGB"), "WEBP")
+    data = corpus.encode(samples.text_page(4000, 4000, "RGB"), "WEBP")
     with pytest.raises(ImageTooLarge, match="WEBP"):
         decode_image(data, max_pixels=LIMIT)
     assert pixel_limit("WEBP", LIMIT) < 16_000_000 < pixel_limit("PNG", LIMIT) == LIMIT
 
 
 def test_reduced_decode_keeps_the_upright_frame_of_exif_rotated_images() -> None:
-    page = corpus.text_page(4800, 2400, "RGB").transpose(Image.Transpose.ROTATE_90)  # stored 2400x4800
+    page = samples.text_page(4800, 2400, "RGB").transpose(Image.Transpose.ROTATE_90)  # stored 2400x4800
     exif = Image.Exif()
     exif[0x0112] = 6
     image = decode_image(corpus.encode(page, "JPEG", exif=exif.tobytes()), max_pixels=LIMIT)

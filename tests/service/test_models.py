@@ -19,10 +19,9 @@ import pytest
 from harness import samples
 from harness.components import Endpoint, start_service
 from service.settings import ENV_PREFIX
-from steps.models import layout_page
 from tests.service.test_http import _metric, logged
 
-LAYOUT_PAGE = samples.encode(layout_page(seed=3))
+LAYOUT_PAGE = samples.encode(samples.layout_page(seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,7 @@ def test_layout_predict_contract(layout_service: Endpoint) -> None:
     assert body["request_id"] == "layout-1" and body["latency_ms"] > 0
     labels = {r["label"] for r in body["regions"]}
     assert {"title", "text", "figure"} <= labels, body["regions"]
-    width, height = layout_page(seed=3).size
+    width, height = samples.layout_page(seed=3).size
     for region in body["regions"]:
         assert set(region) == {"x1", "y1", "x2", "y2", "label", "conf"}
         assert 0 <= region["x1"] < region["x2"] <= width and 0 <= region["y1"] < region["y2"] <= height, region
@@ -91,7 +90,7 @@ def test_layout_predict_contract(layout_service: Endpoint) -> None:
 
 def test_layout_boxes_are_in_the_frame_of_the_image_sent(layout_service: Endpoint) -> None:
     """A page decoded smaller than sent (a large JPEG) gets its regions in the frame it was sent in."""
-    big = layout_page(seed=3).resize((2480, 3508))
+    big = samples.layout_page(seed=3).resize((2480, 3508))
     response = httpx.post(
         f"{layout_service.url}/predict", files={"file": ("p.jpg", samples.encode(big, "JPEG"))}, timeout=60
     )
@@ -304,7 +303,7 @@ def test_infer_unknown_model_and_not_json(layout_service: Endpoint) -> None:
 
 def test_infer_same_limits_as_predict(tight_layout: Endpoint) -> None:
     """One slot and no line: concurrent requests are refused 503 with Retry-After; a slow one is 504."""
-    body = infer_body(samples.encode(layout_page(seed=5).resize((2480, 3508))))
+    body = infer_body(samples.encode(samples.layout_page(seed=5).resize((2480, 3508))))
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda _: infer(tight_layout, "layout", body), range(4)))
     statuses = sorted(r.status_code for r in responses)
