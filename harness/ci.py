@@ -81,8 +81,9 @@ def _static(*commands: Command) -> Callable[[], Sequence[Command]]:
 STEPS: tuple[Step, ...] = (
     Step("lock", "uv.lock matches pyproject.toml; each compiled requirements file matches its input",
          _static((PY, "-m", "harness.lock", "check"))),
-    Step("lint", "ruff's rules and format, and mypy's types",
-         _static((PY, "-m", "ruff", "check", "."), (PY, "-m", "ruff", "format", "--check", "."), (PY, "-m", "mypy"))),
+    Step("lint", "ruff's rules and format, mypy's types and the import contracts",
+         _static((PY, "-m", "ruff", "check", "."), (PY, "-m", "ruff", "format", "--check", "."), (PY, "-m", "mypy"),
+                 (str(Path(PY).with_name("lint-imports")), "--no-cache"))),
     Step("workflows", "the GitHub workflows and the update bot's configuration against their schemas",
          lambda: [(PY, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                    *sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))),
