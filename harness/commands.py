@@ -162,11 +162,3 @@ def format_elapsed(seconds: float) -> str:
     """``95`` -> ``1m35s``; ``7`` -> ``7s``."""
     whole = int(seconds)
     return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
-
-
-def read_tail(path: Path, chars: int = TAIL_CHARS) -> str:
-    """The last ``chars`` characters of a text file, or "" when there is none."""
-    try:
-        return _tail(path.read_text(errors="replace"), chars)
-    except FileNotFoundError:
-        return ""

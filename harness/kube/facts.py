@@ -163,10 +163,3 @@ def killed_by_sigkill(pod: Obj, container: str, restarts_before: int) -> bool:
 
 def pod_name(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("name"))
-
-
-def service_node_port(service: Obj, port: int) -> int | None:
-    for entry in (service.get("spec") or {}).get("ports") or []:
-        if entry.get("port") == port:
-            return entry.get("nodePort")
-    return None

@@ -33,7 +33,6 @@ class PortForward:
         self.context, self.namespace, self.resource, self.remote_port = context, namespace, resource, remote_port
         self.local_port = free_port()
         self.log_dir = log_dir
-        self.restarts = -1
         self.process: ManagedProcess | None = None
 
     @property
@@ -47,7 +46,6 @@ class PortForward:
         ]  # fmt: skip
 
     def _start(self) -> None:
-        self.restarts += 1
         self.process = ManagedProcess(self.name, self.argv(), self.log_dir / f"{self.name}.log").start()
         try:
             self.process.wait_ready(lambda: _listening(self.local_port), timeout=READY_TIMEOUT_S)

@@ -1,7 +1,4 @@
-"""``harness up|down|status|plan|logs|preflight|load``: the platform on kind, or on a cluster you have.
-
-``harness kind up|down|plan`` are kept as aliases of the same commands.
-"""
+"""``harness up|down|status|plan|logs|preflight|load``: the platform on kind, or on a cluster you have."""
 
 from __future__ import annotations
 
@@ -40,31 +37,20 @@ def _spec_args(cmd: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    parsers = {}
-    for prefix in ("", "kind "):
-        sub = subparsers
-        if prefix:
-            kind = subparsers.add_parser(
-                "kind",
-                help="aliases: harness kind up|down|plan",
-                description="The same as harness up, harness plan and harness down, kept under their old names.",
-            )
-            sub = kind.add_subparsers(dest="kind_command", required=True, metavar="{up,plan,down}")
-        for name, help_text in (
-            ("up", "provision the platform (idempotent: steps already done are skipped)"),
-            ("plan", "print every provisioning command in order (dry run)"),
-        ):
-            cmd = sub.add_parser(name, help=help_text)
-            _spec_args(cmd)
-            cmd.add_argument("--only", choices=GROUPS, default=None, help="run one group of steps")
-            cmd.add_argument("--from-step", type=int, default=1, help="resume at this step number (see plan)")
-            cmd.add_argument("--log-dir", type=Path, default=None, help="where the full log goes")
-            cmd.set_defaults(func=_up, dry_run=name == "plan")
-            parsers[prefix + name] = cmd
-        down = sub.add_parser("down", help="export the cluster's logs, then delete the kind cluster")
-        down.add_argument("--cluster", default=CLUSTER, help=f"the kind cluster to delete (default {CLUSTER})")
-        down.add_argument("--logs", type=Path, default=None, help="where the logs go (default artifacts/platform-*)")
-        down.set_defaults(func=_down)
+    for name, help_text in (
+        ("up", "provision the platform (idempotent: steps already done are skipped)"),
+        ("plan", "print every provisioning command in order (dry run)"),
+    ):
+        cmd = subparsers.add_parser(name, help=help_text)
+        _spec_args(cmd)
+        cmd.add_argument("--only", choices=GROUPS, default=None, help="run one group of steps")
+        cmd.add_argument("--from-step", type=int, default=1, help="resume at this step number (see plan)")
+        cmd.add_argument("--log-dir", type=Path, default=None, help="where the full log goes")
+        cmd.set_defaults(func=_up, dry_run=name == "plan")
+    down = subparsers.add_parser("down", help="export the cluster's logs, then delete the kind cluster")
+    down.add_argument("--cluster", default=CLUSTER, help=f"the kind cluster to delete (default {CLUSTER})")
+    down.add_argument("--logs", type=Path, default=None, help="where the logs go (default artifacts/platform-*)")
+    down.set_defaults(func=_down)
     status = subparsers.add_parser("status", help="what is provisioned: cluster, releases, InferenceService")
     _spec_args(status)
     status.set_defaults(func=_status)
