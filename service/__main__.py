@@ -8,9 +8,11 @@ A second SIGTERM or SIGINT skips the drain.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from service.app import create_app
 from service.logs import log_from_signal
 from service.model import ModelLoadError
 from service.server import protocol_class
-from service.startup import EXIT_NO_MODEL, boot, check_model_files
+from service.startup import EXIT_NO_MODEL, EXIT_PORT, boot, check_model_files
 from service.state import ServiceState
 
 log = logging.getLogger("service")
@@ -70,6 +72,13 @@ def main() -> int:
     except ModelLoadError as exc:
         log.critical("cannot start: %s", exc)
         return EXIT_NO_MODEL
+    try:
+        listener = bind(settings.host, settings.port)
+    except OSError as exc:
+        taken = exc.errno == errno.EADDRINUSE
+        why = "is taken by another process" if taken else f"cannot be opened ({exc.strerror})"
+        log.critical("cannot start: port %s on %s %s; OCR_PORT chooses another", settings.port, settings.host, why)
+        return EXIT_PORT
 
     def fatal(exc: BaseException) -> None:
         log.critical("stopping: the model could not be loaded (%s)", exc)
@@ -89,8 +98,23 @@ def main() -> int:
         server_header=False,
     )
     server = DrainingServer(config, state)
-    server.run()
+    server.run(sockets=[listener])
     return EXIT_NO_MODEL if app.state.service.load_error else 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port already taken is said plainly (exit 4), not as a
+    failed start-up later."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)
+    return listener
 
 
 if __name__ == "__main__":

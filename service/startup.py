@@ -22,6 +22,7 @@ from service.settings import ServiceSettings, SettingsError, load_settings
 
 EXIT_BAD_SETTINGS = 2
 EXIT_NO_MODEL = 3
+EXIT_PORT = 4  # the port (OCR_PORT) is taken or cannot be opened
 
 log = logging.getLogger("service.startup")
 

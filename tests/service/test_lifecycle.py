@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +33,17 @@ def test_bad_setting_stops_startup_naming_the_variable() -> None:
     result = run_service({"OCR_MAX_PIXELS": "-5"})
     assert result.returncode == 2
     assert "OCR_MAX_PIXELS" in result.stderr
+
+
+def test_a_taken_port_stops_startup_saying_so_with_its_own_exit_code() -> None:
+    """It exited 3, which the settings document as "model file unusable"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_service({"OCR_HOST": "127.0.0.1", "OCR_PORT": str(port)})
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert f"port {port} on 127.0.0.1 is taken by another process; OCR_PORT chooses another" in result.stderr
 
 
 def test_unknown_model_dir_stops_startup() -> None:
