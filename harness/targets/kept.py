@@ -51,6 +51,7 @@ class KeptPlatform:
     log_dir: str
     processes: list[KeptProcess] = field(default_factory=list)  # in start order
     notes: dict[str, str] = field(default_factory=dict)  # where the secrets are: name -> path
+    try_it: str = ""  # a command to paste that sends the platform a page
 
     @property
     def path(self) -> Path:
@@ -73,9 +74,11 @@ class KeptPlatform:
     def describe(self, state_file: Path) -> str:
         """What a user needs: each process with its address and pid, the secrets, the logs, how to stop."""
         width = max((len(p.name) for p in self.processes), default=0)
-        lines = ["harness: --keep: the local platform stays up:"]
+        lines = ["harness: the local platform stays up:"]
         lines += [f"  {p.name:<{width}}  {p.address or '-':<28}  pid {p.pid}" for p in self.processes]
         lines += [f"  {name}: {path}" for name, path in self.notes.items()]
+        if self.try_it:
+            lines.append(f"  try it: {self.try_it}")
         lines += [
             f"  logs: {self.log_dir}",
             f"  state: {state_file}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -223,9 +224,14 @@ class LocalTarget(Target):
             self._teardown()
             return
         notes = {"Redis password": str(self._work / "redis" / "redis.conf")}
+        try_it = ""
         if self.gateway is not None:
-            notes["API keys (client key)"] = str(self._work / "gateway" / "api-keys")
-        platform = kept.KeptPlatform(str(self._work), str(self.log_dir), processes, notes)
+            keys = self._work / "gateway" / "api-keys"
+            notes["API keys (client key)"] = str(keys)
+            try_it = try_command(self.gateway.url, keys)
+        elif self.service is not None:
+            try_it = f"curl -sS -F file=@page.png {self.service.url}/predict"
+        platform = kept.KeptPlatform(str(self._work), str(self.log_dir), processes, notes, try_it)
         self.kept_message = platform.describe(platform.save())
         print(self.kept_message)
 
@@ -402,6 +408,13 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def try_command(gateway_url: str, keys_file: Path) -> str:
+    """A curl line to paste: a page (any PNG or JPEG named page.png) through the gateway with the first
+    client's key, read from the keys file when it runs (the key is never printed)."""
+    key = f"$(head -n1 {shlex.quote(str(keys_file))} | cut -d' ' -f2)"
+    return f'curl -sS -H "x-api-key: {key}" -F file=@page.png {gateway_url}/predict'
 
 
 def write_client_keys(path: Path, keys: dict[str, str]) -> Path:

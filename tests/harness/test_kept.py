@@ -116,3 +116,40 @@ def test_a_platform_that_fails_to_start_is_not_kept(
     target.stop()  # as the pytest plugin does after a failed start
     assert redis.poll() is not None and not target._work.exists()
     assert not state.exists() and target.kept_message == ""
+
+
+def test_the_try_it_line_sends_a_page_with_the_first_clients_key(tmp_path: Path) -> None:
+    """The line `harness local up` prints is pasted into a shell as it is: run it, against a real listener."""
+    import http.server
+    import subprocess
+    import threading
+
+    from harness.targets.local import try_command, write_client_keys
+
+    seen: dict[str, str] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            seen.update(path=self.path, key=self.headers["x-api-key"], type=self.headers["content-type"])
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        keys = write_client_keys(tmp_path / "keys dir" / "api-keys", {"team-a": "key-of-a", "team-b": "key-of-b"})
+        (tmp_path / "page.png").write_bytes(b"\x89PNG not really")
+        line = try_command(f"http://127.0.0.1:{server.server_port}", keys)
+        assert "key-of-a" not in line  # read when it runs, never printed
+        result = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert seen == {"path": "/predict", "key": "key-of-a", "type": seen["type"]}
+    assert seen["type"].startswith("multipart/form-data")
