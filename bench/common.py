@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: percentiles, RSS, result files.
 
 A run's results go to ``artifacts/bench/`` (git-ignored); the committed figures in ``bench/results/`` (which
-the README quotes) change only when a benchmark is run with ``--record``.
+docs/benchmarks.md quotes) change only when a benchmark is run with ``--record``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Measures, on seeded A4 pages at 150 dpi (a title, three paragraphs, a figure: ``
   * that both find the same regions on every page.
 
 Run: ``python bench/layout_bench.py [--pages 12] [--record]``; writes artifacts/bench/layout.json
-(bench/results/layout.json with ``--record``) and prints a Markdown table for the README.
+(bench/results/layout.json with ``--record``) and prints a Markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations

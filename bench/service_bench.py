@@ -10,7 +10,7 @@ Measures, on seeded document-like images with known text:
 
 Run: ``python bench/service_bench.py [--pages 12] [--small 30] [--record]``; writes
 artifacts/bench/service.json (bench/results/service.json with ``--record``) and prints a Markdown table for
-the README. The service runs at its defaults, resolved from this machine's CPUs.
+docs/benchmarks.md. The service runs at its defaults, resolved from this machine's CPUs.
 """
 
 from __future__ import annotations

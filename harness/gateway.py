@@ -26,7 +26,7 @@ What it does, as the Istio ingress gateway does on a cluster:
   places: the first is the upstream, the others wait in maintenance until :meth:`Gateway.assign` gives
   them an address (HAProxy's runtime API on a socket readable by this user only).
 
-Why HAProxy and a fixed window: measured by ``bench/gateway_limiter_bench.py`` (README, Benchmarks), it
+Why HAProxy and a fixed window: measured by ``bench/gateway_limiter_bench.py`` (docs/benchmarks.md), it
 admits request for request what Envoy's per-second counter admits; nginx's ``limit_req`` is a 100 ms leaky
 bucket that refuses early arrivals without ``burst`` and lets 15 a second through with it.
 

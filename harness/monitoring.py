@@ -299,7 +299,7 @@ def classify(names: Iterable[str], recorded: Mapping[str, str] | None = None) ->
         else:
             raise MonitoringError(
                 f"metric {name!r} is not one harness.monitoring.METRICS knows: what exports it? "
-                "(README: Metrics, worker metrics; kube-state-metrics, KEDA, Istio)"
+                "(docs/api.md: Metrics, worker metrics; kube-state-metrics, KEDA, Istio)"
             )
     scope = "local" if all(SOURCES[s] == "local" for s in sources) else "cluster"
     return scope, sorted(sources)

@@ -1,7 +1,7 @@
 """Every external version the platform pins, in one place.
 
 Change a version here and the plan, the install commands and the docs follow. The combination below is
-the one that all components support together on Kubernetes 1.35 (see the README's "Pinned versions").
+the one that all components support together on Kubernetes 1.35 (docs/operations.md, "What you need").
 """
 
 from __future__ import annotations

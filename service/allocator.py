@@ -9,7 +9,7 @@ thread multiplies it. Two measures keep the resident size near what is in use:
 
 A 1 MiB ``M_MMAP_THRESHOLD`` (each large block its own mapping) holds memory as low but costs a fresh
 mapping, page faults and zeroing for every large buffer of every inference: 25 to 30% fewer pages a second
-on two CPUs (README, Benchmarks), where the trim after each inference costs about a millisecond. It stays
+on two CPUs (docs/benchmarks.md), where the trim after each inference costs about a millisecond. It stays
 available as ``OCR_MALLOC_MMAP_THRESHOLD_KB`` (e.g. 1024) for a pod that must trade speed for memory.
 """
 

@@ -43,7 +43,7 @@ UNMATCHED_ROUTE = "unmatched"
 # kernel resets it, and a client still sending (as most HTTP/1.1 clients do before they read) reads a reset
 # instead of the refusal. As much as the request declares is drained, up to the upload limit; a body of
 # unknown length, or one declared over the limit, up to DRAIN_BYTES. With 1 MiB for every body, 396 of 396
-# refusals of 8 MB uploads were resets (bench/overload_bench.py, README).
+# refusals of 8 MB uploads were resets (bench/overload_bench.py, docs/benchmarks.md).
 DRAIN_BYTES = 1024 * 1024
 DRAIN_S = 2.0
 DRAIN_IDLE_S = 0.25  # ... and no longer than this once nothing arrives

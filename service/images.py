@@ -38,7 +38,7 @@ DECODE_MAX_SIDE = PIPELINE_MAX_SIDE
 # The key in ``Image.info`` under which a decoded image carries the upright size of the image as sent.
 SOURCE_SIZE = "ocr_source_size"
 
-# Peak bytes a pixel while an image of each format decodes, measured (bench/memory_bench.py, README): the
+# Peak bytes a pixel while an image of each format decodes, measured (bench/memory_bench.py, docs/benchmarks.md): the
 # decoder's full-size buffer (Pillow keeps RGB in 4 bytes a pixel) and what the decoder holds beside it.
 # A JPEG decodes at reduced scale; Pillow's WebP decoder keeps three full-size copies. ``max_pixels`` is
 # the limit of the widest common case (PNG and TIFF); a costlier format gets proportionally fewer pixels.

@@ -11,7 +11,7 @@ oversubscribe. /predict and /jobs each have a gate.
 
 **Defaults by measurement.** :func:`default_concurrency` and :func:`default_threads` are what
 ``OCR_MAX_CONCURRENCY=0`` and ``OCR_INTRA_OP_THREADS=0`` (the defaults) resolve to, from the CPUs the process
-may use (``service.cgroup.available_cpus``). Measured (README, Benchmarks: ``bench/throughput_bench.py``):
+may use (``service.cgroup.available_cpus``). Measured (docs/benchmarks.md: ``bench/throughput_bench.py``):
 one inference scales poorly over intra-op threads, so at 2 CPUs two inferences of one thread each read more
 pages than one inference of two threads (the raw model 1.4x, the service 1.2x in one run) and a small image
 alone is no slower; at 1 CPU a second inference adds memory and latency, not pages. Beyond 2 CPUs nothing
@@ -21,7 +21,7 @@ was measured, so the rule goes no further than 2 inferences at once and gives th
 whatever it is sent (interpreter, model, one inference's working set per model slot), what admitted
 uploads hold, and what is left for decoding: at most two decodes per model slot at once (one /predict,
 one /jobs validation). The pixel limit is what one decode may use, at the decoder cost of the widest
-common format (``service.images.DECODE_BYTES_PER_PIXEL``). The figures are measured (README, Benchmarks).
+common format (``service.images.DECODE_BYTES_PER_PIXEL``). The figures are measured (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -204,13 +204,13 @@ class OcrModel:
             "Rec.model_path": str(files.rec),
             "Cls.model_path": str(files.cls),
             # The detector's "min" default upscales small images to 736 px: 30x slower on a one-word
-            # image with the same text read. "max" only shrinks large pages (see the README's benchmark).
+            # image with the same text read. "max" only shrinks large pages (see docs/benchmarks.md).
             "Det.limit_type": det_limit_type,
             # What the pipeline shrinks images to before detection; the decoder never produces more.
             "Global.max_side_len": PIPELINE_MAX_SIDE,
             "Det.limit_side_len": det_limit_side_len,
             # Lines are padded to the widest line of their batch: batches of one keep peak memory ~150 MB
-            # lower on pages, with no speed difference beyond run-to-run noise (README, Benchmarks).
+            # lower on pages, with no speed difference beyond run-to-run noise (docs/benchmarks.md).
             "Rec.rec_batch_num": rec_batch_size,
             # The 180-degree line classifier flips some long upright lines (2% CER on the benchmark's
             # pages with it, 0% without): off unless text may be upside down.

@@ -1,7 +1,7 @@
 """The recogniser's memory, bounded whatever the page shows.
 
 The recogniser reads each line the detector found at a height of 48 px and a width of 48 times the line's
-aspect ratio, with no upper bound: its working set grows with that width (measured, README, Benchmarks:
+aspect ratio, with no upper bound: its working set grows with that width (measured, docs/benchmarks.md:
 about 176 MiB at 4,000 px, 731 MiB at 20,000). A page of long thin lines, or a folded strip of noise, makes
 lines of ratio 400 and more, so the memory of one inference depended on the content, not only on the pixels
 the budget counts. :class:`BoundedRecognizer` sits in front of the pipeline's recogniser and cuts a line
@@ -20,7 +20,7 @@ import numpy as np
 from service import allocator
 from service.folding import cuts, ink_columns
 
-# 48 x 80 = 3,840 px: the recogniser then needs about as much as the detector at 960 px (README, Benchmarks).
+# 48 x 80 = 3,840 px: the recogniser then needs about as much as the detector at 960 px (docs/benchmarks.md).
 MAX_RATIO = 80.0
 
 
@@ -39,7 +39,7 @@ class Trimmed:
     """An onnxruntime session (rapidocr's wrapper) that gives freed heap pages back after each run
     (``service.allocator.trim``, about a millisecond): the recogniser runs once a line, each run with tensors
     of another size, and glibc otherwise keeps the freed pieces resident until the inference ends (a page of
-    75 long lines peaked anywhere from 555 to 875 MiB; README, Benchmarks)."""
+    75 long lines peaked anywhere from 555 to 875 MiB; docs/benchmarks.md)."""
 
     def __init__(self, session: Any) -> None:
         self.session = session

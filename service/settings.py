@@ -73,7 +73,7 @@ class ServiceSettings(BaseSettings):
         ge=0,
         le=64,
         description="inferences at once; 0: one per CPU the process may use, at most 2, fewer if the memory"
-        " budget would then not take a 300-dpi page (README, Benchmarks)",
+        " budget would then not take a 300-dpi page (docs/benchmarks.md)",
     )
     max_queue: int = Field(8, ge=0, le=10_000)
     shutdown_drain_s: float = Field(2.0, ge=0, le=300)

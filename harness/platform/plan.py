@@ -40,7 +40,7 @@ WEBHOOK_NOT_READY = ("connection refused", "failed calling webhook", "no endpoin
 HELM_TIMEOUT = "10m"
 
 # Chart values. Requests are sized so that the largest profile fits a 4-core, 8 GB machine with room for
-# the predictor to scale out (README: "Run it on kind"); the upstream defaults assume a production cluster.
+# the predictor to scale out (docs/operations.md: "Run it on kind"); the upstream defaults assume a production cluster.
 ISTIOD_VALUES = {
     # istiod asks 500m / 2Gi by default (istiod chart 1.30: top-level `resources`, `autoscaleEnabled`).
     "resources.requests.cpu": "100m",

@@ -129,7 +129,7 @@ def test_the_try_it_line_sends_a_page_with_the_first_clients_key(tmp_path: Path)
     seen: dict[str, str] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             seen.update(path=self.path, key=self.headers["x-api-key"], type=self.headers["content-type"])
             self.rfile.read(int(self.headers["content-length"]))
             self.send_response(200)

@@ -96,7 +96,7 @@ def test_every_wait_has_a_positive_deadline(monkeypatch: pytest.MonkeyPatch, var
         load_settings()
 
 
-# -- the default concurrency and threads, from the CPUs the process may use (README, Benchmarks) ---------
+# -- the default concurrency and threads, from the CPUs the process may use (docs/benchmarks.md) ---------
 
 
 @pytest.mark.parametrize(
