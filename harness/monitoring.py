@@ -498,41 +498,56 @@ def _check(value: Any, hint: Any, path: str) -> list[str]:
     if hint in (typing.Any, object) or isinstance(hint, typing.TypeVar):
         return _type_errors(value, path) if _is_model(value) else []
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return []
-        results = [_check(value, arg, path) for arg in args if arg is not type(None)]
-        if any(not r for r in results):
-            return []
-        return min(results, key=len)
+        return _check_union(value, args, path)
     if origin is typing.Literal:
         return [] if value in args else [f"{path}: {value!r} is not one of {list(args)}"]
-    if origin in (list, typing.List):  # noqa: UP006 - the models use both spellings
-        if not isinstance(value, list):
-            return [f"{path}: {type(value).__name__} where the schema has a list"]
-        return [e for i, item in enumerate(value) for e in (_check(item, args[0], f"{path}[{i}]") if args else [])]
-    if origin in (dict, typing.Dict):  # noqa: UP006
-        if not isinstance(value, dict):
-            return [f"{path}: {type(value).__name__} where the schema has an object"]
-        return [e for k, v in value.items() for e in (_check(v, args[1], f"{path}.{k}") if len(args) == 2 else [])]
+    if origin in (list, typing.List, dict, typing.Dict):  # noqa: UP006 - the models use both spellings
+        return _check_container(value, origin, args, path)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         if isinstance(value, hint) or value in {m.value for m in hint}:
             return []
         return [f"{path}: {value!r} is not one of {[m.value for m in hint]}"]
-    if hint is bool:
-        return [] if isinstance(value, bool) else [f"{path}: {value!r} is not a boolean"]
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return [] if ok else [f"{path}: {value!r} is not an integer"]
-    if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return [] if ok else [f"{path}: {value!r} is not a number"]
-    if hint is str:
-        return [] if isinstance(value, str) else [f"{path}: {value!r} is not a string"]
+    if hint in _SCALARS:
+        ok, what = _SCALARS[hint]
+        return [] if ok(value) else [f"{path}: {value!r} is not {what}"]
     if isinstance(hint, type):
         if not isinstance(value, hint):
             return [f"{path}: {type(value).__name__} where the schema has {hint.__name__}"]
         return _type_errors(value, path)
     return []
+
+
+def _check_union(value: Any, args: tuple[Any, ...], path: str) -> list[str]:
+    """No error when the value fits any member; else the fewest errors of one member."""
+    if value is None and type(None) in args:
+        return []
+    results = [_check(value, arg, path) for arg in args if arg is not type(None)]
+    if any(not r for r in results):
+        return []
+    return min(results, key=len)
+
+
+def _check_container(value: Any, origin: Any, args: tuple[Any, ...], path: str) -> list[str]:
+    if origin in (list, typing.List):  # noqa: UP006
+        if not isinstance(value, list):
+            return [f"{path}: {type(value).__name__} where the schema has a list"]
+        return [e for i, item in enumerate(value) for e in (_check(item, args[0], f"{path}[{i}]") if args else [])]
+    if not isinstance(value, dict):
+        return [f"{path}: {type(value).__name__} where the schema has an object"]
+    return [e for k, v in value.items() for e in (_check(v, args[1], f"{path}.{k}") if len(args) == 2 else [])]
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The scalar types of the models: the test a value passes, and what the error calls it.
+_SCALARS: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "a boolean"),
+    int: (_is_integer, "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
 
 
 # -- command line -------------------------------------------------------------------------------------------

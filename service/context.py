@@ -90,102 +90,52 @@ class RequestContext:
         state.update(request_id=request_id, tenant_id=tenant, error=None)
         declared = headers.get("content-length", "")
         has_body = _int(declared) > 0 or "chunked" in headers.get("transfer-encoding", "").lower()
-        seen = {"status": 500, "received": 0, "started": False, "body_done": not has_body, "stalled": False}
+        exchange = _Exchange(self, receive, send, request_id, _int(declared), body_done=not has_body)
         self.metrics.in_flight.inc()
-        loop = asyncio.get_running_loop()
-        body_started = loop.time()
-        body_deadline = body_started + self.upload_timeout_s
-
-        def rate_deadline() -> float:
-            """When the bytes received so far stop meeting the minimum rate (never inside the grace period)."""
-            if not self.upload_min_rate_bps:
-                return body_deadline
-            return body_started + max(self.upload_grace_s, seen["received"] / self.upload_min_rate_bps)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-                seen["started"] = True
-                extra = [(b"x-request-id", request_id.encode())]
-                # The rest of the body is not waited for; or the process is draining after SIGTERM: a client
-                # (a gateway's connection pool) must not send its next request on a connection about to close.
-                headers = list(message.get("headers", []))
-                closes = any(name.lower() == b"connection" for name, _ in headers)
-                if (not seen["body_done"] or self.closing()) and not closes:
-                    extra.append((b"connection", b"close"))
-                message["headers"] = [*headers, *extra]
-            elif (
-                message["type"] == "http.response.body"
-                and not message.get("more_body", False)
-                and not seen["body_done"]
-                and not seen["stalled"]
-            ):
-                # The whole answer first (its Content-Length tells the client it is complete), then the unread
-                # body drained, then the close: the client reads the answer, not a reset.
-                await send({**message, "more_body": True})
-                await _drain(receive, self.drain_limit(_int(declared)) - seen["received"], DRAIN_S)
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
-            await send(message)
-
-        async def counted_receive() -> Message:
-            if seen["body_done"]:
-                return await receive()  # after the body: only a disconnect, whenever it comes
-            now = loop.time()
-            idle_until, slow_at = now + self.upload_idle_timeout_s, rate_deadline()
-            until = min(idle_until, body_deadline, slow_at)
-            try:
-                if until <= now:
-                    raise TimeoutError
-                message = await asyncio.wait_for(receive(), until - now)
-            except TimeoutError:
-                seen["stalled"] = True  # nothing to drain from a client this slow
-                # A client too slow for the minimum rate (one byte every few seconds holds a connection and what
-                # its request was given for as long as the other deadlines allow) is answered 408 as a stalled one.
-                if until == body_deadline:
-                    why = f"the upload did not arrive within {self.upload_timeout_s:g}s"
-                elif until == slow_at:
-                    why = (f"the upload arrived at under {self.upload_min_rate_bps} bytes a second "
-                           f"(after {self.upload_grace_s:g}s)")  # fmt: skip
-                else:
-                    why = f"no bytes of the upload arrived for {self.upload_idle_timeout_s:g}s"
-                raise UploadTimeout(why) from None
-            if message["type"] == "http.request":
-                seen["received"] += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    seen["body_done"] = True
-                if seen["received"] > self.max_upload_bytes:
-                    raise PayloadTooLarge(f"the upload is larger than the limit of {self.max_upload_bytes} bytes")
-            else:
-                seen["body_done"] = True
-            return message
-
         try:
-            problem: ServiceError | None = None
-            if not TENANT_RE.match(tenant):
-                problem = InvalidTenant("X-Tenant-ID must be 1 to 64 of the characters A-Z a-z 0-9 . _ -")
+            problem = self._refusal(headers, tenant, declared)
+            if isinstance(problem, InvalidTenant):
                 state["tenant_id"] = DEFAULT_TENANT
-            if problem is None and "content-length" in headers and "transfer-encoding" in headers:
-                # Two framings of one body: whichever one a proxy in front reads, the other is a smuggled request
-                # (RFC 9112, 6.1). Refused, and the connection closed unread.
-                problem = BadRequest("a request may not have both Content-Length and Transfer-Encoding")
-            if problem is None and _int(declared) > self.max_upload_bytes:
-                problem = PayloadTooLarge(f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes")
             if problem is not None:
                 state["error"] = problem
-                await self._reply(send_with_id, problem, request_id)
+                await self._reply(exchange.send, problem, request_id)
             else:
                 try:
-                    await self.app(scope, counted_receive, send_with_id)
+                    await self.app(scope, exchange.receive, exchange.send)
                 except Exception:
                     log.exception("unhandled error", extra={"request_id": request_id})
-                    if seen["started"]:
+                    if exchange.started:
                         raise
                     problem = ServiceError("internal error; see the service log for this request id")
                     state["error"] = problem
-                    await self._reply(send_with_id, problem, request_id)
+                    await self._reply(exchange.send, problem, request_id)
         finally:
             self.metrics.in_flight.dec()
-            self._observe(scope, start, seen["status"], seen["received"] or _int(declared))
+            self._observe(scope, start, exchange.status, exchange.received or _int(declared))
+
+    def _refusal(self, headers: dict[str, str], tenant: str, declared: str) -> ServiceError | None:
+        """What refuses a request before the app sees it, if anything: a bad tenant, two framings of one body,
+        a body declared over the limit."""
+        if not TENANT_RE.match(tenant):
+            return InvalidTenant("X-Tenant-ID must be 1 to 64 of the characters A-Z a-z 0-9 . _ -")
+        if "content-length" in headers and "transfer-encoding" in headers:
+            # Two framings of one body: whichever one a proxy in front reads, the other is a smuggled request
+            # (RFC 9112, 6.1). Refused, and the connection closed unread.
+            return BadRequest("a request may not have both Content-Length and Transfer-Encoding")
+        if _int(declared) > self.max_upload_bytes:
+            return PayloadTooLarge(f"the upload is {declared} bytes; the limit is {self.max_upload_bytes} bytes")
+        return None
+
+    def why_stalled(self, until: float, body_deadline: float, slow_at: float) -> str:
+        """Which deadline a stalled upload missed. A client too slow for the minimum rate (one byte every few
+        seconds holds a connection and what its request was given for as long as the other deadlines allow)
+        is answered 408 as a stalled one."""
+        if until == body_deadline:
+            return f"the upload did not arrive within {self.upload_timeout_s:g}s"
+        if until == slow_at:
+            return (f"the upload arrived at under {self.upload_min_rate_bps} bytes a second "
+                    f"(after {self.upload_grace_s:g}s)")  # fmt: skip
+        return f"no bytes of the upload arrived for {self.upload_idle_timeout_s:g}s"
 
     async def _reply(self, send: Send, exc: ServiceError, request_id: str) -> None:
         body = error_bytes(exc, request_id)
@@ -224,6 +174,74 @@ class RequestContext:
             fields.update(error_code=error.code, error_message=error.message)
         level = logging.ERROR if status >= 500 and status != 503 else logging.WARNING if status >= 400 else logging.INFO
         access_log.log(level, "%s %s %s", method, scope["path"], status, extra=fields)
+
+
+class _Exchange:
+    """One request's body and answer as the service reads and sends them: the upload's deadlines (idle, whole,
+    minimum rate after the grace period), its size limit, the request id and ``Connection: close`` on the
+    answer, and the drain of an unread body after a refusal."""
+
+    def __init__(
+        self, ctx: RequestContext, receive: Receive, send: Send, request_id: str, declared: int, *, body_done: bool
+    ) -> None:
+        self.ctx, self._receive, self._send = ctx, receive, send
+        self.request_id, self.declared = request_id, declared
+        self.status, self.received, self.started, self.body_done, self.stalled = 500, 0, False, body_done, False
+        self.loop = asyncio.get_running_loop()
+        self.body_started = self.loop.time()
+        self.body_deadline = self.body_started + ctx.upload_timeout_s
+
+    def rate_deadline(self) -> float:
+        """When the bytes received so far stop meeting the minimum rate (never inside the grace period)."""
+        if not self.ctx.upload_min_rate_bps:
+            return self.body_deadline
+        return self.body_started + max(self.ctx.upload_grace_s, self.received / self.ctx.upload_min_rate_bps)
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.started = message["status"], True
+            extra = [(b"x-request-id", self.request_id.encode())]
+            # The rest of the body is not waited for; or the process is draining after SIGTERM: a client
+            # (a gateway's connection pool) must not send its next request on a connection about to close.
+            headers = list(message.get("headers", []))
+            closes = any(name.lower() == b"connection" for name, _ in headers)
+            if (not self.body_done or self.ctx.closing()) and not closes:
+                extra.append((b"connection", b"close"))
+            message["headers"] = [*headers, *extra]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False) and self._unread():
+            # The whole answer first (its Content-Length tells the client it is complete), then the unread
+            # body drained, then the close: the client reads the answer, not a reset.
+            await self._send({**message, "more_body": True})
+            await _drain(self._receive, self.ctx.drain_limit(self.declared) - self.received, DRAIN_S)
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await self._send(message)
+
+    def _unread(self) -> bool:
+        """Whether some of the body is still unread, from a client still sending it."""
+        return not self.body_done and not self.stalled
+
+    async def receive(self) -> Message:
+        if self.body_done:
+            return await self._receive()  # after the body: only a disconnect, whenever it comes
+        now = self.loop.time()
+        slow_at = self.rate_deadline()
+        until = min(now + self.ctx.upload_idle_timeout_s, self.body_deadline, slow_at)
+        try:
+            if until <= now:
+                raise TimeoutError
+            message = await asyncio.wait_for(self._receive(), until - now)
+        except TimeoutError:
+            self.stalled = True  # nothing to drain from a client this slow
+            raise UploadTimeout(self.ctx.why_stalled(until, self.body_deadline, slow_at)) from None
+        if message["type"] != "http.request":
+            self.body_done = True
+            return message
+        self.received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            self.body_done = True
+        if self.received > self.ctx.max_upload_bytes:
+            raise PayloadTooLarge(f"the upload is larger than the limit of {self.ctx.max_upload_bytes} bytes")
+        return message
 
 
 async def _drain(receive: Receive, limit: int, seconds: float, idle_s: float = DRAIN_IDLE_S) -> int:

@@ -49,7 +49,14 @@ def _header_matches(match: Any) -> dict[str, Any]:
 def api_keys_hashed_only(ctx: Context) -> Iterator[Finding]:
     """No API key in any configuration: no AuthorizationPolicy conditions on x-api-key, no VirtualService
     matches on it, no rate limit counts by it, and no object but a Secret holds a value shaped like a key."""
-    for policy in find(ctx.objects, "AuthorizationPolicy"):
+    yield from _key_conditions(ctx.objects)
+    yield from _key_route_matches(ctx.objects)
+    yield from _key_rate_limits(ctx.objects)
+    yield from _key_shaped_values(ctx.objects)
+
+
+def _key_conditions(objects: Sequence[Obj]) -> Iterator[Finding]:
+    for policy in find(objects, "AuthorizationPolicy"):
         for r_index, entry in enumerate(dig(policy, "spec", "rules") or []):
             for w_index, condition in enumerate((entry or {}).get("when") or []):
                 if str((condition or {}).get("key", "")).lower() == API_KEY_CONDITION:
@@ -59,7 +66,10 @@ def api_keys_hashed_only(ctx: Context) -> Iterator[Finding]:
                         f"a {API_KEY_CONDITION} condition lists keys in the policy: check keys in the authorizer",
                         ["spec", "rules", r_index, "when", w_index],
                     )
-    for service in find(ctx.objects, "VirtualService"):
+
+
+def _key_route_matches(objects: Sequence[Obj]) -> Iterator[Finding]:
+    for service in find(objects, "VirtualService"):
         for h_index, route in enumerate(dig(service, "spec", "http") or []):
             for m_index, match in enumerate((route or {}).get("match") or []):
                 if API_KEY_HEADER in _header_matches(match):
@@ -69,7 +79,10 @@ def api_keys_hashed_only(ctx: Context) -> Iterator[Finding]:
                         f"a route matches on {API_KEY_HEADER}: the key would be in the route",
                         ["spec", "http", h_index, "match", m_index, "headers"],
                     )
-    for envoyfilter in find(ctx.objects, "EnvoyFilter"):
+
+
+def _key_rate_limits(objects: Sequence[Obj]) -> Iterator[Finding]:
+    for envoyfilter in find(objects, "EnvoyFilter"):
         for path, value in _strings(dig(envoyfilter, "spec", "configPatches"), ["spec", "configPatches"]):
             if path[-1] == "header_name" and value.lower() == API_KEY_HEADER:
                 yield finding(
@@ -79,7 +92,10 @@ def api_keys_hashed_only(ctx: Context) -> Iterator[Finding]:
                     " x-api-key-id)",
                     path,
                 )
-    for obj in ctx.objects:
+
+
+def _key_shaped_values(objects: Sequence[Obj]) -> Iterator[Finding]:
+    for obj in objects:
         if obj.get("kind") == "Secret":
             continue
         for path, value in _strings(obj, []):

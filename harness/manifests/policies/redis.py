@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from harness.manifests.objects import Container, Finding, Obj, containers, dig, find, finding
@@ -358,6 +359,53 @@ def _is_ingress(policy: Obj) -> bool:
     return "Ingress" in types if types else True  # unset: Ingress (plus Egress when egress rules exist)
 
 
+def _ingress_rule(
+    policy: Obj,
+    r_index: int,
+    entry: Mapping[str, Any],
+    server: RedisServer,
+    ports: set[Any],
+    clients: list[Client],
+    admitted: set[str],
+) -> Iterator[Finding]:
+    """One ingress rule of a policy fencing the job Redis: what it opens too wide; the clients it admits to the
+    Redis port are added to ``admitted``."""
+    path: list[str | int] = ["spec", "ingress", r_index]
+    peers = entry.get("from") or []
+    rule_ports = entry.get("ports") or []
+    if not peers:
+        yield finding(policy, "redis-network-policy", "an ingress rule without from admits every peer", path)
+    if not rule_ports:
+        yield finding(policy, "redis-network-policy", "an ingress rule without ports opens every port", path)
+    for p_index, port in enumerate(rule_ports):
+        if (port or {}).get("port") not in ports or (port or {}).get("endPort") is not None:
+            yield finding(
+                policy,
+                "redis-network-policy",
+                f"admits port {(port or {}).get('port')!r}, not only the Redis port {server.port}",
+                [*path, "ports", p_index],
+            )
+    for p_index, peer in enumerate(peers):
+        peer = peer or {}
+        peer_path = [*path, "from", p_index]
+        if "ipBlock" in peer:
+            yield finding(policy, "redis-network-policy", "admits an address block (ipBlock)", peer_path)
+            continue
+        if "podSelector" not in peer:
+            yield finding(policy, "redis-network-policy", "admits every pod of the selected namespaces", peer_path)
+            continue
+        matched = [c for c in clients if _peer_admits(peer, server.namespace, c)]
+        if not matched or not (peer.get("podSelector") or {}):
+            yield finding(
+                policy,
+                "redis-network-policy",
+                "a peer that selects none of the job Redis' clients (or every pod)",
+                peer_path,
+            )
+        if rule_ports and all((p or {}).get("port") in ports for p in rule_ports):
+            admitted.update(c.what for c in matched)
+
+
 @rule("redis-network-policy", when=lambda p: p.jobs)
 def redis_network_policy(ctx: Context) -> Iterator[Finding]:
     """A NetworkPolicy selects the job Redis' pods, and its ingress rules admit only the predictor, the workers
@@ -383,42 +431,7 @@ def redis_network_policy(ctx: Context) -> Iterator[Finding]:
     ports = {server.port, *([server.port_name] if server.port_name else [])}
     for policy in policies:
         for r_index, entry in enumerate(dig(policy, "spec", "ingress") or []):
-            path: list[str | int] = ["spec", "ingress", r_index]
-            peers = (entry or {}).get("from") or []
-            rule_ports = (entry or {}).get("ports") or []
-            if not peers:
-                yield finding(policy, "redis-network-policy", "an ingress rule without from admits every peer", path)
-            if not rule_ports:
-                yield finding(policy, "redis-network-policy", "an ingress rule without ports opens every port", path)
-            for p_index, port in enumerate(rule_ports):
-                if (port or {}).get("port") not in ports or (port or {}).get("endPort") is not None:
-                    yield finding(
-                        policy,
-                        "redis-network-policy",
-                        f"admits port {(port or {}).get('port')!r}, not only the Redis port {server.port}",
-                        [*path, "ports", p_index],
-                    )
-            for p_index, peer in enumerate(peers):
-                peer = peer or {}
-                peer_path = [*path, "from", p_index]
-                if "ipBlock" in peer:
-                    yield finding(policy, "redis-network-policy", "admits an address block (ipBlock)", peer_path)
-                    continue
-                if "podSelector" not in peer:
-                    yield finding(
-                        policy, "redis-network-policy", "admits every pod of the selected namespaces", peer_path
-                    )
-                    continue
-                matched = [c for c in clients if _peer_admits(peer, server.namespace, c)]
-                if not matched or not (peer.get("podSelector") or {}):
-                    yield finding(
-                        policy,
-                        "redis-network-policy",
-                        "a peer that selects none of the job Redis' clients (or every pod)",
-                        peer_path,
-                    )
-                if rule_ports and all((p or {}).get("port") in ports for p in rule_ports):
-                    admitted.update(c.what for c in matched)
+            yield from _ingress_rule(policy, r_index, entry or {}, server, ports, clients, admitted)
     for client in clients:
         if client.what not in admitted:
             yield finding(
