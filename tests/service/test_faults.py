@@ -199,6 +199,24 @@ def test_workers_lose_no_job_to_a_hung_redis(stack: dict[str, Any], worker: Endp
     print(f"\nall jobs done and acked {recovered_s:.1f}s after Redis came back")
 
 
+def enqueue_slowly(api: Endpoint, jobs: list[Any], ids: list[str], every_s: float = 0.3) -> None:
+    """Queue each sample as a job, one every ``every_s``, appending each job's id to ``ids``."""
+    for sample in jobs:
+        response = post_job(api, sample.encode())
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["job_id"])
+        time.sleep(every_s)
+
+
+def job_states(api: Endpoint, ids: list[str]) -> dict[str, int]:
+    """How many of the jobs are in each state, as GET /jobs/{id} says."""
+    seen: dict[str, int] = {}
+    for job_id in ids:
+        state = httpx.get(f"{api.url}/jobs/{job_id}", timeout=10).json()["status"]
+        seen[state] = seen.get(state, 0) + 1
+    return seen
+
+
 def test_a_storm_of_worker_kills_loses_no_job(stack: dict[str, Any], store: JobStore) -> None:
     """Two workers; every 2 s one of them is SIGKILLed, aimed at a job in progress, and restarted, while 30
     one-line jobs (and 6 short pages, so that kills land mid-job) are queued. Worker "a" comes back under its
@@ -219,14 +237,7 @@ def test_a_storm_of_worker_kills_loses_no_job(stack: dict[str, Any], store: JobS
         workers = {slot: future.result() for slot, future in starting.items()}
         every: list[Endpoint] = list(workers.values())
 
-        def enqueue() -> None:
-            for sample in jobs:
-                response = post_job(api, sample.encode())
-                assert response.status_code == 202, response.text
-                ids.append(response.json()["job_id"])
-                time.sleep(0.3)
-
-        enqueuer = pool.submit(enqueue)
+        enqueuer = pool.submit(enqueue_slowly, api, jobs, ids)
         restarting: dict[str, Future[Endpoint]] = {}
         try:
             while not (enqueuer.done() and len(kills) >= 6) and time.monotonic() - started < 60:
@@ -250,15 +261,8 @@ def test_a_storm_of_worker_kills_loses_no_job(stack: dict[str, Any], store: JobS
             for slot, future in restarting.items():
                 workers[slot] = future.result()
                 every.append(workers[slot])
-
-            def states() -> dict[str, int]:
-                seen: dict[str, int] = {}
-                for job_id in ids:
-                    state = httpx.get(f"{api.url}/jobs/{job_id}", timeout=10).json()["status"]
-                    seen[state] = seen.get(state, 0) + 1
-                return seen
-
-            wait.until(states, lambda s: set(s) <= {"succeeded", "failed"}, timeout=60, what="every job to end")
+            wait.until(lambda: job_states(api, ids), lambda s: set(s) <= {"succeeded", "failed"}, timeout=60,
+                       what="every job to end")  # fmt: skip
             wait.until(lambda: (store.lag(), store.pending()), lambda v: v == (0, 0), timeout=15,
                        what="nothing left queued or pending")  # fmt: skip
         finally:
