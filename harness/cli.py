@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "harness.report",
     "harness.rollout",
     "harness.samples",
-    "harness.targets.kept",
+    "harness.targets.local_cli",
 )
 
 

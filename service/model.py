@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -22,10 +22,8 @@ from service.cgroup import available_cpus
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
 from service.recognition import BoundedRecognizer
+from service.schemas import PredictResponse, build_predict_response
 from service.settings import ServiceSettings
-
-if TYPE_CHECKING:
-    from service.schemas import PredictResponse
 
 log = logging.getLogger("service.model")
 
@@ -323,8 +321,6 @@ class OcrModel:
         return self.read(image)
 
     def response(self, result: OcrResult, *, request_id: str, latency_ms: float) -> PredictResponse:
-        from service.schemas import build_predict_response
-
         return build_predict_response(result, self.info, request_id=request_id, latency_ms=latency_ms)
 
     @staticmethod

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,3 +16,43 @@ def test_every_import_contract_is_kept() -> None:
     result = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "3 kept, 0 broken" in result.stdout, result.stdout[-2000:]
+
+
+def import_cycles(packages: tuple[str, ...] = ("service", "harness", "bench", "steps")) -> list[list[str]]:
+    """Every set of project modules that import one another in a circle (imports for type checking only
+    left out), by Tarjan's strongly connected components over grimp's import graph."""
+    graph = grimp.build_graph(*packages, exclude_type_checking_imports=True)
+    modules = sorted(graph.modules)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m) & graph.modules) for m in modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in edges[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in modules:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_project_modules_import_one_another_in_a_circle() -> None:
+    assert import_cycles() == []
