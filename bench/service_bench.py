@@ -30,6 +30,7 @@ from bench.common import peak_rss_mb, summary_ms, write_result
 from harness import samples
 from harness.components import start_service
 from harness.textmetrics import levenshtein
+from service.images import decode_image
 from service.model import OcrModel
 
 
@@ -71,7 +72,6 @@ def raw_model(model: OcrModel, pages: list[samples.Sample], small: list[samples.
 
 def raw_with_decode(model: OcrModel, pages: list[samples.Sample]) -> dict:
     """The raw model fed the same PNG bytes the service receives: decoding is work any server must do."""
-    from service.images import decode_image
 
     payloads = [s.encode() for s in pages]
     start = time.perf_counter()

@@ -26,6 +26,8 @@ from typing import Any
 
 from harness import wait
 from harness.errors import HarnessError
+from harness.kube.client import Kube, NotFound
+from harness.platform.plan import APP_NAMESPACE, CLUSTER, ISVC
 
 Obj = dict[str, Any]
 
@@ -377,7 +379,6 @@ class ClusterRollout:
         )
 
     def progress(self, version: str, timeline: PodTimeline | None = None) -> Progress:
-        from harness.kube.client import NotFound
 
         try:
             deployment: Obj | None = dict(self.kube.deployment(self.namespace, f"{self.name}-predictor"))
@@ -420,8 +421,6 @@ def register(subparsers: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from harness.kube.client import Kube
-    from harness.platform.plan import APP_NAMESPACE, CLUSTER, ISVC
 
     check_version(args.version)
     rollout = ClusterRollout(

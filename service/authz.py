@@ -56,6 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from service import logs
 from service.headers import ascii_int
 
 log = logging.getLogger("service.authz")
@@ -422,8 +423,6 @@ def hash_lines(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
-
-    from service import logs
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["hash"]:

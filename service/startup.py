@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from service import allocator, logs
+from service import allocator, logs, models
 from service.cgroup import available_cpus
 from service.limits import default_threads
 from service.model import OcrModel
@@ -45,7 +45,6 @@ def boot(prog: str, **overrides: object) -> ServiceSettings:
 def check_model_files(settings: ServiceSettings) -> object:
     """The files of the model ``OCR_MODEL`` selects, checked to exist and be non-empty (``ModelLoadError`` if
     not)."""
-    from service import models
 
     return models.check_files(settings)
 

@@ -17,6 +17,7 @@ from pytest_bdd import given, parsers
 
 from harness import samples, wait
 from harness.evidence import ScenarioEvidence, slug
+from harness.platform.profiles import profile as named
 from harness.targets import Target
 
 T = TypeVar("T")
@@ -145,7 +146,6 @@ def platform_running(target: Target, client: httpx.Client, evidence: ScenarioEvi
 
 @given(parsers.parse('the platform is deployed with the "{profile}" profile'))
 def platform_profile(target: Target, client: httpx.Client, evidence: ScenarioEvidence, profile: str) -> Target:
-    from harness.platform.profiles import profile as named
 
     # The run deployed the smallest profile serving every selected scenario; it must serve this one too.
     deployed = target.options.profile

@@ -11,7 +11,7 @@ from harness.evidence import ScenarioEvidence, slug
 from harness.load import LocustStats
 from harness.prom import Prometheus, PromQueryError, compare
 from harness.targets import Target
-from steps.common import eventually
+from steps.common import consistently, eventually
 
 COMPARISONS = "above|below|at least|at most|equal to"
 
@@ -68,7 +68,6 @@ def promql_within(target: Target, evidence: ScenarioEvidence, expr: str, op: str
     )
 )
 def promql_for(target: Target, evidence: ScenarioEvidence, expr: str, op: str, threshold: str, seconds: str) -> None:
-    from steps.common import consistently
 
     prom = target.prometheus()
     limit = float(threshold)

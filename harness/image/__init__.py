@@ -18,6 +18,7 @@ from typing import Any
 from harness.image import base
 from harness.image.build import DEFAULT_TAG, REPO, build_image, default_cache_dir, load_pyproject
 from harness.image.docker import engine_version, save_image
+from harness.image.tier import ImageTier, TierReport, write_report
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +113,6 @@ def _print_build(result: Any) -> None:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from harness.image.tier import ImageTier, TierReport, write_report
 
     _say(f"docker engine {engine_version()}")
     report = TierReport(image=args.tag)

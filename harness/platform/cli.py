@@ -7,10 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness import commands
+from harness.errors import HarnessError
+from harness.load import LocustRun
 from harness.platform import env, preflight, profiles, tools
 from harness.platform.env import WORK_DIR
 from harness.platform.plan import CLUSTER, GROUPS, IMAGE, Spec
+from harness.platform.run import run_plan
 from harness.ports import free_port
+from harness.targets import TargetOptions, target_class
 
 
 def _spec_args(cmd: argparse.ArgumentParser) -> None:
@@ -93,8 +98,6 @@ def spec_from(args: argparse.Namespace) -> Spec:
 
 def _is_minikube(context: str) -> bool:
     """minikube marks the contexts it writes with an extension whose provider is minikube.sigs.k8s.io."""
-    from harness import commands
-    from harness.errors import HarnessError
 
     try:
         out = commands.run([tools.resolve("kubectl"), "config", "view", "-o", "json"], timeout=30)
@@ -118,8 +121,6 @@ def context_provider(kubeconfig: dict[str, Any], context: str) -> str | None:
 def _up(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     if args.dry_run:
-        from harness.platform.run import run_plan
-
         run_plan(env.plan(spec, only=args.only), log_dir=args.work_dir, dry_run=True)
         return 0
     if spec.image_loader == "none" and args.only != "platform":
@@ -167,8 +168,6 @@ def _preflight(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from harness.load import LocustRun
-    from harness.targets import TargetOptions, target_class
 
     options = TargetOptions(
         artifacts=env.default_log_dir(), kube_context=args.kube_context or f"kind-{args.cluster}", profile=args.profile

@@ -17,6 +17,9 @@ import yaml
 
 from harness import commands
 from harness.errors import HarnessError, ToolMissing
+from harness.kube import facts
+from harness.kube.client import Kube
+from harness.manifests import secrets
 from harness.platform import preflight
 from harness.platform.plan import APP_NAMESPACE, GATEWAY_NODE_PORT, IMAGE, Spec, install_plan, teardown_plan
 from harness.platform.run import LIVE_PROBES, StepResult, kind_clusters, run_plan
@@ -49,7 +52,6 @@ def render_for(spec: Spec) -> Callable[[Path], None]:
     """The plan's render action: per-cluster secrets (generated once), the overlay, the image, one file."""
 
     def render(dest: Path) -> None:
-        from harness.manifests import secrets
 
         if secrets.uses_secrets(spec.profile.name):
             secrets.generate_secrets(secrets.SECRETS_DIR)  # API keys, the job Redis password; kept once made
@@ -102,8 +104,6 @@ def export_logs(spec: Spec, dest: Path, *, say: Callable[[str], None] = print) -
         except HarnessError as exc:
             say(f"kind export logs failed: {exc}")
     try:
-        from harness.kube.client import Kube
-
         Kube(spec.context).dump(APP_NAMESPACE, dest / APP_NAMESPACE)
     except HarnessError as exc:
         say(f"collecting {APP_NAMESPACE} failed: {exc}")
@@ -148,8 +148,6 @@ def gateway_host_port(cluster: str) -> int | None:
 
 def status(spec: Spec) -> dict[str, Any]:
     """What exists: the cluster, the add-ons' Helm releases, the InferenceService, the gateway address."""
-    from harness.kube import facts
-    from harness.kube.client import Kube
 
     report: dict[str, Any] = {"context": spec.context, "profile": spec.profile.name}
     if spec.owns_cluster:

@@ -24,11 +24,13 @@ from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.kube import facts, probe
 from harness.kube.client import Kube, NotFound
 from harness.kube.portforward import KubectlProxy, PortForward
+from harness.manifests.secrets import read_api_keys
 from harness.platform import profiles
 from harness.platform.plan import APP_NAMESPACE, IMAGE, ISVC
 from harness.platform.tools import resolve
 from harness.processes import ManagedProcess
 from harness.prom import Prometheus
+from harness.rollout import ClusterRollout, PodTimeline, handover_order
 from harness.targets.base import Target, TargetOptions
 
 PREDICTOR = f"{ISVC}-predictor"
@@ -233,7 +235,6 @@ class ClusterTarget(Target):
                    what=f"{namespace}/{name} ready again")  # fmt: skip
 
     def api_keys(self) -> dict[str, str]:
-        from harness.manifests.secrets import read_api_keys
 
         keys = read_api_keys()
         return {client: keys[name] for client, name in API_KEY_CLIENTS.items()}
@@ -313,7 +314,6 @@ class ClusterTarget(Target):
     def roll_out(self, version: str, *, timeout: float) -> dict[str, Any]:
         if self.profile.knative:
             raise TargetUnavailable("a Knative predictor is rolled out by Knative revisions, not by this harness")
-        from harness.rollout import ClusterRollout, PodTimeline, handover_order
 
         # Four looks a second at every predictor pod, so that the order of "a new pod Ready" and "an old pod
         # terminating" is known to a quarter of a second.

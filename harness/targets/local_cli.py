@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.targets import kept
+from harness.targets.base import TargetOptions
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +34,6 @@ def register(subparsers: Any) -> None:
 
 def up(args: argparse.Namespace) -> int:
     """Start the local platform (service, gateway, 2 workers, Redis, Prometheus) and leave it running."""
-    from harness.targets.base import TargetOptions
     from harness.targets.local import LocalTarget  # imports the platform's parts only when asked to run them
 
     target = LocalTarget(TargetOptions(artifacts=args.artifacts.resolve(), keep=True))

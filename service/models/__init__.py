@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from service.model import ModelInfo, OcrModel
+from service.models.layout import LayoutModel
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -50,7 +51,6 @@ class ServedModel(Protocol):
 
 
 def _layout() -> type[Any]:
-    from service.models.layout import LayoutModel
 
     return LayoutModel
 

@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from service import __version__
 from service.deps import get_gate, get_model, get_state
-from service.errors import BadRequest, ClientClosedRequest, ServiceError, request_id_of
+from service.errors import BadRequest, ClientClosedRequest, ModelNotReady, ServiceError, request_id_of
 from service.headers import ascii_int
 from service.images import inspect_image, load_rgb
 from service.limits import InferenceGate
@@ -51,6 +51,7 @@ from service.models.schemas import (
     OipServerMetadata,
     oip_error_responses,
 )
+from service.routes.predict import infer_in_slot
 from service.state import ServiceState
 
 PREFIX = "/v2"
@@ -105,8 +106,6 @@ async def server_metadata() -> OipServerMetadata:
 def _metadata(state: ServiceState, name: str, version: str | None) -> OipModelMetadata:
     model = _served(state, name, version)
     if model is None:
-        from service.errors import ModelNotReady
-
         raise ModelNotReady("the model is not loaded yet")
     return OipModelMetadata.model_validate(
         {
@@ -215,7 +214,6 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def _infer(request: Request, name: str, version: str | None, model: ServedModel, gate: InferenceGate) -> Any:
-    from service.routes.predict import infer_in_slot
 
     state: ServiceState = request.app.state.service
     _served(state, name, version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,32 @@ def import_cycles(packages: tuple[str, ...] = ("service", "harness", "bench", "s
 
 def test_no_project_modules_import_one_another_in_a_circle() -> None:
     assert import_cycles() == []
+
+
+def imports_inside_functions(roots: tuple[str, ...] = ("service", "harness", "steps", "bench")) -> list[str]:
+    """Each import of a project module made inside a function with no comment saying why (on its line or the
+    line before): ``path:line: statement``."""
+    project = {"service", "harness", "steps", "bench", "tests"}
+    found = []
+    for root in roots:
+        for path in sorted((ROOT / root).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines()
+            for node in ast.walk(ast.parse(text)):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom):
+                        module = inner.module or ""
+                    elif isinstance(inner, ast.Import):
+                        module = inner.names[0].name
+                    else:
+                        continue
+                    line, before = lines[inner.lineno - 1], lines[inner.lineno - 2] if inner.lineno > 1 else ""
+                    if module.split(".")[0] in project and "#" not in line and not before.strip().startswith("#"):
+                        found.append(f"{path.relative_to(ROOT)}:{inner.lineno}: {line.strip()}")
+    return sorted(set(found))
+
+
+def test_no_project_import_inside_a_function_without_a_reason() -> None:
+    assert imports_inside_functions() == []
