@@ -161,7 +161,8 @@ def _preflight(args: argparse.Namespace) -> int:
                 print(f"installed {name} {tools.check(name).pinned} at {path}")
     report = preflight.check(spec)
     for name, fact in report.facts.items():
-        print(f"{name}: {fact}")
+        if fact == "ok" or name == "docker":  # what is wrong is listed once, below
+            print(f"{name}: {fact}")
     report.require()
     print(f"ready to provision the {spec.profile.name} profile on {spec.context}")
     return 0

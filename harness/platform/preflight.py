@@ -11,6 +11,7 @@ from harness import commands
 from harness.errors import CommandFailed, CommandTimeout, HarnessError, ToolMissing
 from harness.platform import tools
 from harness.platform.plan import Spec
+from harness.platform.profiles import PROFILES, Profile
 
 GIB = 1024**3
 
@@ -18,7 +19,8 @@ GIB = 1024**3
 class PreflightFailed(HarnessError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("cannot provision the platform here: " + "; ".join(problems))
+        listed = "".join(f"\n  - {problem}" for problem in problems)
+        super().__init__(f"cannot provision the platform here ({len(problems)} to fix):{listed}")
 
 
 @dataclass
@@ -74,16 +76,11 @@ def check(spec: Spec, *, needs_docker: bool = True) -> Report:
             report.problems.append(str(exc))
         else:
             cpus, memory = int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0)
-            report.facts["docker"] = {"cpus": cpus, "memory_gib": round(memory / GIB, 1)}
+            report.facts["docker"] = f"{cpus} CPUs, {memory / GIB:.1f} GiB"
             if spec.owns_cluster:
-                want = spec.profile
-                # Docker Desktop reports its VM's size, which is what the kind node gets.
-                if cpus < want.cpus or memory < (want.memory_gib - 0.5) * GIB:
-                    report.problems.append(
-                        f"the {want.name} profile needs {want.cpus} CPUs and {want.memory_gib} GiB for Docker; "
-                        f"it has {cpus} CPUs and {memory / GIB:.1f} GiB (raise Docker Desktop's limits, or choose "
-                        f"a smaller profile)"
-                    )
+                problem = _too_small(spec.profile, cpus, memory, str(info.get("OperatingSystem") or ""))
+                if problem:
+                    report.problems.append(problem)
     if not spec.owns_cluster and not any("kubectl" in p for p in report.problems):
         try:
             contexts = kube_contexts()
@@ -93,3 +90,18 @@ def check(spec: Spec, *, needs_docker: bool = True) -> Report:
             if spec.context not in contexts:
                 report.problems.append(f"no kubeconfig context {spec.context!r}; have {', '.join(contexts) or 'none'}")
     return report
+
+
+def _too_small(want: Profile, cpus: int, memory: int, system: str) -> str | None:
+    """What to do when Docker has less than the profile needs: the kind node gets what Docker has."""
+    if cpus >= want.cpus and memory >= (want.memory_gib - 0.5) * GIB:
+        return None
+    advice = ["raise Docker Desktop's CPU and memory limits" if "Docker Desktop" in system
+              else "run on a Docker host with more CPUs and memory"]  # fmt: skip
+    smaller = [p.name for p in PROFILES.values() if p.cpus <= cpus and p.memory_gib - 0.5 <= memory / GIB]
+    if smaller:
+        advice.append(f"choose a profile that fits ({', '.join(smaller)})")
+    return (
+        f"the {want.name} profile needs {want.cpus} CPUs and {want.memory_gib} GiB for Docker; it has {cpus} CPUs"
+        f" and {memory / GIB:.1f} GiB ({' or '.join(advice)})"
+    )

@@ -106,7 +106,8 @@ def check(tool: str) -> Requirement:
             tool,
             pinned,
             f"{resolve(tool)} is {'.'.join(map(str, have))}, outside the skew the {versions.KUBERNETES} server "
-            f"supports (one minor version either way)",
+            f"supports (one minor version either way); `harness preflight --install-tools` fetches kubectl {pinned}"
+            " into the harness' tool cache, which comes before PATH",
         )
     if tool == "helm" and have[0] != want[0]:
         return Requirement(tool, pinned, f"{resolve(tool)} is helm {'.'.join(map(str, have))}; the plan needs helm 3")

@@ -46,8 +46,10 @@ def test_nothing_installed_is_one_message_naming_everything(bin_dir: Path, tmp_p
     report = preflight.check(kind_spec(tmp_path))
     with pytest.raises(preflight.PreflightFailed) as caught:
         report.require()
+    head, *problems = str(caught.value).splitlines()
+    assert head == f"cannot provision the platform here ({len(problems)} to fix):"
+    assert all(line.startswith("  - ") for line in problems) and len(problems) == 4
     message = str(caught.value)
-    assert "\n" not in message
     for name in ("kubectl", "helm", "kind", "docker"):
         assert name in message
     assert "harness preflight --install-tools" in message and "docs.docker.com" in message
@@ -60,7 +62,7 @@ def test_suitable_tools_and_a_big_enough_docker_pass(bin_dir: Path, tmp_path: Pa
     fake_tool(bin_dir, "docker", """echo '{"NCPU": 4, "MemTotal": 8268000000, "ServerErrors": null}'\n""")
     report = preflight.check(kind_spec(tmp_path))
     report.require()
-    assert report.facts["docker"] == {"cpus": 4, "memory_gib": 7.7}
+    assert report.facts["docker"] == "4 CPUs, 7.7 GiB"
 
 
 def test_kubectl_out_of_skew_and_a_small_docker_are_named(bin_dir: Path, tmp_path: Path) -> None:
@@ -70,8 +72,10 @@ def test_kubectl_out_of_skew_and_a_small_docker_are_named(bin_dir: Path, tmp_pat
     fake_tool(bin_dir, "docker", """echo '{"NCPU": 2, "MemTotal": 4000000000}'\n""")
     problems = preflight.check(kind_spec(tmp_path)).problems
     assert len(problems) == 2, problems
-    assert "1.37.1" in problems[0] and "skew" in problems[0]
+    assert "1.37.1" in problems[0] and "skew" in problems[0] and "--install-tools" in problems[0]
     assert "needs 4 CPUs and 8 GiB" in problems[1] and "2 CPUs" in problems[1]
+    # Docker Engine, not Desktop; no profile fits 2 CPUs, so none is suggested
+    assert "a Docker host with more CPUs and memory" in problems[1] and "profile that fits" not in problems[1]
 
 
 def test_a_docker_that_does_not_answer_is_said_so(bin_dir: Path, tmp_path: Path) -> None:
