@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from harness.manifests.objects import Obj, dig
+from harness.platform.profiles import PROFILES, Profile
 
-
-@dataclass(frozen=True)
-class Profile:
-    """The platform features an overlay deploys; each one switches on the rules that prove it."""
-
-    mesh: bool = False  # Istio: STRICT mTLS, deny by default, API keys at the gateway
-    ratelimit: bool = False  # global rate limit per API key at the gateway
-    jobs: bool = False  # Redis stream and workers
-    keda: bool = False  # workers scaled by KEDA
-    knative: bool = False  # predictor in Knative mode, scale to zero
-
-    def features(self) -> list[str]:
-        return [name for name, on in vars(self).items() if on]
-
-
-_STANDARD = Profile(mesh=True, ratelimit=True, jobs=True, keda=True)
-
-OVERLAYS: dict[str, Profile] = {
-    "milestone1": Profile(),
-    "milestone2": Profile(mesh=True, ratelimit=True),
-    "milestone3": _STANDARD,
-    "full": _STANDARD,
-    "scale-to-zero": Profile(knative=True),
-}
+# The overlays are the platform's profiles (``harness.platform.profiles``): one table, read by the
+# provisioning plan, the targets, the pytest plugin and these checks.
+OVERLAYS: dict[str, Profile] = dict(PROFILES)
 
 
 def infer_profile(objects: Sequence[Obj]) -> Profile:
@@ -42,7 +21,7 @@ def infer_profile(objects: Sequence[Obj]) -> Profile:
         for obj in objects
         if obj.get("kind") == "InferenceService"
     )
-    return Profile(
+    return Profile.shown(
         mesh="security.istio.io" in groups,
         ratelimit="EnvoyFilter" in kinds,
         jobs=any(obj.get("kind") == "Deployment" and dig(obj, "metadata", "name") == "ocr-worker" for obj in objects),

@@ -31,7 +31,42 @@ class Profile:
 
     @property
     def knative(self) -> bool:
-        return "knative" in self.addons
+        """The predictor in Knative mode, scaling to zero."""
+        return "knative" in self.capabilities
+
+    # What the overlay deploys, read by the manifest checks (each switches on the rules that prove it).
+
+    @property
+    def mesh(self) -> bool:
+        """Istio: STRICT mTLS, deny by default, API keys at the gateway."""
+        return "istio" in self.capabilities
+
+    @property
+    def ratelimit(self) -> bool:
+        """The global rate limit per API key at the gateway."""
+        return "ratelimit" in self.capabilities
+
+    @property
+    def jobs(self) -> bool:
+        """The Redis stream and the workers."""
+        return "jobs" in self.capabilities
+
+    @property
+    def keda(self) -> bool:
+        """Workers scaled by KEDA."""
+        return "keda" in self.capabilities
+
+    def features(self) -> list[str]:
+        """The overlay's features that are on, by name."""
+        return [name for name in ("mesh", "ratelimit", "jobs", "keda", "knative") if getattr(self, name)]
+
+    @classmethod
+    def shown(cls, *, mesh: bool = False, ratelimit: bool = False, jobs: bool = False, keda: bool = False,
+              knative: bool = False) -> Profile:  # fmt: skip
+        """A profile known only by what an overlay deploys (a kustomization outside the named ones)."""
+        flags = {"istio": mesh, "ratelimit": ratelimit, "jobs": jobs, "keda": keda, "knative": knative}
+        capabilities = frozenset({"k8s", *(name for name, on in flags.items() if on)})
+        return cls("inferred", frozenset(), capabilities, frozenset(), cpus=0, memory_gib=0)
 
 
 _BASE = frozenset({"metrics-server", "cert-manager", "prometheus", "kserve"})
