@@ -38,8 +38,6 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import percentile, write_result
 from harness.errors import ToolMissing
+from harness.load import Pacer
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, stop_all
 
@@ -333,40 +332,30 @@ def send(port: int, key: str | None) -> tuple[int, str, str, str]:
 
 
 def drive(port: int, streams: list[tuple[Stream, str | None]]) -> list[Outcome]:
-    """Send every stream's requests on schedule (a slow answer never delays the next send)."""
+    """Send every stream's requests on schedule (a slow answer never delays the next send: the harness'
+    one pacer, ``harness.load.Pacer``), starting on a wall-clock second plus PHASE."""
     now = time.time()
     start_wall = math.floor(now) + 1 + PHASE
     start_mono = time.monotonic() + (start_wall - now)
     plan = sorted((off, stream.label, key) for stream, key in streams for off in stream.offsets)
-    out: list[Outcome] = []
-    lock = threading.Lock()
 
-    def one(item: tuple[float, str, str | None]) -> None:
-        off, label, key = item
-        delay = start_mono + off - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # pacing to a schedule
+    def one(index: int, _: float) -> Outcome:
+        off, label, key = plan[index]
         sent = time.time()
         t0 = time.monotonic()
         try:
             status, ctype, retry, body = send(port, key)
         except OSError:
             status, ctype, retry, body = 0, "", "", ""
-        rec = Outcome(label, key, off, sent, time.monotonic() - t0, status, ctype, retry, body if status != 200 else "")
-        with lock:
-            out.append(rec)
+        return Outcome(
+            label, key, off, sent, time.monotonic() - t0, status, ctype, retry, body if status != 200 else ""
+        )
 
     horizon = max(off for off, _, _ in plan) + (start_wall - now) + REQUEST_TIMEOUT_S + 10
-    pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="paced")
-    try:
-        futures = [pool.submit(one, item) for item in plan]
-        done, pending = wait_futures(futures, timeout=horizon)
-        if pending:
-            raise TimeoutError(f"{len(pending)} requests still running {horizon:.0f} s after the scenario began")
-        for f in done:
-            f.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    pacer = Pacer(one, offsets=[off for off, _, _ in plan], max_in_flight=64).start(at=start_mono)
+    out = pacer.wait(timeout=horizon)
+    if len(out) < len(plan):
+        raise TimeoutError(f"{len(plan) - len(out)} requests still running {horizon:.0f} s after the scenario began")
     out.sort(key=lambda r: (r.sent, r.stream))
     return out
 

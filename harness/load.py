@@ -14,13 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 from harness.errors import CommandFailed, HarnessError
+
+T = TypeVar("T")
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -84,6 +86,94 @@ class PacedResult:
         return sorted(a.seconds for a in self.answers if a.kind == kind)
 
 
+class Pacer(Generic[T]):
+    """The one pacer of the features, the rollout and the benchmarks: ``observe`` called from background
+    threads on a schedule whatever the answers take (at most ``max_in_flight`` outstanding): ``rate`` times a
+    second until :meth:`stop` or ``total`` calls, or at the given ``offsets`` (seconds from the start).
+    ``observe(index, sent_at)`` makes the index-th request and returns what to keep of it (``sent_at``:
+    seconds from the start, as sent)."""
+
+    def __init__(
+        self,
+        observe: Callable[[int, float], T],
+        *,
+        rate: float = 0.0,
+        max_in_flight: int = 16,
+        total: int | None = None,
+        offsets: Sequence[float] | None = None,
+    ) -> None:
+        if offsets is None and rate <= 0:
+            raise ValueError("rate must be positive")
+        self.observe, self.rate = observe, rate
+        self.offsets = list(offsets) if offsets is not None else None
+        self.total = len(self.offsets) if self.offsets is not None else total
+        self.observations: list[T] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._start = 0.0
+        self._threads: list[threading.Thread] = []
+        self._scheduler = threading.Thread(target=self._run, name="pacer", daemon=True)
+
+    def _offset(self, n: int) -> float:
+        return self.offsets[n] if self.offsets is not None else n / self.rate
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def start(self, at: float | None = None) -> Pacer[T]:
+        """Begin now, or at ``at`` (a ``time.monotonic()`` instant)."""
+        self._start = time.monotonic() if at is None else at
+        self._scheduler.start()
+        return self
+
+    def _run(self) -> None:
+        sent = 0
+        while not self._stop.is_set() and (self.total is None or sent < self.total):
+            # Pacing to a schedule (the next send time), not waiting for a condition.
+            if self._stop.wait(max(self._start + self._offset(sent) - time.monotonic(), 0.0)):
+                break
+            self._slots.acquire()
+            thread = threading.Thread(target=self._one, args=(sent,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            sent += 1
+
+    def _one(self, index: int) -> None:
+        try:
+            observation = self.observe(index, self.elapsed())
+        finally:
+            self._slots.release()
+        with self._lock:
+            self.observations.append(observation)
+
+    def snapshot(self) -> list[T]:
+        with self._lock:
+            return list(self.observations)
+
+    def wait(self, timeout: float | None = None) -> list[T]:
+        """Wait (up to ``timeout`` s in all) until every call of a pacer with ``total`` or ``offsets`` has been
+        made and answered; every observation so far."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+        self._scheduler.join(left())
+        for thread in list(self._threads):
+            thread.join(left())
+        return self.snapshot()
+
+    def stop(self, timeout: float = 60.0) -> list[T]:
+        """Stop sending, wait for the answers outstanding (up to ``timeout`` s); every observation."""
+        self._stop.set()
+        self._scheduler.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        return self.snapshot()
+
+
 def paced(
     send: Callable[[], int | tuple[int, str]], *, rate: float, seconds: float, max_in_flight: int = 256
 ) -> PacedResult:
@@ -95,30 +185,18 @@ def paced(
     """
     if rate <= 0 or seconds <= 0:
         raise ValueError("rate and seconds must be positive")
-    total = round(rate * seconds)
-    result = PacedResult()
-    lock = threading.Lock()
-    start = time.monotonic()
 
-    def one(i: int) -> None:
-        scheduled = start + i / rate
-        delay = scheduled - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # pacing to a schedule, not waiting for a condition
-        sent_at = time.monotonic() - start
+    def observe(_: int, sent_at: float) -> Answer:
+        began = time.monotonic()
         try:
             outcome = send()
         except Exception:  # noqa: BLE001 - a transport error is an observation (status 0)
             outcome = (0, "transport")
         status, kind = outcome if isinstance(outcome, tuple) else (outcome, "")
-        answer = Answer(round(sent_at, 3), status, kind, round(time.monotonic() - start - sent_at, 4))
-        with lock:
-            result.answers.append(answer)
+        return Answer(round(sent_at, 3), status, kind, round(time.monotonic() - began, 4))
 
-    with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
-        list(pool.map(one, range(total)))
-    result.answers.sort(key=lambda a: a.at)
-    return result
+    pacer = Pacer(observe, rate=rate, max_in_flight=max_in_flight, total=round(rate * seconds)).start()
+    return PacedResult(sorted(pacer.wait(), key=lambda a: a.at))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 from harness import wait
 from harness.errors import HarnessError
 from harness.kube.client import Kube, NotFound
+from harness.load import Pacer
 from harness.platform.plan import APP_NAMESPACE, CLUSTER, ISVC
 
 Obj = dict[str, Any]
@@ -264,43 +264,22 @@ class Answer:
 
 class SteadyLoad:
     """``send`` called ``rate`` times a second from background threads until :meth:`stop`, on schedule
-    whatever the answers take (at most ``max_in_flight`` outstanding); every answer recorded."""
+    whatever the answers take (at most ``max_in_flight`` outstanding); every answer recorded
+    (``harness.load.Pacer``)."""
 
     def __init__(self, send: Callable[[], Any], *, rate: float, max_in_flight: int = 16) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
         self.send = send
         self.rate = rate
-        self.answers: list[Answer] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._start = 0.0
-        self._threads: list[threading.Thread] = []
-        self._scheduler = threading.Thread(target=self._run, name="steady-load", daemon=True)
+        self._pacer = Pacer(self._one, rate=rate, max_in_flight=max_in_flight)
 
     def elapsed(self) -> float:
-        return time.monotonic() - self._start
+        return self._pacer.elapsed()
 
     def start(self) -> SteadyLoad:
-        self._start = time.monotonic()
-        self._scheduler.start()
+        self._pacer.start()
         return self
 
-    def _run(self) -> None:
-        sent = 0
-        while not self._stop.is_set():
-            # Pacing to a schedule (the next send time), not waiting for a condition.
-            if self._stop.wait(max(self._start + sent / self.rate - time.monotonic(), 0.0)):
-                break
-            self._slots.acquire()
-            thread = threading.Thread(target=self._one, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-            sent += 1
-
-    def _one(self) -> None:
-        sent_at = self.elapsed()
+    def _one(self, _: int, sent_at: float) -> Answer:
         status, version, error = 0, None, None
         try:
             response = self.send()
@@ -311,25 +290,18 @@ class SteadyLoad:
                 error = response.text[:300]
         except Exception as exc:  # noqa: BLE001 - a transport error is an observation (status 0)
             error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._slots.release()
-        answer = Answer(round(sent_at, 3), status, version, round(self.elapsed() - sent_at, 3), error)
-        with self._lock:
-            self.answers.append(answer)
+        return Answer(round(sent_at, 3), status, version, round(self.elapsed() - sent_at, 3), error)
+
+    @property
+    def answers(self) -> list[Answer]:
+        return self._pacer.snapshot()
 
     def answered(self, since: float = 0.0) -> int:
-        with self._lock:
-            return sum(1 for a in self.answers if a.sent_at >= since)
+        return sum(1 for a in self._pacer.snapshot() if a.sent_at >= since)
 
     def stop(self, timeout: float = 60.0) -> list[Answer]:
         """Stop sending, wait for the answers outstanding (up to ``timeout`` s); every answer by send time."""
-        self._stop.set()
-        self._scheduler.join(timeout)
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-        with self._lock:
-            return sorted(self.answers, key=lambda a: a.sent_at)
+        return sorted(self._pacer.stop(timeout), key=lambda a: a.sent_at)
 
 
 def switch_summary(answers: list[Answer], version: str, started: float, ended: float) -> Obj:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.load import RemoteLoadRefused, ensure_loopback, locust_argv, paced, parse_locust_stats
+from bench.gateway_limiter_bench import Stream, drive, paced_offsets, start_upstream
+from harness.load import Pacer, RemoteLoadRefused, ensure_loopback, locust_argv, paced, parse_locust_stats
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:80", "http://127.3.2.1"])
@@ -75,3 +76,24 @@ def test_locust_stats_are_read_from_csv(tmp_path: Path) -> None:
     stats = parse_locust_stats(tmp_path / "locust")
     assert (stats.requests, stats.failures, stats.p95_ms, stats.rps) == (120, 3, 150.0, 12.0)
     assert stats.error_ratio == 0.025
+
+
+def test_the_pacer_keeps_a_schedule_of_offsets_from_a_given_start_and_passes_each_index() -> None:
+    begin = time.monotonic() + 0.2
+    pacer = Pacer(lambda i, sent_at: (i, sent_at), offsets=[0.0, 0.1, 0.2, 0.7, 0.75], max_in_flight=4).start(at=begin)
+    seen = sorted(pacer.wait(timeout=10))
+    assert [i for i, _ in seen] == [0, 1, 2, 3, 4]
+    assert all(abs(at - [0.0, 0.1, 0.2, 0.7, 0.75][i]) < 0.04 for i, at in seen), seen
+
+
+def test_the_gateway_benchmark_drives_its_streams_through_the_pacer_on_schedule() -> None:
+    server, _ = start_upstream()
+    try:
+        port = server.server_address[1]
+        out = drive(port, [(Stream("A", paced_offsets(20, 0.5)), None), (Stream("B", paced_offsets(4, 0.5)), "k")])
+    finally:
+        server.shutdown()
+    assert [o.stream for o in out].count("A") == 10 and [o.stream for o in out].count("B") == 2
+    assert {o.status for o in out} == {200}
+    first = out[0].sent
+    assert all(abs((o.sent - first) - o.offset) < 0.05 for o in out), [(o.offset, o.sent - first) for o in out]
