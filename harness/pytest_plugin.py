@@ -13,7 +13,10 @@ run needs, skips, the target, evidence, and the fixtures every step can ask for.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
 import time
 import types
 from collections.abc import Generator, Iterable, Iterator
@@ -38,6 +41,7 @@ OPTIONS_KEY = pytest.StashKey[TargetOptions]()
 SUMMARY_KEY = pytest.StashKey[str]()
 STARTED_KEY = pytest.StashKey[float]()
 REPORT_KEY = pytest.StashKey[str]()
+START_FAILED_KEY = pytest.StashKey[str]()  # why the platform could not start: the run did not happen
 # Observations that every scenario makes; the summary shows what the scenario itself checked.
 _BACKGROUND_KEYS = frozenset({"readyz", "profile", "scrape_targets", "api_key_clients"})
 
@@ -316,6 +320,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A run that never started its platform leaves no run folder behind (only pytest's empty XML and JSON
+    would be in it)."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or START_FAILED_KEY not in config.stash or run.outcomes:
+        return
+    if run.root.is_dir() and {p.name for p in run.root.iterdir()} <= {"junit.xml", "cucumber.json"}:
+        shutil.rmtree(run.root, ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     path = config.stash.get(SUMMARY_KEY, None)
     if path:
@@ -342,10 +356,15 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         platform.start()
         run.facts["gateway"] = platform.describe_gateway()
     except HarnessError as exc:
+        why = f"harness: target {platform.name}: {exc}"
+        config.stash[START_FAILED_KEY] = why
         try:
             platform.stop()
         finally:
-            pytest.exit(f"harness: target {platform.name}: {exc}", returncode=3)
+            capture = config.pluginmanager.get_plugin("capturemanager")
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                print(f"\n{why}", file=sys.stderr, flush=True)
+            pytest.exit("the run did not happen: the platform could not start (the line above says why)", returncode=3)
     yield platform
     platform.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -240,3 +241,24 @@ def test_every_step_of_every_feature_has_a_definition() -> None:
         if line.startswith("Step ") and "is not defined" in line and not re.search(r"<\w+>", line.split(" is not")[0])
     ]
     assert not missing, "\n".join(missing)
+
+
+def test_a_missing_system_binary_is_said_in_one_plain_line_and_leaves_no_run_folder(tmp_path: Path) -> None:
+    """redis-server missing: the harness' own line (not pytest's `Exit:` text), exit 3, and no run folder
+    holding only pytest's empty XML and JSON."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("haproxy", "prometheus"):  # everything the local target needs but Redis
+        if found := shutil.which(name):
+            (bin_dir / name).symlink_to(found)
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}", "HOME": str(tmp_path)}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "features/service.feature", "--artifacts", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    assert "harness: target local: redis-server is not installed: apt-get install redis-server" in result.stderr
+    assert "Exit: harness:" not in output and "the run did not happen" in output
+    assert not out.exists() or not any(out.iterdir()), sorted(str(p) for p in out.rglob("*"))
