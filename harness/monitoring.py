@@ -36,6 +36,7 @@ import yaml
 
 from harness.errors import ToolMissing
 from harness.manifests.paths import COMPONENTS_DIR
+from harness.platform.identity import NAMESPACE
 
 MONITORING_DIR = COMPONENTS_DIR / "monitoring"
 PROMETHEUS_RULE = MONITORING_DIR / "prometheusrule.yaml"
@@ -92,7 +93,7 @@ METRICS: dict[str, str] = {
 # What Grafana substitutes before a query reaches Prometheus: the dashboard's variables as the committed
 # dashboard selects them, and the built-in intervals at values fit for a 15 s scrape.
 VARIABLES: dict[str, str] = {
-    "namespace": "ocr-dev",
+    "namespace": NAMESPACE,
     "predictor": ".+",  # All, the committed selection: Grafana sends the variable's allValue
     "__rate_interval": "1m",
     "__interval": "15s",

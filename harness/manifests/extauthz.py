@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.platform import identity
+
 PROVIDER_NAME = "ocr-api-key"
 SERVICE = "ocr-authz"
-NAMESPACE = "ocr-dev"
+NAMESPACE = identity.NAMESPACE
 PORT = 8080
 GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway"
 

@@ -39,6 +39,7 @@ from harness.manifests.objects import Obj
 from harness.manifests.paths import MANIFESTS_DIR, SECRETS_DIR
 from harness.manifests.render import overlay_dir, render
 from harness.manifests.yamlio import load
+from harness.platform.identity import NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ REDIS_AUTH = SecretSet(
     names=("OCR_REDIS_PASSWORD",),
     header="# Per-cluster password of the job Redis (Secret ocr-redis-auth): generated, git-ignored, never committed.",
     configmap="ocr-redis-auth-source",
-    namespace="ocr-dev",
+    namespace=NAMESPACE,
     replacements="redis-auth-replacements.yaml",
 )
 SECRET_SETS = (API_KEYS, REDIS_AUTH)
@@ -86,7 +87,7 @@ ISTIO_COMPONENT = API_KEYS.component
 API_KEY_IDS = {"OCR_API_KEY_PRIMARY": ("primary", "team-a"), "OCR_API_KEY_SECONDARY": ("secondary", "team-b")}
 HASHES_FILE = "api-key-hashes.yaml"  # in manifests/secrets/
 HASHES_SECRET = "ocr-api-key-hashes"
-HASHES_NAMESPACE = "ocr-dev"
+HASHES_NAMESPACE = NAMESPACE
 HASHES_KEY = "hashes.jsonl"
 
 

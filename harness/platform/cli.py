@@ -12,6 +12,7 @@ from harness.errors import HarnessError
 from harness.load import LocustRun
 from harness.platform import env, preflight, profiles, tools
 from harness.platform.env import WORK_DIR
+from harness.platform.identity import gateway_host
 from harness.platform.plan import CLUSTER, GROUPS, IMAGE, Spec
 from harness.platform.run import run_plan
 from harness.ports import free_port
@@ -131,7 +132,7 @@ def _up(args: argparse.Namespace) -> int:
         )
     env.provision(spec, log_dir=args.log_dir or env.default_log_dir(), only=args.only, from_step=args.from_step)
     if "istio" in spec.profile.addons and spec.owns_cluster:
-        print(f"gateway: http://127.0.0.1:{spec.host_port} (Host: ocr-ocr-dev.example.com)")
+        print(f"gateway: http://127.0.0.1:{spec.host_port} (Host: {gateway_host()})")
     return 0
 
 

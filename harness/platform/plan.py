@@ -23,16 +23,12 @@ import yaml
 from harness import versions
 from harness.errors import HarnessError
 from harness.manifests import extauthz
+from harness.platform.identity import CLUSTER, IMAGE, ISVC, NAMESPACE
 from harness.platform.profiles import Profile
 from harness.versions import Chart
 
-CLUSTER = "ocr-platform"
 GATEWAY_NODE_PORT = 30080
-APP_NAMESPACE = "ocr-dev"
-ISVC = "ocr"
-# Knative resolves image tags to digests except for these registries (knative/serving
-# config/core/configmaps/deployment.yaml), so a locally loaded image is named under dev.local.
-IMAGE = "dev.local/ocr:dev"
+APP_NAMESPACE = NAMESPACE
 IMAGE_LOADERS = ("kind", "minikube", "registry", "none")
 GROUPS = ("cluster", "platform", "app")
 # Errors that mean "the admission webhook is not serving yet", not "the object is wrong".
