@@ -167,11 +167,7 @@ class Pacer(Generic[T]):
     def stop(self, timeout: float = 60.0) -> list[T]:
         """Stop sending, wait for the answers outstanding (up to ``timeout`` s); every observation."""
         self._stop.set()
-        self._scheduler.join(timeout)
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(deadline - time.monotonic(), 0.0))
-        return self.snapshot()
+        return self.wait(timeout)
 
 
 def paced(

@@ -292,10 +292,6 @@ class SteadyLoad:
             error = f"{type(exc).__name__}: {exc}"
         return Answer(round(sent_at, 3), status, version, round(self.elapsed() - sent_at, 3), error)
 
-    @property
-    def answers(self) -> list[Answer]:
-        return self._pacer.snapshot()
-
     def answered(self, since: float = 0.0) -> int:
         return sum(1 for a in self._pacer.snapshot() if a.sent_at >= since)
 
