@@ -23,16 +23,16 @@ venv: ## create .venv from uv.lock (the dev extra: everything the tests and the 
 
 lock: ## update every lock to the newest allowed versions: uv.lock, then the compiled requirements
 	uv lock --upgrade
-	$(PY) -m harness.lock export --upgrade
+	$(PY) -m harness lock export --upgrade
 
 mutate: ## the whole mutation catalogue (FAST=1: the fast set CI runs); results in artifacts/mutate
-	$(PY) -m harness.mutate run $(if $(FAST),--fast)
+	$(PY) -m harness mutate run $(if $(FAST),--fast)
 
 mutmut: ## mutmut over the pure modules, held to its floor; results in artifacts/mutmut
-	$(PY) -m harness.mutscore
+	$(PY) -m harness mutscore
 
-ci: ## every CI step, as .ci/run and the GitHub workflow run them (python -m harness.ci list)
-	$(PY) -m harness.ci run
+ci: ## every CI step, as .ci/run and the GitHub workflow run them (python -m harness ci list)
+	$(PY) -m harness ci run
 
 run: ## run the API on :8080
 	$(PY) -m service
@@ -41,7 +41,7 @@ worker: ## run one job worker
 	$(PY) -m service.worker
 
 test: ## the README's test command: unit and HTTP tests (both cores), then local acceptance (CI's tests step)
-	$(PY) -m harness.ci run tests
+	$(PY) -m harness ci run tests
 
 unit: ## unit and HTTP tests only
 	$(PY) -m pytest tests

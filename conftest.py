@@ -1,12 +1,12 @@
 """Root pytest configuration: the acceptance plugin and the step modules.
 
 Everything else (options, ``.feature`` collection, profiles and skips, the target, evidence, fixtures)
-lives in :mod:`harness.pytest_plugin`. Options: ``--target local|kind|cluster``, ``--artifacts DIR``,
+lives in :mod:`harness.acceptance.pytest_plugin`. Options: ``--target local|kind|cluster``, ``--artifacts DIR``,
 ``--keep``, ``--kube-context NAME``, ``--profile NAME``.
 """
 
 pytest_plugins = [
-    "harness.pytest_plugin",
+    "harness.acceptance.pytest_plugin",
     "steps.common",
     "steps.service",
     "steps.prometheus",

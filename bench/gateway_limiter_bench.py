@@ -45,8 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import percentile, write_result
+from harness.acceptance.load import Pacer
 from harness.errors import ToolMissing
-from harness.load import Pacer
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, stop_all
 
@@ -333,7 +333,7 @@ def send(port: int, key: str | None) -> tuple[int, str, str, str]:
 
 def drive(port: int, streams: list[tuple[Stream, str | None]]) -> list[Outcome]:
     """Send every stream's requests on schedule (a slow answer never delays the next send: the harness'
-    one pacer, ``harness.load.Pacer``), starting on a wall-clock second plus PHASE."""
+    one pacer, ``harness.acceptance.load.Pacer``), starting on a wall-clock second plus PHASE."""
     now = time.time()
     start_wall = math.floor(now) + 1 + PHASE
     start_mono = time.monotonic() + (start_wall - now)

@@ -22,9 +22,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import summary_ms, write_result
-from harness import samples, wait
-from harness.components import start_redis, start_service, start_worker
+from harness import wait
+from harness.acceptance.components import start_redis, start_service, start_worker
 from harness.processes import stop_all
+from harness.provisioning import samples
 from service.jobs import JobStore
 from service.model import OcrModel
 from service.settings import load_settings

@@ -1,6 +1,7 @@
 """Benchmark of the layout model in the service against the raw model, in one run on one machine.
 
-Measures, on seeded A4 pages at 150 dpi (a title, three paragraphs, a figure: ``harness.samples.layout_page``):
+Measures, on seeded A4 pages at 150 dpi (a title, three paragraphs, a figure:
+``harness.provisioning.samples.layout_page``):
   * the raw model in-process (``LayoutModel.predict`` on decoded pixels, sequential, the process's cores);
   * the service (``OCR_MODEL=layout``, at its defaults) over HTTP on loopback at concurrency 1 and 2: PNG
     upload, admission, decode, inference, JSON;
@@ -27,8 +28,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import summary_ms, write_result
-from harness import samples
-from harness.components import start_service
+from harness.acceptance.components import start_service
+from harness.provisioning import samples
 from service.models.layout import LayoutFiles, LayoutModel
 
 

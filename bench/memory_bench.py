@@ -52,10 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import results_dir, write_result  # noqa: E402
-from harness import samples  # noqa: E402
-from harness.components import redis_url, start_redis  # noqa: E402
+from harness.acceptance.components import redis_url, start_redis  # noqa: E402
 from harness.ports import LOOPBACK, free_port  # noqa: E402
 from harness.processes import ManagedProcess  # noqa: E402
+from harness.provisioning import samples  # noqa: E402
 from service.images import REFERENCE_BYTES_PER_PIXEL, ROW_BYTES, pixel_limit  # noqa: E402
 
 MANIFEST = ROOT / "manifests" / "base" / "inferenceservice.yaml"

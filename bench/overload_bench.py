@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from harness.components import Endpoint, start_service
-from harness.load import ensure_loopback
+from harness.acceptance.components import Endpoint, start_service
+from harness.acceptance.load import ensure_loopback
 
 ENV = {"OCR_MAX_CONCURRENCY": "1", "OCR_MAX_QUEUE": "0", "OCR_INTRA_OP_THREADS": "1"}
 

@@ -27,9 +27,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import peak_rss_mb, summary_ms, write_result
-from harness import samples
-from harness.components import start_service
-from harness.textmetrics import levenshtein
+from harness.acceptance.components import start_service
+from harness.acceptance.textmetrics import levenshtein
+from harness.provisioning import samples
 from service.images import decode_image
 from service.model import OcrModel
 
@@ -152,7 +152,7 @@ def detector_settings(pages: list[samples.Sample], small: list[samples.Sample]) 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child would report its parent's.
 _REC_BATCH_PROBE = """
 import sys, time
-from harness import samples
+from harness.provisioning import samples
 from service.model import OcrModel
 m = OcrModel.load(rec_batch_size=int(sys.argv[1])); m.warm_up()
 pages = [samples.document(seed=1000 + i, lines=8) for i in range(int(sys.argv[2]))]

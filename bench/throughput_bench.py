@@ -1,6 +1,6 @@
 """Throughput by concurrency x intra-op threads at 1 and 2 CPUs, against the raw model and KServe's ModelServer.
 
-In one run on one machine, on seeded document pages and small one-line images (``harness.samples``), each
+In one run on one machine, on seeded document pages and small one-line images (``harness.provisioning.samples``), each
 server pinned to its CPUs with ``taskset -c`` (the way a pod's CPU limit is emulated here), on loopback:
 
   * the grid: ``python -m service`` at OCR_MAX_CONCURRENCY x OCR_INTRA_OP_THREADS, at 1 CPU and at 2 CPUs
@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import percentile, results_dir, write_result  # noqa: E402
-from harness import samples  # noqa: E402
 from harness.ports import LOOPBACK, free_port  # noqa: E402
 from harness.processes import ManagedProcess  # noqa: E402
+from harness.provisioning import samples  # noqa: E402
 
 LOAD = 4  # closed-loop clients, as in issue 12's measurement
 CPUSETS = {1: "0", 2: "0,1"}

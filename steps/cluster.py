@@ -7,21 +7,21 @@ from typing import Any
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from harness.evidence import ScenarioEvidence
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.targets import Cluster, Target, need
 from steps.common import eventually
 
 
 @when("the cluster is asked for its nodes, namespaces and node metrics")
 def cluster_asked(target: Target, evidence: ScenarioEvidence) -> None:
     # The first look; the Thens look again until their deadlines (a cluster just made may need a minute).
-    evidence.record("first_look", target.cluster_facts())
+    evidence.record("first_look", need(target, Cluster).cluster_facts())
 
 
 @then(parsers.parse("every node is Ready within {seconds:d} seconds"))
 def nodes_ready(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
     seen = eventually(
-        evidence, "every node Ready", lambda: target.cluster_facts()["nodes"],
+        evidence, "every node Ready", lambda: need(target, Cluster).cluster_facts()["nodes"],
         lambda nodes: bool(nodes) and all(n["ready"] for n in nodes), seconds=seconds, interval=5,
     )  # fmt: skip
     evidence.record("nodes", seen)
@@ -30,7 +30,7 @@ def nodes_ready(target: Target, evidence: ScenarioEvidence, seconds: int) -> Non
 @then(parsers.parse("the namespaces {names} exist"))
 def namespaces_exist(target: Target, evidence: ScenarioEvidence, names: str) -> None:
     wanted = [n.strip().strip('"') for n in names.replace(" and ", ", ").split(",") if n.strip()]
-    have = set(target.cluster_facts()["namespaces"])
+    have = set(need(target, Cluster).cluster_facts()["namespaces"])
     evidence.record("namespaces", {"wanted": wanted, "missing": sorted(set(wanted) - have)})
     assert set(wanted) <= have, sorted(set(wanted) - have)
 
@@ -38,7 +38,7 @@ def namespaces_exist(target: Target, evidence: ScenarioEvidence, names: str) -> 
 @then(parsers.parse("the metrics API reports the CPU and memory of every node within {seconds:d} seconds"))
 def node_metrics(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
     def usage() -> dict[str, Any]:
-        found = target.cluster_facts()
+        found = need(target, Cluster).cluster_facts()
         return {
             "nodes": [n["name"] for n in found["nodes"]],
             "usage": found.get("node_usage", found.get("node_usage_error")),
@@ -56,7 +56,7 @@ def node_metrics(target: Target, evidence: ScenarioEvidence, seconds: int) -> No
 @given(parsers.parse("the InferenceService is Ready within {seconds:d} seconds"))
 def isvc_ready(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
     seen = eventually(
-        evidence, "InferenceService Ready", target.inference_service, lambda s: s["ready"],
+        evidence, "InferenceService Ready", need(target, Cluster).inference_service, lambda s: s["ready"],
         seconds=seconds, interval=5,
     )  # fmt: skip
     evidence.record("inferenceservice", seen)
@@ -76,7 +76,7 @@ def names_model(ctx: dict, evidence: ScenarioEvidence) -> None:
 
 
 def _pod_call(target: Target, evidence: ScenarioEvidence, in_mesh: bool, account: str) -> dict[str, Any]:
-    result = target.call_from_pod(in_mesh=in_mesh, service_account=account)
+    result = need(target, Cluster).call_from_pod(in_mesh=in_mesh, service_account=account)
     evidence.record(f"pod_call_{'mesh' if in_mesh else 'outside'}", {"service_account": account, "result": result})
     return result
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pytest_bdd import given, parsers
 
-from harness import samples, wait
-from harness.evidence import ScenarioEvidence, slug
-from harness.platform.profiles import profile as named
-from harness.targets import Target
+from harness import wait
+from harness.acceptance.evidence import ScenarioEvidence, slug
+from harness.acceptance.targets import Cluster, Gateway, Rollout, Target, need
+from harness.provisioning import samples
+from harness.provisioning.profiles import profile as named
 
 T = TypeVar("T")
 
 
-class _Timeline:
+class _Timeline(Generic[T]):
     """Wraps a probe so every observation lands in the evidence, pass or fail, with the time it was made
     (seconds since the wait began and wall-clock time) and the threshold the step asserts, so a report can
     draw the line the values had to cross."""
@@ -148,7 +149,7 @@ def platform_running(target: Target, client: httpx.Client, evidence: ScenarioEvi
 def platform_profile(target: Target, client: httpx.Client, evidence: ScenarioEvidence, profile: str) -> Target:
 
     # The run deployed the smallest profile serving every selected scenario; it must serve this one too.
-    deployed = target.options.profile
+    deployed = target.profile.name if isinstance(target, Cluster) else None
     evidence.record("profile", {"asked": profile, "deployed": deployed})
     if deployed is not None:
         assert profile in named(deployed).serves, f"this run deployed the {deployed} profile, not {profile}"
@@ -163,11 +164,11 @@ def platform_profile(target: Target, client: httpx.Client, evidence: ScenarioEvi
 def probe_capability(target: Target, client: httpx.Client, capability: str) -> str:
     """What shows ``capability`` working on ``target`` now; an AssertionError when it does not."""
     if capability == "gateway":
-        answer = client.post(f"{target.gateway_url()}/predict", files={"file": ("x.png", b"x")})
+        answer = client.post(f"{need(target, Gateway).gateway_url()}/predict", files={"file": ("x.png", b"x")})
         assert answer.status_code == 403, f"the gateway let a request without an API key through: {answer.status_code}"
         return "a request without an API key is refused with 403"
     if capability == "ratelimit":
-        described = target.describe_gateway()
+        described = need(target, Gateway).describe_gateway()
         assert described, "the target names no gateway that limits"
         return f"limited by {described}"
     if capability == "prometheus":
@@ -182,7 +183,7 @@ def probe_capability(target: Target, client: httpx.Client, capability: str) -> s
         assert answer.status_code == 404, f"the job store did not answer: GET /jobs/<unknown> {answer.status_code}"
         return "the job store answers (404 for an unknown job)"
     if capability == "k8s":
-        ready = target.replicas("predictor")
+        ready = need(target, Rollout).replicas("predictor")
         assert ready >= 1, f"{ready} ready predictor replicas"
         return f"{ready} ready predictor replicas"
     return "declared by the target (no live probe)"

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from harness import samples
-from harness.evidence import ScenarioEvidence
-from harness.gateway import requests_per_second
-from harness.load import PacedResult, ensure_loopback, paced
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.gateway import requests_per_second
+from harness.acceptance.load import PacedResult, ensure_loopback, paced
+from harness.acceptance.targets import Cluster, Gateway, Target, log_events, need
+from harness.provisioning import samples
 from steps.common import eventually
 
 TINY_IMAGE = samples.text_line("ok").encode()
@@ -65,10 +65,12 @@ def gateway_post(
     sent = dict(headers or {})
     if api_key is not None:
         sent["x-api-key"] = api_key
-    host = host or target.host_header()
+    host = host or need(target, Gateway).host_header()
     if host:
         sent["host"] = host
-    return client.post(f"{target.gateway_url()}/predict", files={"file": ("tiny.png", TINY_IMAGE)}, headers=sent)
+    return client.post(
+        f"{need(target, Gateway).gateway_url()}/predict", files={"file": ("tiny.png", TINY_IMAGE)}, headers=sent
+    )
 
 
 def per_second(result: PacedResult) -> dict[int, dict[str, int]]:
@@ -102,11 +104,11 @@ def no_failures(results: dict[str, PacedResult]) -> None:
 
 @given(parsers.parse('the API keys "{first}" and "{second}" are provisioned'), target_fixture="api_keys")
 def keys_provisioned(target: Target, evidence: ScenarioEvidence, first: str, second: str) -> dict[str, str]:
-    keys = target.api_keys()
+    keys = need(target, Gateway).api_keys()
     missing = [name for name in (first, second) if name not in keys]
     assert not missing, f"API keys not provisioned for {missing}; have {sorted(keys)}"
     evidence.record("api_key_clients", sorted(keys))  # names only: key values never go to evidence
-    evidence.record("gateway", target.describe_gateway())
+    evidence.record("gateway", need(target, Gateway).describe_gateway())
     return keys
 
 
@@ -145,12 +147,12 @@ def claims_tenant(
 
 @given("the rate-limit service is down")
 def rate_limit_down(target: Target, evidence: ScenarioEvidence) -> None:
-    evidence.record("stopped", target.stop_rate_limit_service())  # restarted when the scenario ends
+    evidence.record("stopped", need(target, Cluster).stop_rate_limit_service())  # restarted when the scenario ends
 
 
 @given("the API-key authorizer is down")
 def authorizer_down(target: Target, evidence: ScenarioEvidence) -> None:
-    evidence.record("stopped", target.stop_api_key_authorizer())  # restarted when the scenario ends
+    evidence.record("stopped", need(target, Gateway).stop_api_key_authorizer())  # restarted when the scenario ends
 
 
 @given(parsers.parse('"{name}" has been throttled sending {rate:d} requests per second for {seconds:d} seconds'))
@@ -210,7 +212,7 @@ def logged_tenant(target: Target, ctx: dict, evidence: ScenarioEvidence, tenant:
     evidence.record("request_ids", {"sent": ctx["request_id"], "answered": request_id})
     lines = eventually(
         evidence, f"service log line for {request_id}",
-        lambda: [e for e in target.log_events("service") if e.get("request_id") == request_id],
+        lambda: [e for e in log_events(target, "service") if e.get("request_id") == request_id],
         lambda found: len(found) >= 1, seconds=15, interval=0.5,
     )  # fmt: skip
     evidence.record("logged_tenants", [e.get("tenant_id") for e in lines])
@@ -220,7 +222,7 @@ def logged_tenant(target: Target, ctx: dict, evidence: ScenarioEvidence, tenant:
 def _paced_from(
     target: Target, client: httpx.Client, key: str, rate: float, seconds: float, host: str | None = None
 ) -> PacedResult:
-    ensure_loopback(target.gateway_url())
+    ensure_loopback(need(target, Gateway).gateway_url())
 
     def send() -> tuple[int, str]:
         response = gateway_post(target, client, key, host)
@@ -287,7 +289,7 @@ def both_clients_paced(
 def every_host_paced(
     target: Target, client: httpx.Client, evidence: ScenarioEvidence, api_keys: dict, name: str, rate: int, seconds: int
 ) -> dict[str, PacedResult]:
-    hosts = [target.host_header(), *target.alternate_hosts()]
+    hosts = [need(target, Gateway).host_header(), *need(target, Gateway).alternate_hosts()]
     assert len(hosts) == 2 and all(hosts), f"target {target.name} names no second host of its gateway: {hosts}"
     with ThreadPoolExecutor(len(hosts)) as pool:
         futures = {

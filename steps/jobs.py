@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from harness import samples
-from harness.evidence import ScenarioEvidence
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.targets import Cluster, Jobs, Target, WorkerKill, log_events, need
+from harness.provisioning import samples
 from steps.common import eventually
 
 T = TypeVar("T")
@@ -82,7 +82,7 @@ def job_timings(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @given(parsers.parse("{count:d} workers are consuming the job queue"), target_fixture="worker_names")
 def workers_running(target: Target, evidence: ScenarioEvidence, count: int) -> list[str]:
-    names = target.ensure_workers(count)
+    names = need(target, Jobs).ensure_workers(count)
     evidence.record("workers", names)
     assert len(names) >= count, names
     return names
@@ -119,7 +119,7 @@ def enqueue_pages(client: httpx.Client, target: Target, evidence: ScenarioEviden
 def enqueue_poison(target: Target, evidence: ScenarioEvidence) -> dict[str, str]:
     # Queued past the API's validation (the service's admin command): the API would refuse these bytes, a
     # damaged record would not.
-    job_id = target.inject_job(b"\x89PNG damaged record")
+    job_id = need(target, Jobs).inject_job(b"\x89PNG damaged record")
     evidence.record("poison_job", job_id)
     return {job_id: ""}
 
@@ -129,7 +129,7 @@ def _running_on(
 ) -> tuple[str, str] | None:
     for view in job_views(client, target, list(jobs)):
         if view["status"] == "running" and view.get("result") is None:
-            worker = target.job_worker(view["job_id"])
+            worker = need(target, Jobs).job_worker(view["job_id"])
             if worker in workers:
                 return worker, view["job_id"]
     return None
@@ -145,7 +145,10 @@ def disturb_worker(
     graceful = {"killed with SIGKILL": False, "sent SIGTERM": True}.get(how)
     assert graceful is not None, f"say 'killed with SIGKILL' or 'sent SIGTERM', not {how!r}"
     name, job_id = _worker_running_a_job(client, target, evidence, jobs)
-    target.stop_worker(name, graceful=graceful)
+    if graceful:
+        need(target, Jobs).stop_worker(name)
+    else:
+        need(target, WorkerKill).kill_worker(name)
     evidence.record("disturbed", {"worker": name, "job_id": job_id, "how": how})
     return {"worker": name, "job_id": job_id}
 
@@ -155,7 +158,7 @@ def delete_worker_pod(
     client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]
 ) -> dict[str, str]:
     name, job_id = _worker_running_a_job(client, target, evidence, jobs)
-    target.delete_worker_pod_now(name)
+    need(target, Cluster).delete_worker_pod_now(name)
     evidence.record("disturbed", {"worker": name, "job_id": job_id, "how": "pod deleted with no grace period"})
     return {"worker": name, "job_id": job_id}
 
@@ -163,7 +166,7 @@ def delete_worker_pod(
 def _worker_running_a_job(
     client: httpx.Client, target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]
 ) -> tuple[str, str]:
-    workers = target.workers()
+    workers = need(target, Jobs).workers()
     found = eventually(
         evidence, "a worker running a job", lambda: _running_on(client, target, jobs, workers),
         lambda hit: hit is not None, seconds=60, interval=0.1,
@@ -177,7 +180,7 @@ def _outcomes(client: httpx.Client, target: Target, job_ids: list[str]) -> dict[
     counts: dict[str, int] = {}
     for v in views:
         counts[v.get("status", "missing")] = counts.get(v.get("status", "missing"), 0) + 1
-    return {"counts": counts, "lag": target.queue_lag(), "views": views}
+    return {"counts": counts, "lag": need(target, Jobs).queue_lag(), "views": views}
 
 
 @then(parsers.re(r"^all (?P<count>[\d,]+) jobs succeed within (?P<amount>\d+) (?P<unit>seconds|minutes)$"))
@@ -218,7 +221,13 @@ def results_match(client: httpx.Client, target: Target, evidence: ScenarioEviden
 @then(parsers.parse("the queue lag is {n:d} within {seconds:d} seconds"))
 def lag_within(target: Target, evidence: ScenarioEvidence, n: int, seconds: int) -> None:
     lag = eventually(
-        evidence, f"queue lag {n}", target.queue_lag, lambda v: v == n, seconds=seconds, interval=0.5, threshold=n
+        evidence,
+        f"queue lag {n}",
+        need(target, Jobs).queue_lag,
+        lambda v: v == n,
+        seconds=seconds,
+        interval=0.5,
+        threshold=n,
     )
     evidence.record("queue_lag", lag)
 
@@ -227,7 +236,7 @@ def lag_within(target: Target, evidence: ScenarioEvidence, n: int, seconds: int)
 def queue_empty_within(target: Target, evidence: ScenarioEvidence, seconds: int) -> None:
     # Lag alone reaches 0 once every job was delivered; pending entries are delivered but not yet acknowledged.
     stats = eventually(
-        evidence, "no job in the queue", target.queue_stats,
+        evidence, "no job in the queue", need(target, Jobs).queue_stats,
         lambda s: s.get("lag") == 0 and s.get("pending") == 0, seconds=seconds, interval=1,
     )  # fmt: skip
     evidence.record("queue_stats", stats)
@@ -237,7 +246,7 @@ def queue_empty_within(target: Target, evidence: ScenarioEvidence, seconds: int)
 def finished_once(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     finishes: dict[str, int] = dict.fromkeys(jobs, 0)
     discarded: list[str] = []
-    for entry in target.log_events("worker"):
+    for entry in log_events(target, "worker"):
         if entry.get("job_id") not in finishes:
             continue
         if entry.get("event") in FINISH_EVENTS:
@@ -262,7 +271,7 @@ def none_running(client: httpx.Client, target: Target, evidence: ScenarioEvidenc
 def worker_exits(
     target: Target, evidence: ScenarioEvidence, disturbed: dict[str, str], code: int, seconds: int
 ) -> None:
-    exit_code = target.worker_exit_code(disturbed["worker"], timeout=seconds)
+    exit_code = need(target, Jobs).worker_exit_code(disturbed["worker"], timeout=seconds)
     evidence.record("worker_exit_code", exit_code)
     assert exit_code == code
 
@@ -270,7 +279,7 @@ def worker_exits(
 @then("the job it was running succeeds, finished by that worker")
 def interrupted_job_done(client: httpx.Client, target: Target, evidence: ScenarioEvidence, disturbed: dict) -> None:
     view = client.get(f"{target.service_url()}/jobs/{disturbed['job_id']}").json()
-    worker = target.job_worker(disturbed["job_id"])
+    worker = need(target, Jobs).job_worker(disturbed["job_id"])
     evidence.record("interrupted_job", {"status": view["status"], "attempts": view["attempts"], "worker": worker})
     assert view["status"] == "succeeded", view
     assert view["attempts"] == 1, view
@@ -302,14 +311,14 @@ def failure_reason(client: httpx.Client, target: Target, evidence: ScenarioEvide
 @then("the job is listed among the failed jobs")
 def listed_failed(target: Target, evidence: ScenarioEvidence, jobs: dict[str, str]) -> None:
     (job_id,) = jobs
-    failed = target.dead_letters()
+    failed = need(target, Jobs).dead_letters()
     evidence.record("failed_list_head", failed[:5])
     assert job_id in failed, failed[:5]
 
 
 @when("a client enqueues a file that is not an image", target_fixture="jobs")
 def enqueue_bad(client: httpx.Client, target: Target, ctx: dict, evidence: ScenarioEvidence) -> dict[str, str]:
-    ctx["added_before"] = target.entries_added()
+    ctx["added_before"] = need(target, Jobs).entries_added()
     ctx["response"] = enqueue(client, target, samples.not_an_image())
     evidence.record("bad_job", {"status": ctx["response"].status_code, "body": ctx["response"].text})
     return {}
@@ -318,6 +327,6 @@ def enqueue_bad(client: httpx.Client, target: Target, ctx: dict, evidence: Scena
 @then("nothing was queued")
 def nothing_queued(target: Target, ctx: dict, evidence: ScenarioEvidence) -> None:
     # Entries ever added, not the lag: idle workers would take a wrongly queued entry within milliseconds.
-    added = target.entries_added()
+    added = need(target, Jobs).entries_added()
     evidence.record("stream_entries_added", {"before": ctx["added_before"], "after": added})
     assert added == ctx["added_before"], (ctx["added_before"], added)

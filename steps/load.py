@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 from pytest_bdd import parsers, then, when
 
-from harness import samples
-from harness.evidence import ScenarioEvidence
-from harness.load import LocustRun, LocustStats, ensure_loopback, paced
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.load import LocustRun, LocustStats, ensure_loopback, paced
+from harness.acceptance.targets import Cluster, Target, need
+from harness.provisioning import samples
 
 
 @when(
@@ -19,7 +19,7 @@ def users_start(
     target: Target, evidence: ScenarioEvidence, load_runs: list[LocustRun], users: int, kind: str, seconds: int
 ) -> LocustRun:
     # Sustained load that must reach every replica the autoscaler adds: the target's balancing way in.
-    url, headers = target.load_endpoint()
+    url, headers = need(target, Cluster).load_endpoint()
     return _start(url, headers, evidence, load_runs, users, kind, seconds)
 
 

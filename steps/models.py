@@ -11,9 +11,9 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_bdd import parsers, then, when
 
-from harness import samples
-from harness.evidence import ScenarioEvidence
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.targets import Models, Target, need
+from harness.provisioning import samples
 from steps.common import post_image
 
 
@@ -35,7 +35,7 @@ def model_info(client: httpx.Client, url: str) -> dict[str, str]:
 
 @when(parsers.parse('a client sends a document page to the "{model}" model'))
 def send_page(target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, model: str) -> None:
-    url = target.model_url(model)
+    url = need(target, Models).model_url(model)
     page = page_for(model)
     ctx.update(model=model, model_url=url, page_size=page.size)
     ctx["response"] = post_image(client, url, samples.encode(page))
@@ -81,7 +81,7 @@ def names_model(client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, nam
 
 @when(parsers.parse('a client sends a document page to the "{model}" model over the Open Inference Protocol'))
 def send_page_oip(target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, model: str) -> None:
-    url = target.model_url(model)
+    url = need(target, Models).model_url(model)
     name = model_info(client, url)["name"]
     metadata = client.get(f"{url}/v2/models/{name}")
     assert metadata.status_code == 200, metadata.text

@@ -7,10 +7,10 @@ import time
 
 from pytest_bdd import given, parsers, then, when
 
-from harness.evidence import ScenarioEvidence, slug
-from harness.load import LocustStats
-from harness.prom import Prometheus, PromQueryError, compare
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence, slug
+from harness.acceptance.load import LocustStats
+from harness.acceptance.prom import Prometheus, PromQueryError, compare
+from harness.acceptance.targets import Target
 from steps.common import consistently, eventually
 
 COMPARISONS = "above|below|at least|at most|equal to"

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from harness import samples, wait
-from harness.evidence import ScenarioEvidence
-from harness.load import ensure_loopback
-from harness.rollout import Answer, SteadyLoad, switch_summary
-from harness.targets import Target
+from harness import wait
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.load import ensure_loopback
+from harness.acceptance.rollout import Answer, SteadyLoad, switch_summary
+from harness.acceptance.targets import Gateway, Rollout, Target, need
+from harness.provisioning import samples
 
 ONE_LINE = samples.text_line("ok").encode()
 ROLLOUT_TIMEOUT_S = 600.0
@@ -45,7 +46,7 @@ def _new_version() -> str:
 
 @given(parsers.parse("the predictor runs {count:d} ready replicas behind the gateway"))
 def replicas_behind_gateway(target: Target, evidence: ScenarioEvidence, count: int) -> None:
-    serving = target.ensure_service_replicas(count)
+    serving = need(target, Rollout).ensure_service_replicas(count)
     evidence.record("replicas_behind_gateway", serving)
     assert serving >= count
 
@@ -58,10 +59,10 @@ def replicas_behind_gateway(target: Target, evidence: ScenarioEvidence, count: i
     target_fixture="rollout_run",
 )
 def rolled_under_load(target: Target, evidence: ScenarioEvidence, client: str, rate: int) -> RolloutRun:
-    url = f"{target.gateway_url()}/predict"
+    url = f"{need(target, Gateway).gateway_url()}/predict"
     ensure_loopback(url)
-    headers = {"x-api-key": target.api_keys()[client]}
-    if host := target.host_header():
+    headers = {"x-api-key": need(target, Gateway).api_keys()[client]}
+    if host := need(target, Gateway).host_header():
         headers["host"] = host
     version = _new_version()
     samples_seen: list[tuple[float, int]] = []
@@ -75,7 +76,7 @@ def rolled_under_load(target: Target, evidence: ScenarioEvidence, client: str, r
             # error, or -1: a status older than the rollout's spec) is kept as -1 and fails "never fewer".
             while not stop_sampling.wait(SAMPLE_INTERVAL_S):
                 try:
-                    ready = target.replicas("predictor")
+                    ready = need(target, Rollout).replicas("predictor")
                 except Exception:  # noqa: BLE001 - a failed look is an unknown reading, kept as such
                     ready = -1
                 samples_seen.append((round(load.elapsed(), 2), ready))
@@ -86,7 +87,7 @@ def rolled_under_load(target: Target, evidence: ScenarioEvidence, client: str, r
             sampler = threading.Thread(target=sample_replicas, daemon=True)
             sampler.start()
             started = load.elapsed()
-            report = target.roll_out(version, timeout=ROLLOUT_TIMEOUT_S)
+            report = need(target, Rollout).roll_out(version, timeout=ROLLOUT_TIMEOUT_S)
             ended = load.elapsed()
             stop_sampling.set()
             wait.until(lambda: load.answered(ended), lambda n: n >= rate * STEADY_BEFORE_S, timeout=60,

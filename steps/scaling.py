@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from harness import samples
-from harness.evidence import ScenarioEvidence
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.targets import Cluster, Jobs, Rollout, Target, need
+from harness.provisioning import samples
 from steps.common import eventually, post_image, seconds_of, watch
 
 COMPONENTS = {"predictor": "predictor", "workers": "worker"}
@@ -20,12 +20,12 @@ _WITHIN = r"within (?P<amount>\d+) (?P<unit>seconds?|minutes?)"
 
 
 def _replicas(target: Target, component: str) -> int:
-    return target.replicas(COMPONENTS[component])
+    return need(target, Rollout).replicas(COMPONENTS[component])
 
 
 def _scaling(target: Target, component: str) -> dict[str, Any]:
     """Ready replicas and what the autoscaler sees: every probe of a wait lands in its timeline."""
-    return target.scaling(COMPONENTS[component])
+    return need(target, Cluster).scaling(COMPONENTS[component])
 
 
 # A precondition waits out what an earlier scenario left behind: the HPA's 300 s scale-down stabilisation,
@@ -90,8 +90,8 @@ def left_idle(evidence: ScenarioEvidence) -> float:
 
 @given("the job queue is empty")
 def queue_empty(target: Target, evidence: ScenarioEvidence) -> None:
-    seen = eventually(evidence, "no job waiting in the queue", target.queue_lag, lambda lag: lag == 0, seconds=60,
-                      interval=3)  # fmt: skip
+    seen = eventually(evidence, "no job waiting in the queue", need(target, Jobs).queue_lag, lambda lag: lag == 0,
+                      seconds=60, interval=3)  # fmt: skip
     evidence.record("queue_lag_before", seen)
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from harness import samples
-from harness.evidence import ScenarioEvidence
-from harness.targets import Target
+from harness.acceptance.evidence import ScenarioEvidence
+from harness.acceptance.targets import Target, log_events
+from harness.provisioning import samples
 from steps.common import eventually, image_reading, post_image
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, Callable[[], dict[str, Any]]] = {
     "a file that is not an image": lambda: {"files": {"file": ("doc.pdf", samples.not_an_image())}},
     "a GIF image": lambda: {"files": {"file": ("a.gif", samples.gif_image())}},
     "a truncated PNG": lambda: {"files": {"file": ("a.png", samples.truncated_png())}},
@@ -173,7 +176,7 @@ def logged_line(
     target: Target, ctx: dict, evidence: ScenarioEvidence, request_id: str, tenant: str, status: int
 ) -> None:
     def lines() -> list[dict]:
-        return [e for e in target.log_events("service") if e.get("request_id") == request_id]
+        return [e for e in log_events(target, "service") if e.get("request_id") == request_id]
 
     found = eventually(evidence, f"log line for {request_id}", lines, lambda ls: len(ls) >= 1, seconds=10)
     evidence.record("log_lines", found)

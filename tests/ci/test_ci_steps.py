@@ -1,4 +1,4 @@
-"""The CI steps, defined once in harness.ci: what they cover, how they run, and who calls them."""
+"""The CI steps, defined once in harness.checks.ci: what they cover, how they run, and who calls them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ci
+from harness.checks import ci
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,14 +81,14 @@ def test_the_step_env_reaches_the_commands(tmp_path: Path) -> None:
 
 def test_ci_run_and_the_github_workflow_run_the_same_steps() -> None:
     run = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/python -m harness.ci run\n" in run
+    assert ".venv/bin/python -m harness ci run\n" in run
     assert "bash .ci/setup" in run
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
     commands = [step.get("run", "") for step in workflow["jobs"]["test"]["steps"]]
     assert "bash .ci/setup" in commands
-    assert ".venv/bin/python -m harness.ci run" in commands
-    # No other check is listed in either place: the list lives in harness.ci.
-    assert not [c for c in commands if c and c not in ("bash .ci/setup", ".venv/bin/python -m harness.ci run")]
+    assert ".venv/bin/python -m harness ci run" in commands
+    # No other check is listed in either place: the list lives in harness.checks.ci.
+    assert not [c for c in commands if c and c not in ("bash .ci/setup", ".venv/bin/python -m harness ci run")]
     assert "pytest" not in run and "tox" not in run
 
 

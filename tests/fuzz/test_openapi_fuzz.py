@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import Endpoint, redis_url, start_redis, start_service
+from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service
 
 pytest.importorskip("schemathesis", reason="schemathesis is not installed (it comes with the dev extra)")
 

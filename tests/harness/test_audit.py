@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from harness import audit
+from harness.checks import audit
 
 TODAY = datetime.date(2026, 12, 6)
 DOC = """

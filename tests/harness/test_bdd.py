@@ -217,8 +217,8 @@ def test_failing_scenario_is_reported_with_evidence(project: Path) -> None:
 def test_a_run_whose_report_cannot_be_built_fails(project: Path) -> None:
     """The report is part of what a run delivers: passing scenarios without it are not a passing run."""
     (project / "breakreport.py").write_text(
-        "import harness.report\n\n\ndef _broken(root):\n    raise RuntimeError('template broken')\n\n\n"
-        "harness.report.build = _broken\n"
+        "import harness.acceptance.report\n\n\ndef _broken(root):\n    raise RuntimeError('template broken')\n\n\n"
+        "harness.acceptance.report.build = _broken\n"
     )
     result = run_pytest(".", "-q", "--target", "local", "--artifacts", str(project / "out"), "-p", "breakreport",
                         cwd=project)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The processes harness.components starts are configured as the cluster's are."""
+"""The processes harness.acceptance.components starts are configured as the cluster's are."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.components import start_redis
+from harness.acceptance.components import start_redis
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
 

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from harness.evidence import RunEvidence, ScenarioOutcome, slug
+from harness.acceptance.evidence import RunEvidence, ScenarioOutcome, slug
 
 
 def test_scenario_records_and_repeats(tmp_path: Path) -> None:

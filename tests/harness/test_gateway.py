@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import gateway
-from harness.components import Authorizer, start_authorizer
+from harness.acceptance import gateway
+from harness.acceptance.components import Authorizer, start_authorizer
 from harness.errors import CommandFailed, HarnessError
 
 pytestmark = pytest.mark.skipif(

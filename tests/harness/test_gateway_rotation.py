@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import gateway, wait
-from harness.components import start_authorizer
+from harness import wait
+from harness.acceptance import gateway
+from harness.acceptance.components import start_authorizer
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 # One key a phase: the gateway admits 10 requests a second per key.

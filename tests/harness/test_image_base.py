@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from harness.image.base import BASE_TAG, KEY_LABEL, BasePlan, mounts_under, prune
+from harness.provisioning.image.base import BASE_TAG, KEY_LABEL, BasePlan, mounts_under, prune
 
 
 def test_debootstrap_argv_is_minbase_bookworm_with_python() -> None:

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import versions
-from harness.image.build import (
+from harness.provisioning import versions
+from harness.provisioning.image.build import (
     CONTEXT_DIRS,
     CONTEXT_FILES,
     REPO,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import commands
+from harness import cli, commands
 from harness.errors import HarnessError, TargetUnavailable
-from harness.image import docker
-from harness.image.docker import (
+from harness.provisioning.image import archive_path, docker
+from harness.provisioning.image.docker import (
     NO_ATTESTATIONS,
     ContainerSpec,
     attestation_flags,
@@ -195,13 +195,7 @@ def test_save_image_writes_an_archive_that_loads_back(tiny_image: str, tmp_path:
 
 
 def test_the_save_command_writes_the_archive(tiny_image: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import argparse
-
-    from harness.image import archive_path, register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["image", "save", "--tag", tiny_image, "--output", str(tmp_path / "a.tar")])
+    args = cli.build_parser().parse_args(["image", "save", "--tag", tiny_image, "--output", str(tmp_path / "a.tar")])
     assert args.func(args) == 0
     assert (tmp_path / "a.tar").is_file() and "kind load image-archive" in capsys.readouterr().out
     assert archive_path("dev.local/ocr:dev") == Path("artifacts/image/dev.local_ocr_dev.tar")

@@ -3,8 +3,8 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from harness.image.build import BuildResult
-from harness.image.tier import (
+from harness.provisioning.image.build import BuildResult
+from harness.provisioning.image.tier import (
     MODEL_LABEL,
     REQUIRED_LABELS,
     Check,

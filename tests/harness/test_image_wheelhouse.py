@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.image.wheelhouse import (
+from harness.provisioning.image.wheelhouse import (
     PLATFORMS,
     WheelhousePlan,
     incompatible_wheels,

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.targets import kept
+from harness.acceptance.targets import kept
 
 HARNESS = [sys.executable, "-m", "harness"]
 
@@ -94,11 +94,11 @@ def test_local_up_then_down_with_real_processes(state: Path, tmp_path: Path) -> 
 def test_a_platform_that_fails_to_start_is_not_kept(
     state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.components import Endpoint
+    from harness.acceptance.components import Endpoint
+    from harness.acceptance.targets import local
+    from harness.acceptance.targets.base import TargetOptions
     from harness.errors import HarnessError
     from harness.processes import ManagedProcess
-    from harness.targets import local
-    from harness.targets.base import TargetOptions
 
     redis = ManagedProcess("redis", ["sleep", "300"], tmp_path / "redis.log")
 
@@ -124,7 +124,7 @@ def test_the_try_it_line_sends_a_page_with_the_first_clients_key(tmp_path: Path)
     import subprocess
     import threading
 
-    from harness.targets.local import try_command, write_client_keys
+    from harness.acceptance.targets.local import try_command, write_client_keys
 
     seen: dict[str, str] = {}
 

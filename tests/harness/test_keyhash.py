@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.manifests import keyhash
+from harness.provisioning import keyhash
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "api-key-hashes.json").read_text(encoding="utf-8"))
 

@@ -1,5 +1,5 @@
-"""harness.kube.client over HTTP: the real Kubernetes Python client, a kubeconfig, and an API server stand-in
-on loopback that answers with the schema-validated fixtures. This checks the layer the cluster targets
+"""harness.provisioning.kube.client over HTTP: the real Kubernetes Python client, a kubeconfig, and an API server
+stand-in on loopback that answers with the schema-validated fixtures. This checks the layer the cluster targets
 stand on (paths, raw JSON replies, 404 -> NotFound, merge patches, watches) with whatever version of the
 client is installed."""
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from harness.errors import HarnessError
-from harness.kube.client import Kube, NotFound
+from harness.provisioning.kube.client import Kube, NotFound
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kube"
 
@@ -158,7 +158,7 @@ def test_an_unreachable_api_server_is_a_harness_error(kube: Kube) -> None:
 def test_the_dump_keeps_init_containers_logs(tmp_path: Path) -> None:
     """Istio's native sidecar (Kubernetes 1.35) is an init container: its log is evidence too."""
     from harness.errors import HarnessError
-    from harness.kube.client import Kube
+    from harness.provisioning.kube.client import Kube
 
     class Stand(Kube):
         def __init__(self) -> None:  # no cluster: every call below is answered here

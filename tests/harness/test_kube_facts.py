@@ -1,6 +1,6 @@
 """What the Kubernetes targets read from API objects, on fixtures that validate strictly against the
 Kubernetes 1.35 schema or the pinned CRDs: a fixture with a misspelt field fails here, so a wrong field path
-in :mod:`harness.kube.facts` cannot hide behind a fixture that matches it."""
+in :mod:`harness.provisioning.kube.facts` cannot hide behind a fixture that matches it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from harness.kube import facts
-from harness.manifests.schemas import SchemaCatalog
-from harness.targets.kube import probe_manifests
+from harness.acceptance.targets.kube import probe_manifests
+from harness.checks.manifests.schemas import SchemaCatalog
+from harness.provisioning.kube import facts
 from tests.manifests.helpers import CRD_DIR, CRD_SKIP_REASON
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kube"
@@ -189,7 +189,7 @@ def test_a_sigkill_is_seen_only_as_a_restart_whose_last_run_ended_137() -> None:
 
 
 def test_kind_kills_from_the_nodes_pid_namespace_with_the_pid_crictl_reports() -> None:
-    from harness.targets.kind import node_kill_commands
+    from harness.acceptance.targets.kind import node_kill_commands
 
     inspect, kill = node_kill_commands("ocr-worker2", "4f1c")
     assert inspect == ["docker", "exec", "ocr-worker2", "crictl", "inspect", "4f1c"]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from harness.acceptance.targets import ClusterTarget, TargetOptions
 from harness.errors import TargetUnavailable
-from harness.kube.client import NotFound
-from harness.targets import ClusterTarget, TargetOptions
+from harness.provisioning.kube.client import NotFound
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kube"
 
@@ -25,7 +25,7 @@ def load(name: str) -> dict[str, Any]:
 
 
 class ApiServer:
-    """Answers the calls ClusterTarget makes of harness.kube.client.Kube, from fixtures."""
+    """Answers the calls ClusterTarget makes of harness.provisioning.kube.client.Kube, from fixtures."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, ...], dict[str, Any]] = {
@@ -229,7 +229,7 @@ def test_the_deployments_a_scenario_stops_are_the_ones_the_manifests_declare(
 ) -> None:
     import yaml
 
-    from harness.targets import kube
+    from harness.acceptance.targets import kube
 
     namespace, name = getattr(kube, deployment)
     docs = [d for d in yaml.safe_load_all((Path(__file__).parents[2] / "manifests" / manifest).read_text()) if d]
@@ -241,7 +241,7 @@ def test_the_deployments_a_scenario_stops_are_the_ones_the_manifests_declare(
 
 
 def test_sustained_load_is_balanced_over_every_replica(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.kube.portforward import KubectlProxy
+    from harness.provisioning.kube.portforward import KubectlProxy
 
     # Without a mesh: the API server's service proxy (a random ready endpoint per request), never a
     # port-forward (one pod).

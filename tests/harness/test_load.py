@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.gateway_limiter_bench import Stream, drive, paced_offsets, start_upstream
-from harness.load import Pacer, RemoteLoadRefused, ensure_loopback, locust_argv, paced, parse_locust_stats
+from harness.acceptance.load import Pacer, RemoteLoadRefused, ensure_loopback, locust_argv, paced, parse_locust_stats
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:80", "http://127.3.2.1"])

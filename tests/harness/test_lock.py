@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import lock
 from harness.errors import HarnessError
+from harness.provisioning import lock
 
 H = "--hash=sha256:" + "c" * 64
 
@@ -72,4 +72,4 @@ def test_check_passes_on_the_committed_files_and_names_each_stale_one(tmp_path: 
     found = lock.problems(repo)
     assert len(found) == 2
     assert found[0].startswith("uv.lock is out of date with pyproject.toml: run `make lock`")
-    assert found[1] == f"{output} is not the compiled {source}: run `python -m harness.lock export`"
+    assert found[1] == f"{output} is not the compiled {source}: run `python -m harness lock export`"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import mutate
+from harness.checks import mutate
 
 ROOT = Path(__file__).resolve().parents[2]
 

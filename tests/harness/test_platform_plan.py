@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import versions
 from harness.errors import CommandFailed, HarnessError
-from harness.platform.plan import (
+from harness.provisioning import versions
+from harness.provisioning.plan import (
     GATEWAY_NODE_PORT,
     IMAGE,
     Probes,
@@ -20,8 +20,8 @@ from harness.platform.plan import (
     knative_serving,
     teardown_plan,
 )
-from harness.platform.profiles import PROFILES, profile
-from harness.platform.run import run_plan
+from harness.provisioning.profiles import PROFILES, profile
+from harness.provisioning.run import run_plan
 
 
 def spec(name: str = "full", work: Path = Path("/tmp/plan"), **kw: object) -> Spec:
@@ -277,7 +277,7 @@ def test_dry_run_prints_every_command_and_runs_nothing(tmp_path: Path) -> None:
 
 
 def test_runner_retries_only_what_the_step_allows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.platform.run as run
+    import harness.provisioning.run as run
 
     monkeypatch.setattr(run, "RETRY_WAIT_S", 0)
     counter = tmp_path / "count"
@@ -308,10 +308,10 @@ def test_deploy_render_has_real_secrets_and_never_a_placeholder(
 ) -> None:
     import shutil
 
-    import harness.manifests.secrets as secrets
+    import harness.provisioning.secrets as secrets
     from harness.errors import HarnessError
-    from harness.manifests.render import render
-    from harness.platform.env import PLACEHOLDER_MARK, render_for
+    from harness.provisioning.env import PLACEHOLDER_MARK, render_for
+    from harness.provisioning.render import render
 
     for example in ("components/istio/authz.yaml", "components/jobs/redis-auth.env.example"):
         # The committed secrets (no API key hashes, a placeholder password) are marked, so the guard below sees them.
@@ -387,7 +387,7 @@ def test_a_cluster_of_the_other_serving_mode_is_refused_before_anything_changes(
 
 
 def test_the_live_helm_probes_read_helm_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.platform.run import helm_release_exists, helm_release_matches
+    from harness.provisioning.run import helm_release_exists, helm_release_matches
 
     # A stand-in helm in the harness's tool cache: "kserve" is deployed by one command, nothing else exists.
     helm = tmp_path / "helm"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.platform import preflight, tools
-from harness.platform.plan import Spec
-from harness.platform.profiles import profile
+from harness.provisioning import preflight, tools
+from harness.provisioning.plan import Spec
+from harness.provisioning.profiles import profile
 
 
 def fake_tool(bin_dir: Path, name: str, script: str) -> None:
@@ -149,7 +149,7 @@ def test_versions_are_read_from_what_tools_print() -> None:
 
 
 def test_down_always_deletes_an_existing_cluster_even_when_the_log_export_fails(bin_dir: Path, tmp_path: Path) -> None:
-    from harness.platform.env import teardown
+    from harness.provisioning.env import teardown
 
     calls = tmp_path / "calls"
     fake_tool(
@@ -168,7 +168,7 @@ def test_down_always_deletes_an_existing_cluster_even_when_the_log_export_fails(
 
 
 def test_down_without_a_cluster_is_nothing_to_do(bin_dir: Path, tmp_path: Path) -> None:
-    from harness.platform.env import teardown
+    from harness.provisioning.env import teardown
 
     said: list[str] = []
     teardown(kind_spec(tmp_path), log_dir=None, say=said.append)

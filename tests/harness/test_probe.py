@@ -19,8 +19,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from harness.kube.probe import OUTCOMES, probe
-from harness.targets.kube import PROBE_SCRIPT
+from harness.acceptance.targets.kube import PROBE_SCRIPT
+from harness.provisioning.kube.probe import OUTCOMES, probe
 
 
 @contextmanager

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.acceptance.targets import TAGS, ClusterTarget, KindTarget, LocalTarget, TargetOptions
+from harness.acceptance.targets import skip_reason as target_skip_reason
 from harness.errors import HarnessError
-from harness.platform.profiles import PROFILES, profile, profile_for, skip_reason
-from harness.targets import CAPABILITIES, ClusterTarget, KindTarget, LocalTarget, TargetOptions
+from harness.provisioning.profiles import PROFILES, profile, profile_for, skip_reason
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,7 @@ from harness.targets import CAPABILITIES, ClusterTarget, KindTarget, LocalTarget
         ({"optional"}, {"k8s", "knative"}, "scale-to-zero"),
         # Knative with anything else: the Standard-mode profile wins, the Knative scenarios are skipped.
         ({"milestone1", "optional"}, {"k8s", "hpa", "knative"}, "milestone1"),
-        ({"milestone1", "milestone2", "milestone3", "optional"}, set(CAPABILITIES), "milestone3"),
+        ({"milestone1", "milestone2", "milestone3", "optional"}, set(TAGS), "milestone3"),
         (set(), set(), "milestone1"),
     ],
 )
@@ -54,17 +55,17 @@ def test_skip_reasons_name_what_is_missing() -> None:
 
 def test_targets_skip_by_their_capabilities() -> None:
     local = TargetOptions(artifacts=__import__("pathlib").Path("/tmp"))
-    assert LocalTarget.skip_reason(local, {"istio"}, set()) == "needs istio; target local does not provide it"
-    assert LocalTarget.skip_reason(local, {"jobs", "prometheus"}, {"milestone3"}) is None
-    reason = LocalTarget.skip_reason(local, {"keda", "k8s", "jobs"}, set())
+    assert target_skip_reason(LocalTarget, local, {"istio"}, set()) == "needs istio; target local does not provide it"
+    assert target_skip_reason(LocalTarget, local, {"jobs", "prometheus"}, {"milestone3"}) is None
+    reason = target_skip_reason(LocalTarget, local, {"keda", "k8s", "jobs"}, set())
     assert reason == "needs k8s, keda; target local does not provide them"
     m3 = TargetOptions(artifacts=local.artifacts, profile="milestone3")
-    assert KindTarget.skip_reason(m3, {"istio", "keda", "hpa"}, {"milestone3"}) is None
-    assert ClusterTarget.skip_reason(m3, {"knative"}, {"optional"}) is not None
+    assert target_skip_reason(KindTarget, m3, {"istio", "keda", "hpa"}, {"milestone3"}) is None
+    assert target_skip_reason(ClusterTarget, m3, {"knative"}, {"optional"}) is not None
 
 
 def test_a_minikube_context_is_known_by_its_kubeconfig_extension() -> None:
-    from harness.platform.cli import context_provider
+    from harness.provisioning.actions import context_provider
 
     kubeconfig = {
         "contexts": [
@@ -94,7 +95,7 @@ def test_local_only_capabilities_choose_no_cluster_profile_and_say_why_they_skip
     assert profile_for({"milestone2"}, {"drain", "gateway"}).name == "milestone2"
     reason = skip_reason(profile("full"), {"milestone2"}, {"drain"})
     assert reason is not None and "only the local target" in reason
-    assert "drain" in LocalTarget.capabilities
+    assert "drain" in LocalTarget.provides(TargetOptions(artifacts=Path("a")))
 
 
 def test_every_standard_mode_profile_serves_both_models_and_scale_to_zero_does_not() -> None:
@@ -109,12 +110,12 @@ def test_every_standard_mode_profile_serves_both_models_and_scale_to_zero_does_n
 def test_a_real_sigkill_runs_locally_and_on_kind_and_is_skipped_with_its_reason_on_another_cluster() -> None:
     options = TargetOptions(artifacts=Path("artifacts"), profile="milestone3")
     needed, milestones = {"jobs", "sigkill"}, {"milestone3"}
-    assert LocalTarget.skip_reason(options, needed, milestones) is None
-    assert KindTarget.skip_reason(options, needed, milestones) is None
-    reason = ClusterTarget.skip_reason(options, needed, milestones)
+    assert target_skip_reason(LocalTarget, options, needed, milestones) is None
+    assert target_skip_reason(KindTarget, options, needed, milestones) is None
+    reason = target_skip_reason(ClusterTarget, options, needed, milestones)
     assert reason is not None and "cannot signal a container's process" in reason
     # No add-on gives it, so it never makes a run choose a larger profile.
     assert profile_for({"milestone3"}, needed).name == "milestone3"
     # The pod deleted with no grace period is the cluster's own scenario, not skipped there.
-    assert ClusterTarget.skip_reason(options, {"jobs", "k8s"}, milestones) is None
-    assert KindTarget.skip_reason(TargetOptions(artifacts=Path("a"), profile="milestone1"), needed, milestones)
+    assert target_skip_reason(ClusterTarget, options, {"jobs", "k8s"}, milestones) is None
+    assert target_skip_reason(KindTarget, TargetOptions(artifacts=Path("a"), profile="milestone1"), needed, milestones)

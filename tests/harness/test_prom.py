@@ -1,7 +1,7 @@
 import pytest
 
-from harness.components import prometheus_config
-from harness.prom import compare
+from harness.acceptance.components import prometheus_config
+from harness.acceptance.prom import compare
 
 
 def test_missing_value_never_compares_true() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 
-from harness import report
+from harness.acceptance import report
+from harness.acceptance.evidence import RunEvidence, ScenarioOutcome
+from harness.acceptance.report import plots
 from harness.errors import HarnessError
-from harness.evidence import RunEvidence, ScenarioOutcome
-from harness.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HISTORY = (

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from harness import rollout
+from harness.acceptance import rollout
+from harness.checks.manifests.schemas import SchemaCatalog
 from harness.errors import HarnessError, WaitTimeout
-from harness.manifests.render import render
-from harness.manifests.schemas import SchemaCatalog
+from harness.provisioning.render import render
 
 CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
 Obj = dict[str, Any]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness import samples
 from harness.cli import main
+from harness.provisioning import samples
 
 
 def test_samples_command_writes_images_and_their_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-from harness.textmetrics import cer, levenshtein
+from harness.acceptance.textmetrics import cer, levenshtein
 
 
 def test_levenshtein() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.manifests.objects import Obj
-from harness.manifests.paths import REPO_ROOT
-from harness.manifests.render import render
-from harness.manifests.schemas import SchemaCatalog
+from harness.checks.manifests.schemas import SchemaCatalog
+from harness.provisioning.objects import Obj
+from harness.provisioning.paths import REPO_ROOT
+from harness.provisioning.render import render
 from tests.manifests.helpers import CRD_DIR, CRD_SKIP_REASON
 
 

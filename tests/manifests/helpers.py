@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.manifests.crds import crd_dir_problem, default_crd_dir
-from harness.manifests.objects import Obj
-from harness.manifests.render import overlay_names
+from harness.checks.manifests.crds import crd_dir_problem, default_crd_dir
+from harness.provisioning.objects import Obj
+from harness.provisioning.render import overlay_names
 
 # The upstream CRDs of the pinned versions: $OCR_CRD_DIR, else ../shared/crds (laid there by CI), else the cache
 # that `harness manifests fetch-crds` fills. Tests that need them are skipped, saying that command, without.

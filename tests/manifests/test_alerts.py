@@ -1,7 +1,7 @@
 """The rules load in promtool, and its unit tests (rules.test.yaml) show every alert firing and quiet.
 
-The rules are the PrometheusRule's ``spec.groups``, extracted into a plain rule file by harness.monitoring;
-the same unit tests run in CI through ``python -m harness.monitoring promtool``.
+The rules are the PrometheusRule's ``spec.groups``, extracted into a plain rule file by harness.checks.monitoring;
+the same unit tests run in CI through ``python -m harness monitoring promtool``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from harness import monitoring
-from harness.manifests.objects import Obj
+from harness.checks import monitoring
+from harness.provisioning.objects import Obj
 from tests.manifests.helpers import the
 
 Rendered = Callable[[str], list[Obj]]

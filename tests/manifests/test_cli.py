@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -11,12 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.manifests import cli
-from harness.manifests.paths import REPO_ROOT
+from harness import cli
+from harness.checks.manifests import actions
+from harness.provisioning.paths import REPO_ROOT
 
 
 def test_validate_prints_one_line_per_overlay(crd_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["validate", "--crd-dir", str(crd_dir), "--overlay", "milestone1", "--overlay", "milestone3"])
+    code = cli.main(
+        ["manifests", "validate", "--crd-dir", str(crd_dir), "--overlay", "milestone1", "--overlay", "milestone3"]
+    )
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert len(out) == 2
@@ -32,7 +34,7 @@ def test_validate_exits_non_zero_and_lists_errors(
     partial.mkdir()
     for crd in (crd_dir / "kserve").glob("*.yaml"):
         (partial / crd.name).write_text(crd.read_text())
-    code = cli.main(["validate", "--crd-dir", str(partial), "--overlay", "milestone2"])
+    code = cli.main(["manifests", "validate", "--crd-dir", str(partial), "--overlay", "milestone2"])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert out[0].startswith("milestone2: ") and not out[0].endswith(" 0 errors")
@@ -40,22 +42,20 @@ def test_validate_exits_non_zero_and_lists_errors(
 
 
 def test_a_missing_crd_dir_is_a_harness_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["validate", "--crd-dir", str(tmp_path / "nowhere"), "--overlay", "milestone1"])
+    code = cli.main(["manifests", "validate", "--crd-dir", str(tmp_path / "nowhere"), "--overlay", "milestone1"])
     assert code == 2
     assert "fetch-crds" in capsys.readouterr().err
 
 
 def test_render_prints_the_objects(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["render", "milestone1"]) == 0
+    assert cli.main(["manifests", "render", "milestone1"]) == 0
     kinds = {doc["kind"] for doc in yaml.safe_load_all(capsys.readouterr().out) if doc}
     assert {"Namespace", "InferenceService", "PodMonitor"} <= kinds
 
 
-def test_register_adds_the_manifests_command() -> None:
-    parser = argparse.ArgumentParser(prog="harness")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["manifests", "validate", "--overlay", "full", "--crd-dir", "/x"])
-    assert args.func is cli.run_validate
+def test_the_harness_command_line_has_the_manifests_command() -> None:
+    args = cli.build_parser().parse_args(["manifests", "validate", "--overlay", "full", "--crd-dir", "/x"])
+    assert args.func is actions.run_validate
     assert args.overlays == ["full"]
     assert args.crd_dir == Path("/x")
 
@@ -63,7 +63,7 @@ def test_register_adds_the_manifests_command() -> None:
 def test_python_dash_m_runs_the_same_command(crd_dir: Path) -> None:
     env = {**os.environ, "OCR_CRD_DIR": str(crd_dir)}
     done = subprocess.run(
-        [sys.executable, "-m", "harness.manifests", "validate", "--overlay", "scale-to-zero"],
+        [sys.executable, "-m", "harness", "manifests", "validate", "--overlay", "scale-to-zero"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -78,11 +78,11 @@ def test_python_dash_m_runs_the_same_command(crd_dir: Path) -> None:
 def test_keys_rotate_replaces_one_key_and_says_how_to_apply_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness.manifests.secrets import HASHES_FILE, generate_api_keys, read_api_keys
+    from harness.provisioning.secrets import HASHES_FILE, generate_api_keys, read_api_keys
 
     before = read_api_keys(generate_api_keys(tmp_path))
-    monkeypatch.setattr(cli, "SECRETS_DIR", tmp_path)
-    assert cli.main(["keys", "--rotate", "primary"]) == 0
+    monkeypatch.setattr(actions, "SECRETS_DIR", tmp_path)
+    assert cli.main(["manifests", "keys", "--rotate", "primary"]) == 0
     after = read_api_keys(tmp_path / "api-keys.env")
     assert after["OCR_API_KEY_PRIMARY"] != before["OCR_API_KEY_PRIMARY"]
     assert after["OCR_API_KEY_SECONDARY"] == before["OCR_API_KEY_SECONDARY"]
@@ -90,4 +90,4 @@ def test_keys_rotate_replaces_one_key_and_says_how_to_apply_it(
     assert f"kubectl apply -f {tmp_path / HASHES_FILE}" in out
     assert not [key for key in (*before.values(), *after.values()) if key in out]
     with pytest.raises(SystemExit):
-        cli.main(["keys", "--rotate", "tertiary"])
+        cli.main(["manifests", "keys", "--rotate", "tertiary"])

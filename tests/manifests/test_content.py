@@ -1,4 +1,5 @@
-"""What the manifests say: pinned images agree with harness.versions; alerts and the dashboard use real metrics."""
+"""What the manifests say: pinned images agree with harness.provisioning.versions; alerts and the dashboard
+use real metrics."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import monitoring, versions
-from harness.manifests.objects import Obj, containers
-from harness.manifests.paths import MANIFESTS_DIR
+from harness.checks import monitoring
+from harness.provisioning import versions
+from harness.provisioning.objects import Obj, containers
+from harness.provisioning.paths import MANIFESTS_DIR
 from tests.manifests.helpers import the
 
 Rendered = Callable[[str], list[Obj]]
 
 # What the service and worker export (service/metrics.py and the worker), plus what Istio, kube-state-metrics
-# and KEDA export about them: harness.monitoring.METRICS, by source.
+# and KEDA export about them: harness.checks.monitoring.METRICS, by source.
 SERVICE_METRICS = {m for m, source in monitoring.METRICS.items() if monitoring.SOURCES[source] == "local"}
 PLATFORM_METRICS = {m for m, source in monitoring.METRICS.items() if monitoring.SOURCES[source] == "cluster"}
 METRIC = re.compile(r"\b((?:ocr|istio|kube|keda|process)_[a-z0-9_]+)\b")

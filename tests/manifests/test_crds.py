@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import versions
+from harness import cli
+from harness.checks.manifests import crds
+from harness.checks.manifests.crds import crd_sources, default_crd_dir, load_crds
 from harness.errors import HarnessError
-from harness.manifests import crds
-from harness.manifests.crds import crd_sources, default_crd_dir, load_crds
+from harness.provisioning import versions
 
 
 def test_the_environment_variable_wins(tmp_path: Path) -> None:
@@ -120,7 +121,5 @@ def test_without_crds_the_message_says_the_command_that_fetches_them(tmp_path: P
 
 
 def test_validate_without_crds_says_how_to_get_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.manifests import cli
-
-    assert cli.main(["validate", "--crd-dir", str(tmp_path / "none"), "--overlay", "milestone1"]) == 2
+    assert cli.main(["manifests", "validate", "--crd-dir", str(tmp_path / "none"), "--overlay", "milestone1"]) == 2
     assert f"manifests fetch-crds --dest {tmp_path / 'none'}" in capsys.readouterr().err

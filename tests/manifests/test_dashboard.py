@@ -1,7 +1,7 @@
 """The Grafana dashboard conforms to Grafana's dashboard schema and shows what the platform promises.
 
 The schema is Grafana's own (its CUE kinds), as generated into the ``grafana-foundation-sdk`` package (pinned
-in harness.monitoring.GRAFANA_SDK_REQUIREMENT): see :func:`harness.monitoring.dashboard_schema_errors`.
+in harness.checks.monitoring.GRAFANA_SDK_REQUIREMENT): see :func:`harness.checks.monitoring.dashboard_schema_errors`.
 Without the package the schema tests are skipped, unless OCR_REQUIRE_GRAFANA_SDK=1 (CI) makes that an error.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness import monitoring
+from harness.checks import monitoring
 
 SDK_REQUIRED = os.environ.get("OCR_REQUIRE_GRAFANA_SDK") == "1"
 
@@ -121,7 +121,7 @@ def test_the_slo_panels_use_the_rules_budget(board: dict[str, Any]) -> None:
 
 
 def test_every_metric_is_one_the_platform_exports() -> None:
-    """harness.monitoring.classify raises on a metric it cannot place (service, workers, KSM, KEDA, Istio)."""
+    """harness.checks.monitoring.classify raises on a metric it cannot place (service, workers, KSM, KEDA, Istio)."""
     found = monitoring.expressions()
     assert {e.scope for e in found} == {"local", "cluster"}
     assert all(e.metrics for e in found)

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.manifests import policies
-from harness.manifests.objects import Finding, Obj
-from harness.manifests.overlays import OVERLAYS
-from harness.manifests.schemas import CLUSTER_SCOPED_BUILTINS
+from harness.checks.manifests import policies
+from harness.checks.manifests.overlays import OVERLAYS
+from harness.checks.manifests.schemas import CLUSTER_SCOPED_BUILTINS
+from harness.provisioning.objects import Finding, Obj
 from tests.manifests.helpers import the
 
 Rendered = Callable[[str], list[Obj]]

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.manifests import policies
-from harness.manifests.objects import Finding, Obj
-from harness.manifests.overlays import OVERLAYS, Profile, infer_profile
-from harness.manifests.policies import redis
-from harness.manifests.schemas import CLUSTER_SCOPED_BUILTINS, SchemaCatalog
-from harness.manifests.validate import check_objects
+from harness.checks.manifests import policies
+from harness.checks.manifests.overlays import OVERLAYS, Profile, infer_profile
+from harness.checks.manifests.policies import redis
+from harness.checks.manifests.schemas import CLUSTER_SCOPED_BUILTINS, SchemaCatalog
+from harness.checks.manifests.validate import check_objects
+from harness.provisioning.objects import Finding, Obj
 from tests.manifests.helpers import the
 
 Rendered = Callable[[str], list[Obj]]
@@ -1231,7 +1231,7 @@ def test_declared_profiles_match_what_the_overlays_render(overlay: str, rendered
 
 
 def test_the_provider_copies_the_tenant_and_key_id(monkeypatch: pytest.MonkeyPatch, rendered: Rendered) -> None:
-    from harness.manifests import extauthz
+    from harness.provisioning import extauthz
 
     http = dict(extauthz.PROVIDER["envoyExtAuthzHttp"], headersToUpstreamOnAllow=["x-tenant-id"])
     monkeypatch.setitem(extauthz.PROVIDER, "envoyExtAuthzHttp", http)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import CommandFailed, HarnessError, ToolMissing
-from harness.manifests import render as render_module
-from harness.manifests.render import find_kubectl, kustomize, overlay_dir, parse_objects, render
+from harness.provisioning import render as render_module
+from harness.provisioning.render import find_kubectl, kustomize, overlay_dir, parse_objects, render
 from tests.manifests.helpers import OVERLAYS
 
 EXPECTED_OVERLAYS = ["full", "milestone1", "milestone2", "milestone3", "scale-to-zero"]

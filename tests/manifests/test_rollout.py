@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.manifests import policies
-from harness.manifests.objects import Container, Obj
-from harness.manifests.overlays import OVERLAYS
-from harness.manifests.policies.rollout import MIN_PRESTOP_S, prestop_seconds
+from harness.checks.manifests import policies
+from harness.checks.manifests.overlays import OVERLAYS
+from harness.checks.manifests.policies.rollout import MIN_PRESTOP_S, prestop_seconds
+from harness.provisioning.objects import Container, Obj
 from tests.manifests.helpers import the
 
 Rendered = Callable[[str], list[Obj]]

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.manifests.objects import Obj
-from harness.manifests.schemas import SchemaCatalog, strict_crd_schema
+from harness.checks.manifests.schemas import SchemaCatalog, strict_crd_schema
+from harness.provisioning.objects import Obj
 from tests.manifests.helpers import OVERLAYS, the
 
 Rendered = Callable[[str], list[Obj]]

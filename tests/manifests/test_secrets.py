@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.acceptance.targets.kube import API_KEY_CLIENTS
+from harness.checks.manifests.overlays import OVERLAYS
+from harness.checks.manifests.schemas import SchemaCatalog
+from harness.checks.manifests.validate import check_objects
 from harness.errors import HarnessError
-from harness.manifests.overlays import OVERLAYS
-from harness.manifests.paths import REPO_ROOT
-from harness.manifests.render import render
-from harness.manifests.schemas import SchemaCatalog
-from harness.manifests.secrets import (
+from harness.provisioning.paths import REPO_ROOT
+from harness.provisioning.render import render
+from harness.provisioning.secrets import (
     API_KEY_IDS,
     API_KEY_NAMES,
     HASHES_FILE,
@@ -30,8 +32,6 @@ from harness.manifests.secrets import (
     uses_api_keys,
     uses_secrets,
 )
-from harness.manifests.validate import check_objects
-from harness.targets.kube import API_KEY_CLIENTS
 from service import authz
 from tests.manifests.helpers import the
 
@@ -110,7 +110,7 @@ def test_hashes_out_of_step_with_the_keys_are_rewritten(tmp_path: Path) -> None:
     keys = read_api_keys(generate_api_keys(tmp_path))
     (tmp_path / HASHES_FILE).write_text("not: a secret\n")
     render_dir = tmp_path  # write_key_hashes runs for every cluster render
-    from harness.manifests.secrets import write_key_hashes
+    from harness.provisioning.secrets import write_key_hashes
 
     write_key_hashes(render_dir)
     assert admitted(read_key_hashes(tmp_path / HASHES_FILE), keys) == {n: API_KEY_IDS[n] for n in API_KEY_NAMES}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.manifests.schemas import SchemaCatalog
-from harness.manifests.validate import OverlayReport, validate_overlay, validate_overlays
+from harness.checks.manifests.schemas import SchemaCatalog
+from harness.checks.manifests.validate import OverlayReport, validate_overlay, validate_overlays
 
 
 def test_every_overlay_validates_with_zero_errors(catalog: SchemaCatalog) -> None:

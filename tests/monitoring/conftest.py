@@ -1,6 +1,6 @@
 """A real service, worker, Redis and Prometheus on loopback, labelled as the cluster's PodMonitors label them.
 
-Prometheus scrapes every second and loads the PrometheusRule's groups (harness.monitoring.write_rule_files),
+Prometheus scrapes every second and loads the PrometheusRule's groups (harness.checks.monitoring.write_rule_files),
 so the recording rules the dashboard and the alerts read exist here too. Each target carries the labels a
 PodMonitor gives it on the cluster (``namespace``, ``pod``, ``container``, ``job`` as ``namespace/name``), so
 the dashboard's queries run here exactly as Grafana sends them (``$namespace`` = ocr-dev).
@@ -20,10 +20,11 @@ import httpx
 import pytest
 import yaml
 
-from harness import monitoring, samples
-from harness.components import Endpoint, redis_url, start_redis, start_service, start_worker
+from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service, start_worker
+from harness.checks import monitoring
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, require_binary, stop_all
+from harness.provisioning import samples
 
 NAMESPACE = monitoring.VARIABLES["namespace"]
 

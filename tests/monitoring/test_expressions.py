@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import monitoring
+from harness.checks import monitoring
 from tests.monitoring.conftest import LocalStack, send_traffic
 
 EXPRESSIONS = monitoring.expressions()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import samples
-from harness.components import Endpoint, start_service
-from harness.samples import document, encode
+from harness.acceptance.components import Endpoint, start_service
+from harness.provisioning import samples
+from harness.provisioning.samples import document, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("kserve_client.py")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import Endpoint, start_service
+from harness.acceptance.components import Endpoint, start_service
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from io import BytesIO
 
 from PIL import Image, ImageDraw, ImageFont
 
-from harness import samples
+from harness.provisioning import samples
 
 # --- building blocks --------------------------------------------------------------------------------
 

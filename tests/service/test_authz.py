@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from harness import wait
-from harness.manifests.paths import REPO_ROOT
 from harness.ports import free_port
+from harness.provisioning.paths import REPO_ROOT
 from service import authz
 from service.context import TENANT_RE
 
@@ -145,7 +145,7 @@ def test_anything_but_a_known_key_is_403_with_the_gateways_json(authorizer: Auth
 def test_the_gateways_send_and_keep_the_headers_the_authorizer_reads_and_writes() -> None:
     """The Istio provider (and the local gateway, which reads the same list) sends the key and the request id,
     and copies the tenant and the key id upstream: the names this authorizer uses."""
-    from harness import gateway
+    from harness.acceptance import gateway
 
     assert set(gateway.CHECK_HEADERS) == {authz.API_KEY_HEADER, authz.REQUEST_ID_HEADER}
     assert set(gateway.UPSTREAM_ON_ALLOW) == {authz.TENANT_HEADER, authz.KEY_ID_HEADER}

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import httpx
 from fastapi.testclient import TestClient
 
-from harness import samples, wait
-from harness.components import Endpoint
+from harness import wait
+from harness.acceptance.components import Endpoint
 from harness.ports import free_port
+from harness.provisioning import samples
 from service.app import create_app
 from service.deps import get_job_store
 from service.errors import QueueUnavailable, queue_unavailable

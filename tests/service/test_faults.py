@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import samples, wait
-from harness.components import Endpoint, redis_url, start_job_redis, start_redis, start_service, start_worker
+from harness import wait
+from harness.acceptance.components import Endpoint, redis_url, start_job_redis, start_redis, start_service, start_worker
+from harness.provisioning import samples
 from service.jobs import JobStore
 from service.settings import load_settings
 

@@ -23,7 +23,7 @@ import pytest
 
 from bench.memory_bench import pod_memory_limit_mib
 from harness import wait
-from harness.components import Endpoint, redis_url, start_redis, start_service, start_worker
+from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service, start_worker
 from service.context import DRAIN_IDLE_S
 from tests.service import corpus
 

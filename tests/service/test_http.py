@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from harness import samples, wait
-from harness.components import Endpoint
-from harness.textmetrics import cer
+from harness import wait
+from harness.acceptance.components import Endpoint
+from harness.acceptance.textmetrics import cer
+from harness.provisioning import samples
 
 
 def post_image(endpoint: Endpoint, data: bytes, *, filename: str = "image.png", headers: dict | None = None, **kw):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness import samples
+from harness.provisioning import samples
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 from service.images import DECODE_MAX_SIDE, SOURCE_SIZE, decode_image, inspect_image, pixel_limit, row_pixels
 from tests.service import corpus

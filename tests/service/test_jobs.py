@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import samples, wait
-from harness.components import Endpoint, start_redis, start_service, start_worker
+from harness import wait
+from harness.acceptance.components import Endpoint, start_redis, start_service, start_worker
+from harness.provisioning import samples
 from service.jobs import JobStore
 from service.settings import load_settings
 
@@ -216,7 +217,7 @@ def test_the_api_exports_the_queue_lag_while_no_worker_runs(stack: dict) -> None
 def test_the_job_path_works_with_an_authenticated_redis(tmp_path: Path) -> None:
     import redis as redis_lib
 
-    from harness.components import redis_url
+    from harness.acceptance.components import redis_url
 
     endpoint = start_redis(tmp_path, tmp_path / "data", password="s3cret-pass-for-test")
     api = start_service(tmp_path, name="api-auth", env={"OCR_REDIS_URL": redis_url(endpoint)})

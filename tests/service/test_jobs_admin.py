@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.components import Endpoint, redis_url, start_redis
+from harness.acceptance.components import Endpoint, redis_url, start_redis
 from service.jobs import JobStore
 from service.settings import load_settings
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness import wait
-from harness.components import Endpoint, redis_url, start_redis
+from harness.acceptance.components import Endpoint, redis_url, start_redis
 from service.jobs import Delivery, IdempotencyKeyReused, JobStore, QueueFull
 from service.settings import load_settings
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import samples, wait
-from harness.components import start_service
+from harness import wait
+from harness.acceptance.components import start_service
 from harness.processes import ProcessExited
+from harness.provisioning import samples
 from service.model import ModelFiles
 
 

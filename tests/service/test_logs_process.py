@@ -23,9 +23,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from harness import samples, wait
-from harness.components import Endpoint, redis_url, start_redis, start_service, start_worker
+from harness import wait
+from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service, start_worker
 from harness.processes import ManagedProcess
+from harness.provisioning import samples
 from service.jobs import JobStore
 from service.settings import load_settings
 

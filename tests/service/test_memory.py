@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bench.memory_bench import gray_noise_pages, noise_strips, pod_memory_limit_mib
-from harness.components import Endpoint, redis_url, start_redis, start_service
+from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service
 from tests.service import corpus
 
 LIMIT_MIB = pod_memory_limit_mib()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness import samples
+from harness.provisioning import samples
 from service.model import Box, ModelFiles, ModelLoadError, OcrModel, reading_order
 from tests.service import corpus
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import samples
-from harness.components import Endpoint, start_service
+from harness.acceptance.components import Endpoint, start_service
+from harness.provisioning import samples
 from service.settings import ENV_PREFIX
 from tests.service.test_http import _metric, logged
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.overload_bench import ENV, measure
-from harness.components import Endpoint, start_service
+from harness.acceptance.components import Endpoint, start_service
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from harness import samples, wait
-from harness.components import start_service
+from harness import wait
+from harness.acceptance.components import start_service
+from harness.provisioning import samples
 
 DRAIN_S = 3.0
 

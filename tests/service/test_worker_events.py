@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import samples, wait
-from harness.components import Endpoint, redis_url, start_redis, start_worker
+from harness import wait
+from harness.acceptance.components import Endpoint, redis_url, start_redis, start_worker
+from harness.provisioning import samples
 from service.errors import QueueFull
 from service.jobs import Delivery, JobStore
 from service.logs import JsonFormatter

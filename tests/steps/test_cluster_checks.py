@@ -1,7 +1,7 @@
 """The cluster tier's Thens judged offline on what they would be given there.
 
-The mesh checks get what :mod:`harness.kube.probe` really sees from loopback peers that behave as the cluster
-cases do (a sidecar closing a plaintext connection, nothing listening, a name that does not resolve, the
+The mesh checks get what :mod:`harness.provisioning.kube.probe` really sees from loopback peers that behave as the
+cluster cases do (a sidecar closing a plaintext connection, nothing listening, a name that does not resolve, the
 sidecar's RBAC denial, the caller's own sidecar failing to connect); the rollout's order check gets pod
 timelines; the idle workers' check gets looks at the workers.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from harness.evidence import RunEvidence
-from harness.kube.probe import probe
-from harness.rollout import PodTimeline, handover_order
+from harness.acceptance.evidence import RunEvidence
+from harness.acceptance.rollout import PodTimeline, handover_order
+from harness.provisioning.kube.probe import probe
 from steps import cluster, rollout, scaling
 from tests.harness.test_probe import answer_403, close_after_reading, closed_port, peer
 from tests.harness.test_rollout import _named

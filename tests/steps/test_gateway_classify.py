@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness.load import Answer, PacedResult
+from harness.acceptance.load import Answer, PacedResult
 from steps import gateway as steps
 
 SERVICE = {"x-request-id": "rid-1", "content-type": "application/json"}
