@@ -12,9 +12,9 @@ from harness.errors import HarnessError
 from harness.ports import free_port
 from harness.provisioning import env, preflight, profiles, tools
 from harness.provisioning.env import WORK_DIR
-from harness.provisioning.identity import gateway_host
-from harness.provisioning.plan import IMAGE, Spec
+from harness.provisioning.identity import IMAGE, gateway_host
 from harness.provisioning.run import run_plan
+from harness.provisioning.spec import Spec
 
 
 def spec_from(args: argparse.Namespace) -> Spec:

@@ -18,10 +18,12 @@ import yaml
 from harness import commands
 from harness.errors import HarnessError, ToolMissing
 from harness.provisioning import preflight, secrets
+from harness.provisioning.identity import IMAGE
 from harness.provisioning.kube import facts
 from harness.provisioning.kube.client import Kube
-from harness.provisioning.plan import APP_NAMESPACE, GATEWAY_NODE_PORT, IMAGE, Spec, install_plan, teardown_plan
+from harness.provisioning.plan import APP_NAMESPACE, GATEWAY_NODE_PORT, install_plan, teardown_plan
 from harness.provisioning.run import LIVE_PROBES, StepResult, kind_clusters, run_plan
+from harness.provisioning.spec import Spec
 from harness.provisioning.tools import resolve
 
 PLACEHOLDER_MARK = "placeholder-"

@@ -22,8 +22,8 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.provisioning import extauthz, versions
-from harness.provisioning.identity import CLUSTER, IMAGE, ISVC, NAMESPACE
-from harness.provisioning.profiles import Profile
+from harness.provisioning.identity import CLUSTER, ISVC, NAMESPACE
+from harness.provisioning.spec import Spec
 from harness.provisioning.versions import Chart
 
 GATEWAY_NODE_PORT = 30080
@@ -102,28 +102,6 @@ class Step:
         if self.argv:
             return " ".join(a if a and " " not in a else repr(a) for a in self.argv)
         return f"(python) {self.name}"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What to provision and where."""
-
-    profile: Profile
-    work_dir: Path
-    cluster: str = CLUSTER
-    kube_context: str | None = None  # None: a kind cluster the harness creates and owns
-    host_port: int = 0  # loopback port kind publishes the gateway on (kind only)
-    image: str = IMAGE
-    image_loader: str = "kind"
-    offline_base: bool = False
-
-    @property
-    def context(self) -> str:
-        return self.kube_context or f"kind-{self.cluster}"
-
-    @property
-    def owns_cluster(self) -> bool:
-        return self.kube_context is None
 
 
 def kind_config(host_port: int) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 from harness import commands
 from harness.errors import CommandFailed, CommandTimeout, HarnessError, ToolMissing
 from harness.provisioning import tools
-from harness.provisioning.plan import Spec
 from harness.provisioning.profiles import PROFILES, Profile
+from harness.provisioning.spec import Spec
 
 GIB = 1024**3
 

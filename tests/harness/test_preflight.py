@@ -16,8 +16,8 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.provisioning import preflight, tools
-from harness.provisioning.plan import Spec
 from harness.provisioning.profiles import profile
+from harness.provisioning.spec import Spec
 
 
 def fake_tool(bin_dir: Path, name: str, script: str) -> None:

@@ -18,8 +18,9 @@ from harness.errors import HarnessError, TargetUnavailable
 from harness.ports import LOOPBACK, free_port
 from harness.provisioning.env import WORK_DIR, export_logs, gateway_host_port, provision, teardown
 from harness.provisioning.kube import facts
-from harness.provisioning.plan import CLUSTER, Spec
+from harness.provisioning.plan import CLUSTER
 from harness.provisioning.run import kind_clusters
+from harness.provisioning.spec import Spec
 from harness.provisioning.tools import resolve
 
 SIGKILL_SEEN_TIMEOUT_S = 60

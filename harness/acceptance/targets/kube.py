@@ -26,10 +26,11 @@ from harness.acceptance.targets.base import Cluster, Gateway, Jobs, Models, Targ
 from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.processes import ManagedProcess
 from harness.provisioning import profiles, versions
+from harness.provisioning.identity import IMAGE
 from harness.provisioning.kube import facts, probe
 from harness.provisioning.kube.client import Kube, NotFound
 from harness.provisioning.kube.portforward import KubectlProxy, PortForward
-from harness.provisioning.plan import APP_NAMESPACE, IMAGE, ISVC
+from harness.provisioning.plan import APP_NAMESPACE, ISVC
 from harness.provisioning.profiles import Profile
 from harness.provisioning.secrets import read_api_keys
 from harness.provisioning.tools import resolve
