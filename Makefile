@@ -38,7 +38,7 @@ run: ## run the API on :8080
 	$(PY) -m service
 
 worker: ## run one job worker
-	$(PY) -m service.worker
+	$(PY) -m service.jobs.worker
 
 test: ## the README's test command: unit and HTTP tests (both cores), then local acceptance (CI's tests step)
 	$(PY) -m harness ci run tests

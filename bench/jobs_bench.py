@@ -2,7 +2,7 @@
 queue's own overhead (enqueue to pick-up) on an idle worker.
 
 Each run: a real redis-server, the real API (``python -m service``) and real workers
-(``python -m service.worker``, one onnxruntime thread each, as the local target runs them).
+(``python -m service.jobs.worker``, one onnxruntime thread each, as the local target runs them).
 Workers are started and ready before the jobs are queued; throughput runs from the first enqueue to the\nlast finish.
 
 Run: ``python bench/jobs_bench.py [--jobs 40] [--pickups 20]``; writes bench/results/jobs.json.
@@ -26,8 +26,8 @@ from harness import wait
 from harness.acceptance.components import start_redis, start_service, start_worker
 from harness.processes import stop_all
 from harness.provisioning import samples
-from service.jobs import JobStore
-from service.model import OcrModel
+from service.jobs.store import JobStore
+from service.models.ocr import OcrModel
 from service.settings import load_settings
 
 

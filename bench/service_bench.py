@@ -31,7 +31,7 @@ from harness.acceptance.components import start_service
 from harness.acceptance.textmetrics import levenshtein
 from harness.provisioning import samples
 from service.images import decode_image
-from service.model import OcrModel
+from service.models.ocr import OcrModel
 
 
 def corpus(pages: int, small: int) -> tuple[list[samples.Sample], list[samples.Sample]]:
@@ -153,7 +153,7 @@ def detector_settings(pages: list[samples.Sample], small: list[samples.Sample]) 
 _REC_BATCH_PROBE = """
 import sys, time
 from harness.provisioning import samples
-from service.model import OcrModel
+from service.models.ocr import OcrModel
 m = OcrModel.load(rec_batch_size=int(sys.argv[1])); m.warm_up()
 pages = [samples.document(seed=1000 + i, lines=8) for i in range(int(sys.argv[2]))]
 t = time.perf_counter()

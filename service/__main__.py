@@ -20,12 +20,12 @@ from types import FrameType
 
 import uvicorn
 
-from service.app import create_app
+from service.api.app import create_app
+from service.api.server import protocol_class
+from service.api.state import ServiceState
+from service.errors import ModelLoadError
 from service.logs import log_from_signal
-from service.model import ModelLoadError
-from service.server import protocol_class
 from service.startup import EXIT_NO_MODEL, EXIT_PORT, boot, check_model_files
-from service.state import ServiceState
 
 log = logging.getLogger("service")
 

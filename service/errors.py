@@ -6,7 +6,7 @@ Every error reaches the client as ``{"error": {"code", "message", "request_id"}}
 :func:`install_handlers` maps what FastAPI and Starlette raise (validation errors, unknown routes and
 methods) onto these errors; :func:`queue_unavailable` is the one mapping of a Redis failure to a 503,
 for the routes and the job store alike. Unexpected exceptions are answered by the request-context
-middleware (``service.context``), which is where the request id lives.
+middleware (``service.api.context``), which is where the request id lives.
 """
 
 from __future__ import annotations
@@ -128,6 +128,49 @@ class RouteNotFound(ServiceError):
 
 class MethodNotAllowed(ServiceError):
     status, code, reason = 405, "method_not_allowed", None
+
+
+# Errors of the other programs (start-up, settings, the job store, the admin command, the authorizer).
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the message names the missing or unusable file."""
+
+
+class IdempotencyKeyReused(ServiceError):
+    """An Idempotency-Key already used for another image (the first job is kept; a new image needs a new key).
+
+    422, as the IETF Idempotency-Key header draft answers a key reused with another payload (its 409 is for a
+    request still in flight with the same key, which cannot happen here: the key is bound atomically).
+    """
+
+    status, code, reason = 422, "idempotency_key_reused", "bad_request"
+
+
+class JobsNotServed(ServiceError):
+    """The job workers run the OCR model only: a service serving another model (OCR_MODEL) queues no job."""
+
+    status, code, reason = 404, "jobs_not_served", None
+
+
+class ModelNotFound(ServiceError):
+    status, code, reason = 404, "model_not_found", None
+
+
+class ModelVersionNotFound(ServiceError):
+    status, code, reason = 404, "model_version_not_found", None
+
+
+class SettingsError(Exception):
+    """A setting has a value the service refuses; the message names the environment variable."""
+
+
+class InvalidHashes(ValueError):
+    """A hashes file that does not parse; the message names a line number, never a line's content."""
+
+
+class Refused(Exception):
+    """The command cannot do what was asked (exit 1)."""
 
 
 def queue_unavailable(exc: BaseException, *, what: str = "the job queue") -> QueueUnavailable:

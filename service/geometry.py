@@ -7,14 +7,14 @@ So pixels beyond ``PIPELINE_MAX_SIDE`` are never used, and the decoder need not 
 Long strips are the exception: squeezed to 960 px, a 4000x30 text line is 7 px tall (unreadable), and past
 a ratio of 60 (detector) or 125 (pre-shrink) a side rounds to 0 px and the pipeline fails. The model
 therefore *folds* a strip whose ratio is over ``FOLD_ASPECT`` into a page of rows (see
-``service.model``), and such strips are decoded so that the page, not the strip, fits the pipeline.
+``service.models.ocr``), and such strips are decoded so that the page, not the strip, fits the pipeline.
 """
 
 from __future__ import annotations
 
 import math
 
-PIPELINE_MAX_SIDE = 2000  # rapidocr's Global.max_side_len: set explicitly in service.model
+PIPELINE_MAX_SIDE = 2000  # rapidocr's Global.max_side_len: set explicitly in service.models.ocr
 DETECTOR_MAX_SIDE = 960  # the detector's limit_side_len with limit_type "max" (the default setting)
 FOLD_ASPECT = 30.0  # above this ratio (long side / short side) a long image is read folded into rows
 FOLD_MIN_LONG = DETECTOR_MAX_SIDE  # shorter images are not shrunk by the detector: never folded
@@ -32,7 +32,7 @@ def fold_gap(short: int) -> int:
 
 
 def folded_area(long: int, short: int) -> int:
-    """Pixels of the page a ``long`` x ``short`` strip folds into (``service.folding``): its rows of
+    """Pixels of the page a ``long`` x ``short`` strip folds into (``service.models.folding``): its rows of
     ``short`` px, each with a gap of background, laid side by side (within a row's rounding)."""
     return long * (short + fold_gap(short))
 

@@ -1,6 +1,6 @@
 """JSON log lines: one object per line, for people and log pipelines alike.
 
-:func:`configure`, called once at start-up by ``python -m service`` and ``python -m service.worker``, makes
+:func:`configure`, called once at start-up by ``python -m service`` and ``python -m service.jobs.worker``, makes
 every line the process writes one JSON object with at least ``timestamp``, ``level``, ``logger`` and
 ``message``:
 

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.cgroup import available_cpus
+from service.errors import SettingsError
 from service.images import REFERENCE_BYTES_PER_PIXEL
 from service.limits import MemoryBudget, default_concurrency, default_threads
 
@@ -16,10 +17,6 @@ ENV_PREFIX = "OCR_"
 MIN_PIXELS = 4_000_000  # a budget below this serves nothing useful
 PAGE_300_DPI_PIXELS = 8_700_000  # an A4 page at 300 dpi: the default concurrency keeps at least this
 DEFAULT_MAX_PIXELS = 40_000_000  # the documented limit, when the memory budget allows it
-
-
-class SettingsError(Exception):
-    """A setting has a value the service refuses; the message names the environment variable."""
 
 
 class ServiceSettings(BaseSettings):

@@ -1,6 +1,6 @@
 """The one start-up of the API and the workers: settings, logging, the model.
 
-``python -m service`` and ``python -m service.worker`` both begin with :func:`boot` (settings read and
+``python -m service`` and ``python -m service.jobs.worker`` both begin with :func:`boot` (settings read and
 checked, logging configured; a bad setting exits 2 naming the variable) and get their model from
 :func:`load_model` (loaded from the settings and warmed by one inference; a missing or broken model
 file raises ``ModelLoadError``, exit 3). :func:`check_model_files` fails fast before a port opens.
@@ -16,9 +16,10 @@ from typing import Any
 
 from service import allocator, logs, models
 from service.cgroup import available_cpus
+from service.errors import SettingsError
 from service.limits import default_threads
-from service.model import OcrModel
-from service.settings import ServiceSettings, SettingsError, load_settings
+from service.models.ocr import OcrModel
+from service.settings import ServiceSettings, load_settings
 
 EXIT_BAD_SETTINGS = 2
 EXIT_NO_MODEL = 3

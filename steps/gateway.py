@@ -24,8 +24,8 @@ from steps.common import eventually
 
 TINY_IMAGE = samples.text_line("ok").encode()
 
-# Who answered. The service marks every answer it makes with X-Request-ID (service/context.py, and the
-# raw-protocol errors of service/server.py); the gateway's own answers (its refusals, Envoy's and HAProxy's
+# Who answered. The service marks every answer it makes with X-Request-ID (service/api/context.py, and the
+# raw-protocol errors of service/api/server.py); the gateway's own answers (its refusals, Envoy's and HAProxy's
 # 5xx) carry none. A request is admitted only when the service answered it.
 LIMITED = "refused: limit"  # 429 at the gateway
 NO_KEY = "refused: key"  # 403 at the gateway (the authorizer's denial, or the gateway failing closed)

@@ -194,11 +194,11 @@ def start_prometheus(
 def start_worker(
     log_dir: Path, *, name: str, env: Mapping[str, str] | None = None, ready_timeout: float = SERVICE_READY_TIMEOUT_S
 ) -> Endpoint:
-    """``python -m service.worker`` with its health port on loopback; ready when /healthz says Redis is up."""
+    """``python -m service.jobs.worker`` with its health port on loopback; ready when /healthz says Redis is up."""
     port = free_port()
     process = ManagedProcess(
         name=name,
-        argv=[sys.executable, "-m", "service.worker"],
+        argv=[sys.executable, "-m", "service.jobs.worker"],
         log_path=log_dir / f"{name}.log",
         env={"OCR_HOST": LOOPBACK, "OCR_WORKER_PORT": str(port), "OCR_WORKER_NAME": name, **(env or {})},
     ).start()

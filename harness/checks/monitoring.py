@@ -51,7 +51,7 @@ ERROR_BUDGET = 1 - SLO_TARGET
 # What each metric the dashboard and the rules use comes from. ``local`` sources run on the local target.
 SOURCES: dict[str, str] = {
     "service": "local",  # python -m service (service/metrics.py, the queue collector, process metrics)
-    "worker": "local",  # python -m service.worker
+    "worker": "local",  # python -m service.jobs.worker
     "prometheus": "local",  # series Prometheus makes itself (up, scrape_*)
     "kube-state-metrics": "cluster",
     "keda": "cluster",  # the KEDA operator's own metrics

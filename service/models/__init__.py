@@ -2,7 +2,7 @@
 
 A plugin is a class with:
 
-- ``kind`` (the ``OCR_MODEL`` value that selects it) and, once made, ``info`` (``service.model.ModelInfo``:
+- ``kind`` (the ``OCR_MODEL`` value that selects it) and, once made, ``info`` (``service.models.ocr.ModelInfo``:
   name, version, digest of its files) and ``threads`` (onnxruntime threads per inference);
 - ``check_files(settings)``: its files exist (``ModelLoadError`` if not), before a port opens;
 - ``from_settings(settings)``: loaded as the settings describe it, from the files inside its wheel or from
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from service.model import ModelInfo, OcrModel
 from service.models.layout import LayoutModel
+from service.models.ocr import ModelInfo, OcrModel
 
 if TYPE_CHECKING:
     from PIL import Image

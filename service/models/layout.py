@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 from PIL import Image, ImageDraw, ImageFont
 
 from service.cgroup import available_cpus
+from service.errors import ModelLoadError
 from service.images import SOURCE_SIZE
-from service.model import ModelInfo, ModelLoadError
-from service.models.schemas import LayoutResponse, RegionOut
-from service.schemas import ModelRef
+from service.models.ocr import ModelInfo
+from service.models.schemas import LayoutResponse, ModelRef, RegionOut
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.models.layout")

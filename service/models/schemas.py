@@ -1,13 +1,38 @@
-"""The wire format of the models other than OCR (whose ``/predict`` answer is ``service.schemas``'), and of
-the Open Inference Protocol (KServe V2 REST) routes."""
+"""What the models answer: the OCR model's ``/predict`` answer (the worker stores the same shape as a job's
+result) and the layout model's, each naming the model that answered."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from service.schemas import ModelRef
+if TYPE_CHECKING:
+    from service.models.ocr import ModelInfo, OcrResult
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str = Field(description="OCR_MODEL_VERSION when set, else the runtime's version and a digest prefix")
+    digest: str = Field("", description="SHA-256 of the model files")
+
+
+class BoxOut(BaseModel):
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    text: str
+    conf: float = Field(ge=0, le=1)
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    text: str = Field(description='The lines in reading order, joined by "\\n"')
+    confidence: float = Field(ge=0, le=1, description="Mean line confidence; 0 when nothing is read")
+    latency_ms: float = Field(description="Time spent in the service for this request")
+    boxes: list[BoxOut] = Field(description="Axis-aligned integer boxes in the frame of the image as sent")
+    model: ModelRef
 
 
 class RegionOut(BaseModel):
@@ -26,81 +51,16 @@ class LayoutResponse(BaseModel):
     model: ModelRef
 
 
-# -- Open Inference Protocol ----------------------------------------------------------------------
-
-
-class OipError(BaseModel):
-    error: str
-
-
-class OipLive(BaseModel):
-    live: bool
-
-
-class OipReady(BaseModel):
-    ready: bool
-
-
-class OipModelReady(BaseModel):
-    name: str
-    ready: bool
-
-
-class OipServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class OipTensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class OipModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[OipTensorMetadata]
-    outputs: list[OipTensorMetadata]
-
-
-class OipInputTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class OipRequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class OipInferRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[OipInputTensor]
-    outputs: list[OipRequestedOutput] | None = None
-
-
-class OipOutputTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
-
-
-class OipInferResponse(BaseModel):
-    model_name: str
-    model_version: str | None = None
-    id: str
-    parameters: dict[str, Any] | None = None
-    outputs: list[OipOutputTensor]
-
-
-def oip_error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    return {s: {"model": OipError, "description": 'The protocol\'s error: {"error": "..."}'} for s in statuses}
+def build_predict_response(
+    result: OcrResult, model: ModelInfo, *, request_id: str, latency_ms: float
+) -> PredictResponse:
+    """The /predict answer for one OCR result: the API returns it, the worker stores its ``model_dump()``
+    as a job's result, so both give the same shape."""
+    return PredictResponse(
+        request_id=request_id,
+        text=result.text,
+        confidence=result.confidence,
+        latency_ms=latency_ms,
+        boxes=[BoxOut(**vars(b)) for b in result.boxes],
+        model=ModelRef(name=model.name, version=model.version, digest=getattr(model, "digest", "")),
+    )

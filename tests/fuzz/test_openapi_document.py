@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import load_settings
 
 

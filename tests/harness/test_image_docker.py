@@ -90,7 +90,7 @@ def test_no_attestation_flags_only_where_the_builder_offers_both() -> None:
 
 def test_run_argv_is_hardened_and_puts_the_command_after_the_image() -> None:
     spec = ContainerSpec(
-        name="w", image="ocr:dev", command=("python", "-m", "service.worker"), env={"OCR_PORT": "8123"}
+        name="w", image="ocr:dev", command=("python", "-m", "service.jobs.worker"), env={"OCR_PORT": "8123"}
     )
     argv = run_argv(spec)
     assert "--detach" in argv and "--rm" not in argv  # the exit code must survive the stop
@@ -99,7 +99,7 @@ def test_run_argv_is_hardened_and_puts_the_command_after_the_image() -> None:
     assert argv[argv.index("--user") + 1] == "10001"
     assert argv[argv.index("--network") + 1] == "host"
     assert argv[argv.index("--env") + 1] == "OCR_PORT=8123"
-    assert argv[-4:] == ["ocr:dev", "python", "-m", "service.worker"]
+    assert argv[-4:] == ["ocr:dev", "python", "-m", "service.jobs.worker"]
 
 
 def test_run_argv_without_read_only() -> None:

@@ -154,7 +154,7 @@ def test_queue_facts_come_from_the_admin_command_in_the_predictor(tmp_path: Path
     assert t.inject_job(b"\x89PNG damaged") == "b" * 32
     namespace, where, container, argv, data = server.execs[-1]
     assert (namespace, where, container) == ("ocr-dev", "deploy/ocr-predictor", "kserve-container")
-    assert argv == ["python", "-m", "service.jobs_admin", "inject"] and data == b"\x89PNG damaged"
+    assert argv == ["python", "-m", "service.jobs.admin", "inject"] and data == b"\x89PNG damaged"
     m1, _ = target(tmp_path, "milestone1")
     with pytest.raises(TargetUnavailable, match="no job queue"):
         m1.queue_lag()

@@ -9,9 +9,9 @@ import yaml
 
 from harness.errors import CommandFailed, HarnessError
 from harness.provisioning import versions
+from harness.provisioning.identity import IMAGE
 from harness.provisioning.plan import (
     GATEWAY_NODE_PORT,
-    IMAGE,
     Probes,
     Spec,
     Step,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.checks import monitoring
+from harness.provisioning import rules
 from harness.provisioning.objects import Obj
 from tests.manifests.helpers import the
 
@@ -25,7 +26,7 @@ needs_promtool = pytest.mark.skipif(
 
 def test_the_extracted_rules_are_the_rendered_ones(rendered: Rendered) -> None:
     rule = the(rendered("milestone1"), "PrometheusRule", "ocr")
-    assert rule["spec"]["groups"] == monitoring.rule_groups()
+    assert rule["spec"]["groups"] == rules.rule_groups()
 
 
 @needs_promtool
@@ -69,7 +70,7 @@ def test_the_slo_is_stated_once() -> None:
         rule = monitoring.alerts()[name]
         assert rule["expr"].count(f"* {budget})") == 4, rule["expr"]
         assert rule["labels"]["slo"] == "predict-availability"
-    assert "99.5 %" in monitoring.PROMETHEUS_RULE.read_text()
+    assert "99.5 %" in rules.PROMETHEUS_RULE.read_text()
 
 
 # (what is broken, the rule, the text replaced, its replacement): each must make the unit tests fail.
@@ -105,7 +106,7 @@ def unit_tests_of(name: str) -> dict[str, Any]:
 @needs_promtool
 @pytest.mark.parametrize(("what", "name", "old", "new"), BREAKAGES, ids=[b[0] for b in BREAKAGES])
 def test_the_unit_tests_catch_a_broken_rule(what: str, name: str, old: str, new: str) -> None:
-    groups = monitoring.rule_groups()
+    groups = rules.rule_groups()
     (rule,) = [r for g in groups for r in g["rules"] if name in (r.get("alert"), r.get("record"))]
     assert old in rule["expr"], f"{what}: {old!r} not in {name}"
     rule["expr"] = rule["expr"].replace(old, new)

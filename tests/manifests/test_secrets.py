@@ -32,7 +32,7 @@ from harness.provisioning.secrets import (
     uses_api_keys,
     uses_secrets,
 )
-from service import authz
+from service.authz import server as authz
 from tests.manifests.helpers import the
 
 

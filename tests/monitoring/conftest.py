@@ -1,6 +1,6 @@
 """A real service, worker, Redis and Prometheus on loopback, labelled as the cluster's PodMonitors label them.
 
-Prometheus scrapes every second and loads the PrometheusRule's groups (harness.checks.monitoring.write_rule_files),
+Prometheus scrapes every second and loads the PrometheusRule's groups (harness.checks.rules.write_rule_files),
 so the recording rules the dashboard and the alerts read exist here too. Each target carries the labels a
 PodMonitor gives it on the cluster (``namespace``, ``pod``, ``container``, ``job`` as ``namespace/name``), so
 the dashboard's queries run here exactly as Grafana sends them (``$namespace`` = ocr-dev).
@@ -24,7 +24,7 @@ from harness.acceptance.components import Endpoint, redis_url, start_redis, star
 from harness.checks import monitoring
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, require_binary, stop_all
-from harness.provisioning import samples
+from harness.provisioning import rules, samples
 
 NAMESPACE = monitoring.VARIABLES["namespace"]
 
@@ -170,9 +170,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
             # Whichever started is stopped below even if the other did not.
             started += [f.result().process for f in (service_start, worker_start) if f.exception() is None]
             service, worker = service_start.result(), worker_start.result()
-        (rules,) = monitoring.write_rule_files(work / "rules")
+        (rule_file,) = rules.write_rule_files(work / "rules")
         config = prometheus_config(
-            {"ocr-predictor": (service, "kserve-container"), "ocr-worker": (worker, "worker")}, [rules]
+            {"ocr-predictor": (service, "kserve-container"), "ocr-worker": (worker, "worker")}, [rule_file]
         )
         prometheus, url = start_prometheus_with_rules(log_dir, work / "prometheus", config)
         started.append(prometheus)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ import pytest
 from harness import wait
 from harness.ports import free_port
 from harness.provisioning.paths import REPO_ROOT
-from service import authz
-from service.context import TENANT_RE
+from service.authz import server as authz
+from service.authz.settings import AuthzSettings, load_authz_settings
+from service.errors import SettingsError
 
 KEY_A = "k" * 20 + "-primary-key-for-tests-0123"
 KEY_B = "k" * 20 + "-secondary-key-for-test-4567"
@@ -272,8 +274,9 @@ def test_a_content_length_that_is_not_ascii_digits_is_answered_and_logged_once(
 
 
 def test_without_a_valid_file_everything_is_refused_and_not_ready(tmp_path: Path) -> None:
-    settings = authz.Settings(tmp_path / "absent.jsonl", "127.0.0.1", free_port(), free_port(), 0.1, "info")
-    import threading
+    settings = AuthzSettings(
+        hashes_file=tmp_path / "absent.jsonl", host="127.0.0.1", port=free_port(), health_port=free_port(), reload_s=0.1
+    )
 
     stop = threading.Event()
     thread = threading.Thread(target=authz.serve, args=(settings, stop), daemon=True)
@@ -349,10 +352,6 @@ def test_hash_lines_are_salted_and_checked() -> None:
             authz.parse_hashes(broken)
 
 
-def test_the_tenant_pattern_is_the_services() -> None:
-    assert authz.TENANT_PATTERN.pattern == TENANT_RE.pattern
-
-
 # -- the hashes file's format, against the vectors the harness is tested against too ---------------------
 
 HASH_VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "api-key-hashes.json").read_text(encoding="utf-8"))
@@ -368,3 +367,24 @@ def test_the_authorizer_writes_and_admits_the_shared_vectors(vector: dict[str, s
     entry = table.lookup(vector["key"])
     assert entry is not None and (entry.key_id, entry.tenant) == (vector["key_id"], vector["tenant"])
     assert table.lookup(vector["key"] + "x") is None
+
+
+def test_settings_come_from_the_environment_and_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCR_AUTHZ_PORT", "9123")
+    monkeypatch.setenv("OCR_LOG_LEVEL", "debug")
+    settings = load_authz_settings()
+    assert (settings.port, settings.log_level, settings.health_port) == (9123, "debug", 8081)
+    monkeypatch.setenv("OCR_AUTHZ_RELOAD_S", "0")
+    monkeypatch.setenv("OCR_LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError) as refused:
+        load_authz_settings()
+    assert "OCR_AUTHZ_RELOAD_S" in str(refused.value) and "OCR_LOG_LEVEL" in str(refused.value)
+
+
+def test_the_authorizer_refuses_to_start_with_a_bad_setting() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.authz"], cwd=REPO_ROOT, env={**os.environ, "OCR_AUTHZ_PORT": "http"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "OCR_AUTHZ_PORT" in done.stdout + done.stderr

@@ -11,11 +11,11 @@ from harness import wait
 from harness.acceptance.components import Endpoint
 from harness.ports import free_port
 from harness.provisioning import samples
-from service.app import create_app
-from service.deps import get_job_store
+from service.api.app import create_app
+from service.api.deps import get_job_store
 from service.errors import QueueUnavailable, queue_unavailable
-from service.jobs import JobStore
-from service.model import ModelInfo
+from service.jobs.store import JobStore
+from service.models.ocr import ModelInfo
 from service.settings import load_settings
 
 

@@ -22,7 +22,7 @@ import pytest
 from harness import wait
 from harness.acceptance.components import Endpoint, redis_url, start_job_redis, start_redis, start_service, start_worker
 from harness.provisioning import samples
-from service.jobs import JobStore
+from service.jobs.store import JobStore
 from service.settings import load_settings
 
 LIVENESS_S = 1.0  # what /healthz must answer within while Redis hangs (the pods' liveness probes allow 2 s)

@@ -7,8 +7,8 @@ import math
 import pytest
 from PIL import Image
 
-from service import folding
 from service.geometry import PIPELINE_MAX_SIDE, decode_scale, folded_area
+from service.models import folding
 
 
 @pytest.mark.parametrize("size", [(2, 5_499_000), (5_499_000, 2), (1, 9_000_000), (40, 2_000_000), (30, 40_000)])

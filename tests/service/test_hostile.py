@@ -24,7 +24,7 @@ import pytest
 from bench.memory_bench import pod_memory_limit_mib
 from harness import wait
 from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service, start_worker
-from service.context import DRAIN_IDLE_S
+from service.api.context import DRAIN_IDLE_S
 from tests.service import corpus
 
 CASES = {case.name: case for case in corpus.cases()}

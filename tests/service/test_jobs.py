@@ -13,7 +13,7 @@ import pytest
 from harness import wait
 from harness.acceptance.components import Endpoint, start_redis, start_service, start_worker
 from harness.provisioning import samples
-from service.jobs import JobStore
+from service.jobs.store import JobStore
 from service.settings import load_settings
 
 

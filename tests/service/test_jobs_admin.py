@@ -1,4 +1,4 @@
-"""``python -m service.jobs_admin`` run as the harness runs it: a subprocess, over a real redis-server."""
+"""``python -m service.jobs.admin`` run as the harness runs it: a subprocess, over a real redis-server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness.acceptance.components import Endpoint, redis_url, start_redis
-from service.jobs import JobStore
+from service.jobs.store import JobStore
 from service.settings import load_settings
 
 PASSWORD = "admin-test-pass-3f9c"
@@ -23,7 +23,7 @@ def admin(url: str, *args: str, stdin: bytes = b"", env: dict[str, str] | None =
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OCR_")}
     environment.update({"OCR_REDIS_URL": url, **(env or {})})
     return subprocess.run(
-        [sys.executable, "-m", "service.jobs_admin", *args],
+        [sys.executable, "-m", "service.jobs.admin", *args],
         input=stdin,
         capture_output=True,
         env=environment,

@@ -12,7 +12,8 @@ import pytest
 
 from harness import wait
 from harness.acceptance.components import Endpoint, redis_url, start_redis
-from service.jobs import Delivery, IdempotencyKeyReused, JobStore, QueueFull
+from service.errors import IdempotencyKeyReused
+from service.jobs.store import Delivery, JobStore, QueueFull
 from service.settings import load_settings
 
 MiB = 1024 * 1024

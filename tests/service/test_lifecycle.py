@@ -17,7 +17,7 @@ from harness import wait
 from harness.acceptance.components import start_service
 from harness.processes import ProcessExited
 from harness.provisioning import samples
-from service.model import ModelFiles
+from service.models.ocr import ModelFiles
 
 
 def run_service(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

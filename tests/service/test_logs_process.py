@@ -27,7 +27,7 @@ from harness import wait
 from harness.acceptance.components import Endpoint, redis_url, start_redis, start_service, start_worker
 from harness.processes import ManagedProcess
 from harness.provisioning import samples
-from service.jobs import JobStore
+from service.jobs.store import JobStore
 from service.settings import load_settings
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}
@@ -184,7 +184,7 @@ def test_the_shutdown_lines_are_json_too(tmp_path: Path) -> None:
     assert lines[-1]["message"].startswith("Finished server process")
 
 
-@pytest.mark.parametrize("module", ["service", "service.worker"])
+@pytest.mark.parametrize("module", ["service", "service.jobs.worker"])
 def test_a_bad_setting_is_one_json_line(module: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", module],

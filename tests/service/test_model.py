@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from harness.provisioning import samples
-from service.model import Box, ModelFiles, ModelLoadError, OcrModel, reading_order
+from service.errors import ModelLoadError
+from service.models.ocr import Box, ModelFiles, OcrModel, reading_order
 from tests.service import corpus
 
 

@@ -1,4 +1,4 @@
-"""Models as plugins (``service.models``) and the Open Inference Protocol (``service.routes.v2``), over real
+"""Models as plugins (``service.models``) and the Open Inference Protocol (``service.api.routes.v2``), over real
 HTTP: real service processes on loopback with the real models. The KServe client's own test is in
 ``tests/oip``."""
 

@@ -1,4 +1,4 @@
-"""The recogniser's input width is bounded whatever the page shows (``service.recognition``)."""
+"""The recogniser's input width is bounded whatever the page shows (``service.models.recognition``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from service.model import OcrModel
-from service.recognition import MAX_RATIO, BoundedRecognizer, pieces_of
+from service.models.ocr import OcrModel
+from service.models.recognition import MAX_RATIO, BoundedRecognizer, pieces_of
 
 WORDS = "Invoice total amount due 2024 shipping address north street reference paid thank you"
 

@@ -5,9 +5,10 @@ import pytest
 
 from service import allocator
 from service import settings as settings_module
+from service.errors import SettingsError
 from service.images import REFERENCE_BYTES_PER_PIXEL
 from service.limits import default_concurrency, default_threads
-from service.settings import PAGE_300_DPI_PIXELS, SettingsError, load_settings
+from service.settings import PAGE_300_DPI_PIXELS, load_settings
 
 
 def cpus(monkeypatch: pytest.MonkeyPatch, n: int) -> None:

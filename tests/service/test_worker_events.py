@@ -23,11 +23,11 @@ from harness import wait
 from harness.acceptance.components import Endpoint, redis_url, start_redis, start_worker
 from harness.provisioning import samples
 from service.errors import QueueFull
-from service.jobs import Delivery, JobStore
+from service.jobs.store import Delivery, JobStore
+from service.jobs.worker import Worker
 from service.logs import JsonFormatter
-from service.model import ModelInfo
+from service.models.ocr import ModelInfo
 from service.settings import load_settings
-from service.worker import Worker
 
 IMAGE = samples.text_line("Events").encode()
 
@@ -70,7 +70,7 @@ def redis_endpoint(tmp_path: Path) -> Iterator[Endpoint]:
 @pytest.fixture
 def captured() -> Iterator[JsonLines]:
     handler = JsonLines()
-    logger = logging.getLogger("service.worker")
+    logger = logging.getLogger("service.jobs.worker")
     logger.addHandler(handler)
     previous = logger.level
     logger.setLevel(logging.INFO)

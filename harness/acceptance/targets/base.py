@@ -8,7 +8,7 @@ what a target provides is read from the interfaces it implements, narrowed on a 
 profile installed.
 
 Each method is one a Kubernetes cluster can honour as well as local processes: URLs, API keys, PromQL, logs,
-replica counts, and queue facts read by the service's own admin command (``python -m service.jobs_admin``)
+replica counts, and queue facts read by the service's own admin command (``python -m service.jobs.admin``)
 where the API runs, never by importing the service's queue code into the test process.
 """
 
@@ -188,14 +188,14 @@ class Rollout(Capability):
 
 
 class Jobs(Capability):
-    """The job path: the queue (read through ``python -m service.jobs_admin`` where the API runs) and its
+    """The job path: the queue (read through ``python -m service.jobs.admin`` where the API runs) and its
     workers."""
 
     tags = frozenset({"jobs"})
 
     @abc.abstractmethod
     def jobs_admin(self, *args: str, input: bytes | None = None) -> str:
-        """Run ``python -m service.jobs_admin ARGS`` where the API runs; its stdout."""
+        """Run ``python -m service.jobs.admin ARGS`` where the API runs; its stdout."""
 
     @abc.abstractmethod
     def workers(self) -> list[str]:
@@ -327,12 +327,12 @@ def skip_reason(target: type[Target], options: TargetOptions, needed: set[str], 
 
 
 def queue_json(jobs: Jobs, *args: str, input: bytes | None = None) -> dict[str, Any]:
-    """What ``service.jobs_admin ARGS`` printed, as a JSON object."""
+    """What ``service.jobs.admin ARGS`` printed, as a JSON object."""
     out = jobs.jobs_admin(*args, input=input)
     try:
         value = json.loads(out)
     except ValueError as exc:
-        raise HarnessError(f"service.jobs_admin {' '.join(args)} printed no JSON: {out[:300]!r}") from exc
+        raise HarnessError(f"service.jobs.admin {' '.join(args)} printed no JSON: {out[:300]!r}") from exc
     if not isinstance(value, dict):
-        raise HarnessError(f"service.jobs_admin {' '.join(args)} printed {value!r}")
+        raise HarnessError(f"service.jobs.admin {' '.join(args)} printed {value!r}")
     return value

@@ -349,7 +349,7 @@ class ClusterTarget(Target, Models, Gateway, Jobs, Cluster):
             APP_NAMESPACE,
             f"deploy/{PREDICTOR}",
             "kserve-container",
-            ["python", "-m", "service.jobs_admin", *args],
+            ["python", "-m", "service.jobs.admin", *args],
             input=input,
             timeout=60,
         )

@@ -183,7 +183,7 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
         # The password travels in the environment, never on a command line.
         env = {**inherited_env(), **self._env()}
         return commands.run(
-            [sys.executable, "-m", "service.jobs_admin", *args], timeout=ADMIN_TIMEOUT_S, input=input, env=env
+            [sys.executable, "-m", "service.jobs.admin", *args], timeout=ADMIN_TIMEOUT_S, input=input, env=env
         )
 
     def _track(self, endpoint: Endpoint) -> Endpoint:

@@ -294,7 +294,7 @@ class ImageTier:
             "OCR_REDIS_URL": redis_url,
             "OCR_WORKER_PORT": str(self.worker_port),
         }
-        self.worker = self._start("worker", env, ("python", "-m", "service.worker"))
+        self.worker = self._start("worker", env, ("python", "-m", "service.jobs.worker"))
         self._wait_http_ok(
             self.worker,
             f"http://127.0.0.1:{self.worker_port}/healthz",
@@ -330,7 +330,7 @@ class ImageTier:
         dependencies alone, one JSON object on stdout."""
         argv = oneshot_argv(
             self.image,
-            ["python", "-m", "service.jobs_admin", "stats"],
+            ["python", "-m", "service.jobs.admin", "stats"],
             user=str(USER_ID),
             network="host",
             env={"OCR_REDIS_URL": redis_url},
@@ -371,7 +371,7 @@ class ImageTier:
                 (f"POST /predict reads {WORD!r}", self.check_predict),
                 ("the container's processes are not root", self.check_not_root),
                 ("a worker container sees a job through", lambda: self.check_job(redis.url)),
-                ("python -m service.jobs_admin stats in the image", lambda: self.check_admin(redis.url)),
+                ("python -m service.jobs.admin stats in the image", lambda: self.check_admin(redis.url)),
                 ("SIGTERM stops both with exit code 0", self.check_sigterm),
             ]
             for name, step in steps:

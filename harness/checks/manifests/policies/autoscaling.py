@@ -15,7 +15,7 @@ RENDER = "(render)"  # stands for the whole render when the object a rule needs 
 # The service's defaults (service/settings.py) where the manifests leave a setting unset.
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_GRACE_PERIOD_S = 30
-WORKER_MODULE = "service.worker"
+WORKER_MODULE = "service.jobs.worker"
 
 
 def _annotation_path(name: str) -> str:

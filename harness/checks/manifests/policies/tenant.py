@@ -1,6 +1,6 @@
 """Rule of the tenant at the edge: the ingress gateway names the tenant from the API key, never the client.
 
-The service logs the ``X-Tenant-ID`` header of each request as its tenant (``service/context.py``), and the
+The service logs the ``X-Tenant-ID`` header of each request as its tenant (``service/api/context.py``), and the
 rate limit counts by ``x-api-key-id``. Behind the gateway both come from the API-key authorizer: the
 extension provider copies them from its answer onto the request (Istio ``headersToUpstreamOnAllow``, Envoy's
 ``allowed_upstream_headers``, which overwrite a value the client sent), in the ext_authz filter, before

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from service.api.state import ServiceState
 from service.errors import ModelNotReady, QueueUnavailable, ShuttingDown
-from service.state import ServiceState
 
 if TYPE_CHECKING:
-    from service.jobs import JobStore
+    from service.jobs.store import JobStore
     from service.limits import InferenceGate
     from service.models import ServedModel
     from service.settings import ServiceSettings

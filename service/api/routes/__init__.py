@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import health, jobs, metrics, predict, v2
+from service.api.routes import health, jobs, metrics, predict, v2
 
 ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, predict.router, jobs.router, v2.router)

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from service.deps import get_state
-from service.schemas import Health, error_responses
-from service.state import ServiceState
+from service.api.deps import get_state
+from service.api.schemas import Health, error_responses
+from service.api.state import ServiceState
 
 router = APIRouter(tags=["health"])
 

@@ -1,7 +1,7 @@
-"""``python -m service.jobs_admin``: facts about the job queue, and a way to put a raw job in it.
+"""``python -m service.jobs.admin``: facts about the job queue, and a way to put a raw job in it.
 
 For operators and for the test harness, which runs it as a subprocess (locally) or through
-``kubectl exec -i deploy/ocr-predictor -c kserve-container -- python -m service.jobs_admin ...`` (in a
+``kubectl exec -i deploy/ocr-predictor -c kserve-container -- python -m service.jobs.admin ...`` (in a
 cluster), so that nothing outside the service imports its queue code. It reads the same ``OCR_*``
 settings as the API and the workers (``OCR_REDIS_URL``, ``OCR_JOBS_STREAM``, ``OCR_JOBS_GROUP``).
 
@@ -27,16 +27,13 @@ from urllib.parse import urlsplit
 
 import redis
 
-from service.context import DEFAULT_TENANT, TENANT_RE
-from service.jobs import DEAD_LETTERS, DEAD_LETTERS_KEPT, JOB_ID_RE, JobStore, QueueFull
-from service.settings import SettingsError, load_settings
+from service.errors import Refused, SettingsError
+from service.headers import DEFAULT_TENANT, TENANT_RE
+from service.jobs.store import DEAD_LETTERS, DEAD_LETTERS_KEPT, JOB_ID_RE, JobStore, QueueFull
+from service.settings import load_settings
 
 PROG = "jobs_admin"
 INJECT_REQUEST_ID = "admin-inject"
-
-
-class Refused(Exception):
-    """The command cannot do what was asked (exit 1)."""
 
 
 def stats(store: JobStore, limit: int) -> dict[str, Any]:

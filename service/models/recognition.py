@@ -6,7 +6,7 @@ about 176 MiB at 4,000 px, 731 MiB at 20,000). A page of long thin lines, or a f
 lines of ratio 400 and more, so the memory of one inference depended on the content, not only on the pixels
 the budget counts. :class:`BoundedRecognizer` sits in front of the pipeline's recogniser and cuts a line
 wider than ``MAX_RATIO`` times its height into pieces (at a gap between words where the line has one, as a
-folded strip is cut: ``service.folding.cuts``), reads the pieces, and joins their text (a space where the cut
+folded strip is cut: ``service.models.folding.cuts``), reads the pieces, and joins their text (a space where the cut
 fell in a gap) and their scores (weighted by width). Lines within the ratio pass as they are.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from service import allocator
-from service.folding import cuts, ink_columns
+from service.models.folding import cuts, ink_columns
 
 # 48 x 80 = 3,840 px: the recogniser then needs about as much as the detector at 960 px (docs/benchmarks.md).
 MAX_RATIO = 80.0

@@ -17,15 +17,16 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageDraw, ImageFont
 
-from service import folding
 from service.cgroup import available_cpus
+from service.errors import ModelLoadError
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
-from service.recognition import BoundedRecognizer
-from service.schemas import PredictResponse, build_predict_response
+from service.models import folding
+from service.models.recognition import BoundedRecognizer
+from service.models.schemas import PredictResponse, build_predict_response
 from service.settings import ServiceSettings
 
-log = logging.getLogger("service.model")
+log = logging.getLogger("service.models.ocr")
 
 MODEL_FILES = {"det": "det.onnx", "rec": "rec.onnx", "cls": "cls.onnx"}
 KEYS_FILE = "keys.txt"
@@ -34,10 +35,6 @@ _WHEEL_FILES = {
     "rec": "PP-OCRv6_rec_small.onnx",
     "cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
 }
-
-
-class ModelLoadError(Exception):
-    """The model cannot be loaded; the message names the missing or unusable file."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +218,7 @@ class OcrModel:
         else:
             self._require_embedded_keys(files.rec)
         self._engine = RapidOCR(params=params)
-        # Lines wider than the recogniser's bound are read in pieces (service.recognition): its memory then
+        # Lines wider than the recogniser's bound are read in pieces (service.models.recognition): its memory then
         # no longer grows with what the page shows.
         self._engine.text_rec = BoundedRecognizer(self._engine._load_rec_model())  # type: ignore[assignment]
         self._ready = threading.Event()
@@ -303,7 +300,7 @@ class OcrModel:
         ]
 
     def _read_strip(self, image: Image.Image) -> list[tuple[Rect, str, float]]:
-        """A long strip, read folded into rows (``service.folding``); each of its lines is one box."""
+        """A long strip, read folded into rows (``service.models.folding``); each of its lines is one box."""
         fold = folding.plan(image)
         pieces = [
             (folding.unfold(rect, fold), text, score)

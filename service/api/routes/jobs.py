@@ -18,24 +18,18 @@ import redis
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from service.deps import get_job_store, get_jobs_gate, get_state
-from service.errors import BadRequest, JobNotFound, ServiceError, queue_unavailable, request_id_of
+from service.api.deps import get_job_store, get_jobs_gate, get_state
+from service.api.schemas import JobAccepted, JobView, error_responses
+from service.api.state import ServiceState
+from service.api.uploads import OPENAPI_UPLOAD, admitted_image
+from service.errors import BadRequest, JobNotFound, JobsNotServed, queue_unavailable, request_id_of
 from service.images import load_rgb
-from service.jobs import IDEMPOTENCY_KEY_RE, JobStore
+from service.jobs.store import IDEMPOTENCY_KEY_RE, JobStore
 from service.limits import InferenceGate
-from service.schemas import JobAccepted, JobView, error_responses
-from service.state import ServiceState
-from service.uploads import OPENAPI_UPLOAD, admitted_image
 
 router = APIRouter(tags=["jobs"])
-log = logging.getLogger("service.routes.jobs")
+log = logging.getLogger("service.api.routes.jobs")
 T = TypeVar("T")
-
-
-class JobsNotServed(ServiceError):
-    """The job workers run the OCR model only: a service serving another model (OCR_MODEL) queues no job."""
-
-    status, code, reason = 404, "jobs_not_served", None
 
 
 def _unavailable(request: Request, exc: redis.RedisError) -> Exception:

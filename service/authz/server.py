@@ -44,7 +44,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import signal
@@ -57,7 +56,9 @@ from pathlib import Path
 from typing import Any
 
 from service import logs
-from service.headers import ascii_int
+from service.authz.settings import AuthzSettings, load_authz_settings
+from service.errors import InvalidHashes, SettingsError
+from service.headers import TENANT_RE, ascii_int
 
 log = logging.getLogger("service.authz")
 
@@ -70,17 +71,11 @@ REQUEST_ID_HEADER = "x-request-id"
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 DENIED_CODE = "invalid_api_key"
 DENIED_MESSAGE = f"a known API key is required in the {API_KEY_HEADER} header"
-# The service's tenant pattern (service/context.py TENANT_RE; a test keeps the two equal).
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MIN_SALT_BYTES = 16
 MAX_KEY_LENGTH = 512  # longer values are refused without hashing
 MAX_CHECK_BODY = 64 * 1024  # Envoy sends none (Content-Length: 0); a larger one closes the connection
 
-DEFAULT_HASHES_FILE = "/etc/ocr-authz/hashes.jsonl"
-DEFAULT_PORT = 8080
-DEFAULT_HEALTH_PORT = 8081
-DEFAULT_RELOAD_S = 1.0
 ENVOY_IDLE_TIMEOUT_S = 3600  # Envoy's default idle timeout of upstream HTTP connections
 IDLE_TIMEOUT_S = ENVOY_IDLE_TIMEOUT_S + 300
 
@@ -107,10 +102,6 @@ class Entry:
     tenant: str
     salt: bytes
     digest: bytes
-
-
-class InvalidHashes(ValueError):
-    """A hashes file that does not parse; the message names a line number, never a line's content."""
 
 
 def _field(entry: dict[str, Any], name: str, number: int) -> str:
@@ -147,8 +138,8 @@ def parse_hashes(text: str) -> list[Entry]:
         key_id, tenant = _field(entry, "key_id", number), _field(entry, "tenant", number)
         if not KEY_ID_PATTERN.match(key_id):
             raise InvalidHashes(f"line {number}: key_id does not match {KEY_ID_PATTERN.pattern}")
-        if not TENANT_PATTERN.match(tenant):
-            raise InvalidHashes(f"line {number}: tenant does not match {TENANT_PATTERN.pattern}")
+        if not TENANT_RE.match(tenant):
+            raise InvalidHashes(f"line {number}: tenant does not match {TENANT_RE.pattern}")
         if entry.get("alg", ALG) != ALG:
             raise InvalidHashes(f"line {number}: alg is not {ALG}")
         salt, digest = _hex(entry, "salt", number), _hex(entry, "hash", number)
@@ -353,28 +344,6 @@ class CheckServer(ThreadingHTTPServer):
 # -- process -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Settings:
-    hashes_file: Path
-    host: str
-    port: int
-    health_port: int
-    reload_s: float
-    log_level: str
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        return cls(
-            hashes_file=Path(env.get("OCR_AUTHZ_HASHES_FILE", DEFAULT_HASHES_FILE)),
-            host=env.get("OCR_AUTHZ_HOST", "0.0.0.0"),
-            port=int(env.get("OCR_AUTHZ_PORT", DEFAULT_PORT)),
-            health_port=int(env.get("OCR_AUTHZ_HEALTH_PORT", DEFAULT_HEALTH_PORT)),
-            reload_s=float(env.get("OCR_AUTHZ_RELOAD_S", DEFAULT_RELOAD_S)),
-            log_level=env.get("OCR_LOG_LEVEL", "info"),
-        )
-
-
 def _watch(hashes: HashesFile, interval: float, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
@@ -383,7 +352,7 @@ def _watch(hashes: HashesFile, interval: float, stop: threading.Event) -> None:
             log.exception("hashes poll failed")
 
 
-def serve(settings: Settings, stop: threading.Event) -> None:
+def serve(settings: AuthzSettings, stop: threading.Event) -> None:
     """Serve checks and health until ``stop`` is set."""
     hashes = HashesFile(settings.hashes_file)
     hashes.poll()
@@ -438,7 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m service.authz [hash]", file=sys.stderr)
         return 2
     logs.configure("info")
-    settings = Settings.from_env()
+    try:
+        settings = load_authz_settings()
+    except SettingsError as exc:
+        log.error("refusing to start: %s", exc)
+        return 2
     logs.configure(settings.log_level)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -25,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from service.errors import MalformedRequest, RequestTimeout, ServiceError, error_bytes
 from service.metrics import ApiMetrics
 
-log = logging.getLogger("service.server")
+log = logging.getLogger("service.api.server")
 UNMATCHED_ROUTE = "unmatched"
 
 

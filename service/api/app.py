@@ -1,7 +1,7 @@
 """The FastAPI application: its lifespan (gates, job store, model) and its parts put together.
 
-Routes live in ``service.routes`` (one module per concern), reach the state through the dependencies of
-``service.deps``, and raise the errors of ``service.errors``, whose handlers answer them as JSON.
+Routes live in ``service.api.routes`` (one module per concern), reach the state through the dependencies of
+``service.api.deps``, and raise the errors of ``service.errors``, whose handlers answer them as JSON.
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ import redis
 from fastapi import FastAPI
 
 from service import __version__, models
-from service.context import RequestContext
+from service.api.context import RequestContext
+from service.api.routes import ROUTERS, v2
+from service.api.state import ServiceState
 from service.errors import install_handlers
-from service.jobs import JobStore, QueueCollector
+from service.jobs.store import JobStore, QueueCollector
 from service.limits import InferenceGate
 from service.metrics import ApiMetrics
 from service.models import ServedModel
-from service.routes import ROUTERS, v2
 from service.settings import ServiceSettings
 from service.startup import LoadedModel, label_version
-from service.state import ServiceState
 
 __all__ = ["ModelFactory", "ServiceState", "create_app"]
 
-log = logging.getLogger("service.app")
+log = logging.getLogger("service.api.app")
 
 ModelFactory = Callable[[ServiceSettings], ServedModel]
 

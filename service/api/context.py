@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service.errors import BadRequest, InvalidTenant, PayloadTooLarge, ServiceError, UploadTimeout, error_bytes
-from service.headers import ascii_int
+from service.headers import DEFAULT_TENANT, TENANT_RE, ascii_int
 from service.metrics import ApiMetrics
 
 Scope = MutableMapping[str, Any]
@@ -30,13 +30,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("service.access")
-log = logging.getLogger("service.context")
+log = logging.getLogger("service.api.context")
 # Metric labels take these methods as they are and any other token as "other": label values stay bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-DEFAULT_TENANT = "anonymous"
 UNMATCHED_ROUTE = "unmatched"
 # A response sent before its request's body was read (a refusal) is followed by reading and dropping the rest
 # of the body, for at most DRAIN_S, before the connection closes: closed with unread bytes in its buffer, the

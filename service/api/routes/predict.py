@@ -11,15 +11,15 @@ from fastapi import APIRouter, Depends, Request
 from PIL import Image
 from pydantic import BaseModel
 
-from service.deps import get_gate, get_model, get_state
+from service.api.deps import get_gate, get_model, get_state
+from service.api.schemas import error_responses
+from service.api.state import ServiceState
+from service.api.uploads import OPENAPI_UPLOAD, admitted_image
 from service.errors import request_id_of
 from service.images import load_rgb
 from service.limits import InferenceGate
 from service.models import ServedModel
-from service.models.schemas import LayoutResponse
-from service.schemas import PredictResponse, error_responses
-from service.state import ServiceState
-from service.uploads import OPENAPI_UPLOAD, admitted_image
+from service.models.schemas import LayoutResponse, PredictResponse
 
 router = APIRouter(tags=["ocr"])
 

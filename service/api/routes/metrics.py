@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.deps import get_state
-from service.state import ServiceState
+from service.api.deps import get_state
+from service.api.state import ServiceState
 
 router = APIRouter(tags=["health"])
 

@@ -2,7 +2,7 @@
 
 One :class:`ServiceState` per application, made by ``create_app`` and filled by its lifespan (gates and job
 store at start-up, the model once it is loaded and warm). Routes never reach it directly: they ask for it,
-or for a part of it, through the dependencies in ``service.deps``, which tests can override.
+or for a part of it, through the dependencies in ``service.api.deps``, which tests can override.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.schemas import ModelRef
+from service.models.schemas import ModelRef
 
 if TYPE_CHECKING:
-    from service.jobs import JobStore
+    from service.jobs.store import JobStore
     from service.limits import InferenceGate
     from service.metrics import ApiMetrics
     from service.models import ServedModel

@@ -35,13 +35,9 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from service import __version__
-from service.deps import get_gate, get_model, get_state
-from service.errors import BadRequest, ClientClosedRequest, ModelNotReady, ServiceError, request_id_of
-from service.headers import ascii_int
-from service.images import inspect_image, load_rgb
-from service.limits import InferenceGate
-from service.models import ServedModel
-from service.models.schemas import (
+from service.api.deps import get_gate, get_model, get_state
+from service.api.routes.predict import infer_in_slot
+from service.api.schemas import (
     OipInferRequest,
     OipInferResponse,
     OipLive,
@@ -51,8 +47,19 @@ from service.models.schemas import (
     OipServerMetadata,
     oip_error_responses,
 )
-from service.routes.predict import infer_in_slot
-from service.state import ServiceState
+from service.api.state import ServiceState
+from service.errors import (
+    BadRequest,
+    ClientClosedRequest,
+    ModelNotFound,
+    ModelNotReady,
+    ModelVersionNotFound,
+    request_id_of,
+)
+from service.headers import ascii_int
+from service.images import inspect_image, load_rgb
+from service.limits import InferenceGate
+from service.models import ServedModel
 
 PREFIX = "/v2"
 HEADER_LENGTH = "inference-header-content-length"
@@ -61,14 +68,6 @@ PLATFORM = "onnxruntime_onnx"
 IMAGE_INPUT = {"name": "image", "datatype": "BYTES", "shape": [1]}
 
 router = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
-
-
-class ModelNotFound(ServiceError):
-    status, code, reason = 404, "model_not_found", None
-
-
-class ModelVersionNotFound(ServiceError):
-    status, code, reason = 404, "model_version_not_found", None
 
 
 def _served(state: ServiceState, name: str, version: str | None = None) -> ServedModel | None:

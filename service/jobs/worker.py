@@ -1,4 +1,4 @@
-"""``python -m service.worker``: run OCR jobs from the Redis stream with the same model as /predict.
+"""``python -m service.jobs.worker``: run OCR jobs from the Redis stream with the same model as /predict.
 
 The loop: claim an entry left pending by a dead worker (XAUTOCLAIM after the visibility timeout), else
 read a new one (XREADGROUP, blocking 1 s); count the attempt; run the model; store the outcome; then ack.
@@ -37,16 +37,17 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from service import allocator
+from service.errors import ModelLoadError
 from service.images import decode_image
-from service.jobs import Delivery, Job, JobStore, QueueCollector
+from service.jobs.store import Delivery, Job, JobStore, QueueCollector
 from service.logs import log_from_signal
 from service.metrics import LATENCY_BUCKETS
-from service.model import ModelLoadError, OcrModel
-from service.schemas import build_predict_response
+from service.models.ocr import OcrModel
+from service.models.schemas import build_predict_response
 from service.settings import ServiceSettings
 from service.startup import EXIT_NO_MODEL, boot, load_model
 
-log = logging.getLogger("service.worker")
+log = logging.getLogger("service.jobs.worker")
 STALLED_AFTER_S = 60.0
 
 # The ``event`` values of job log lines. An attempt that runs (``job_started``) ends in exactly one of
