@@ -1,6 +1,6 @@
 """A real service, worker, Redis and Prometheus on loopback, labelled as the cluster's PodMonitors label them.
 
-Prometheus scrapes every second and loads the PrometheusRule's groups (harness.checks.rules.write_rule_files),
+Prometheus scrapes every second and loads the PrometheusRule's groups (harness.provisioning.rules.write_rule_files),
 so the recording rules the dashboard and the alerts read exist here too. Each target carries the labels a
 PodMonitor gives it on the cluster (``namespace``, ``pod``, ``container``, ``job`` as ``namespace/name``), so
 the dashboard's queries run here exactly as Grafana sends them (``$namespace`` = ocr-dev).
