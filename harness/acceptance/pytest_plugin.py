@@ -360,11 +360,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A run that never started its platform leaves no run folder behind (only pytest's empty XML and JSON
-    would be in it)."""
+    would be in it, and the empty log folders a target made before it gave up)."""
     run = config.stash.get(RUN_KEY, None)
-    if run is None or START_FAILED_KEY not in config.stash or run.outcomes:
+    if run is None or START_FAILED_KEY not in config.stash or run.outcomes or not run.root.is_dir():
         return
-    if run.root.is_dir() and {p.name for p in run.root.iterdir()} <= {"junit.xml", "cucumber.json"}:
+    left = [p for p in run.root.rglob("*") if p.is_file() and p.name not in ("junit.xml", "cucumber.json")]
+    if not left:
         shutil.rmtree(run.root, ignore_errors=True)
 
 

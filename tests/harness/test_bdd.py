@@ -262,3 +262,20 @@ def test_a_missing_system_binary_is_said_in_one_plain_line_and_leaves_no_run_fol
     assert "harness: target local: redis-server is not installed: apt-get install redis-server" in result.stderr
     assert "Exit: harness:" not in output and "the run did not happen" in output
     assert not out.exists() or not any(out.iterdir()), sorted(str(p) for p in out.rglob("*"))
+
+
+def test_a_cluster_run_on_a_machine_without_docker_leaves_no_run_folder(tmp_path: Path) -> None:
+    """The kind target refused by its preflight (no Docker, no kind, no helm here: an empty PATH but Python's)
+    says why once, exits 3, and leaves no run folder, not even the empty log folder it had made."""
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent.sock"}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "features/ratelimit.feature", "--target", "kind",
+         "--artifacts", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    assert "harness: target kind: cannot provision the platform here" in result.stderr, output
+    assert "the run did not happen" in output
+    assert not out.exists() or not any(out.iterdir()), sorted(str(p) for p in out.rglob("*"))
