@@ -42,8 +42,7 @@ from service.images import decode_image
 from service.jobs.store import Delivery, Job, JobStore, QueueCollector
 from service.logs import log_from_signal
 from service.metrics import LATENCY_BUCKETS
-from service.models.ocr import OcrModel
-from service.models.schemas import build_predict_response
+from service.models.ocr import OcrModel, build_predict_response
 from service.settings import ServiceSettings
 from service.startup import EXIT_NO_MODEL, boot, load_model
 

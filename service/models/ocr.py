@@ -23,7 +23,7 @@ from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
 from service.models import folding
 from service.models.recognition import BoundedRecognizer
-from service.models.schemas import PredictResponse, build_predict_response
+from service.models.schemas import BoxOut, ModelRef, PredictResponse
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.models.ocr")
@@ -345,3 +345,18 @@ class OcrModel:
             {"name": "box_text", "datatype": "BYTES", "shape": [n], "data": [b.text for b in result.boxes]},
             {"name": "box_conf", "datatype": "FP32", "shape": [n], "data": [b.conf for b in result.boxes]},
         ]
+
+
+def build_predict_response(
+    result: OcrResult, model: ModelInfo, *, request_id: str, latency_ms: float
+) -> PredictResponse:
+    """The /predict answer for one OCR result: the API returns it, the worker stores its ``model_dump()``
+    as a job's result, so both give the same shape."""
+    return PredictResponse(
+        request_id=request_id,
+        text=result.text,
+        confidence=result.confidence,
+        latency_ms=latency_ms,
+        boxes=[BoxOut(**vars(b)) for b in result.boxes],
+        model=ModelRef(name=model.name, version=model.version, digest=getattr(model, "digest", "")),
+    )

@@ -3,12 +3,7 @@ result) and the layout model's, each naming the model that answered."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, Field
-
-if TYPE_CHECKING:
-    from service.models.ocr import ModelInfo, OcrResult
 
 
 class ModelRef(BaseModel):
@@ -49,18 +44,3 @@ class LayoutResponse(BaseModel):
     latency_ms: float = Field(description="Time spent in the service for this request")
     regions: list[RegionOut] = Field(description="Regions top to bottom, in the frame of the image as sent")
     model: ModelRef
-
-
-def build_predict_response(
-    result: OcrResult, model: ModelInfo, *, request_id: str, latency_ms: float
-) -> PredictResponse:
-    """The /predict answer for one OCR result: the API returns it, the worker stores its ``model_dump()``
-    as a job's result, so both give the same shape."""
-    return PredictResponse(
-        request_id=request_id,
-        text=result.text,
-        confidence=result.confidence,
-        latency_ms=latency_ms,
-        boxes=[BoxOut(**vars(b)) for b in result.boxes],
-        model=ModelRef(name=model.name, version=model.version, digest=getattr(model, "digest", "")),
-    )
