@@ -12,7 +12,8 @@ middleware (``service.api.context``), which is where the request id lives.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -171,6 +172,17 @@ class InvalidHashes(ValueError):
 
 class Refused(Exception):
     """The command cannot do what was asked (exit 1)."""
+
+
+def invalid_settings(errors: Iterable[Mapping[str, Any]], prefix: str) -> SettingsError:
+    """One SettingsError for a settings object's validation errors (pydantic's ``errors()``), naming each bad
+    environment variable: ``prefix`` + the field's name, or the field's own alias when that is a variable."""
+    problems = []
+    for err in errors:
+        field = ".".join(str(p) for p in err["loc"])
+        name = field if field.startswith("OCR_") else f"{prefix}{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {err['msg']}")
+    return SettingsError("invalid settings: " + "; ".join(problems))
 
 
 def queue_unavailable(exc: BaseException, *, what: str = "the job queue") -> QueueUnavailable:

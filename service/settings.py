@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.cgroup import available_cpus
-from service.errors import SettingsError
+from service.errors import invalid_settings
 from service.images import REFERENCE_BYTES_PER_PIXEL
 from service.limits import MemoryBudget, default_concurrency, default_threads
 
@@ -166,9 +166,4 @@ def load_settings(**overrides: object) -> ServiceSettings:
     try:
         return ServiceSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
-            problems.append(f"{name}: {err['msg']}")
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
+        raise invalid_settings(exc.errors(), ENV_PREFIX) from exc

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.errors import SettingsError
+from service.errors import invalid_settings
 
 ENV_PREFIX = "OCR_AUTHZ_"
 
@@ -35,9 +35,4 @@ def load_authz_settings(**overrides: object) -> AuthzSettings:
     try:
         return AuthzSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            name = field if field.startswith("OCR_") else f"{ENV_PREFIX}{field.upper()}"
-            problems.append(f"{name}: {err['msg']}")
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
+        raise invalid_settings(exc.errors(), ENV_PREFIX) from exc
