@@ -28,7 +28,9 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    model: Literal["ocr", "layout"] = Field("ocr", description="the model served (service.models): ocr or layout")
+    model: Literal["ocr", "layout", "table"] = Field(
+        "ocr", description="the model served (service.models): ocr, layout or table"
+    )
     model_dir: Path | None = None
     model_name: str = "pp-ocr"
     model_version: str | None = Field(

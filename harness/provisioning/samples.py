@@ -11,6 +11,7 @@ import random
 import struct
 import zlib
 from dataclasses import dataclass
+from html import escape
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,79 @@ def png_declaring(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
+
+
+# -- tables with known structure and text: the table model's checks and its accuracy benchmark ------------
+
+
+@dataclass(frozen=True)
+class TableCell:
+    row: int
+    col: int
+    rowspan: int
+    colspan: int
+    text: str
+
+
+@dataclass(frozen=True)
+class TableSample:
+    """A drawn table and what it holds: its cells (row, column, spans, text) and the same as HTML."""
+
+    image: Image.Image
+    rows: int
+    columns: int
+    cells: tuple[TableCell, ...]
+    ruled: bool
+
+    @property
+    def html(self) -> str:
+        out = ["<table>"]
+        for row in range(self.rows):
+            out.append("<tr>")
+            for cell in (c for c in self.cells if c.row == row):
+                span = (f' rowspan="{cell.rowspan}"' if cell.rowspan > 1 else "") + (
+                    f' colspan="{cell.colspan}"' if cell.colspan > 1 else ""
+                )
+                out.append(f"<td{span}>{escape(cell.text)}</td>")
+            out.append("</tr>")
+        return "".join([*out, "</table>"])
+
+
+def _cell_word(rng: random.Random, numeric: bool) -> str:
+    if numeric:
+        return rng.choice((f"{rng.randint(1, 999)}", f"{rng.randint(1, 9999) / 100:.2f}", f"{rng.randint(1, 99)}%"))
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 2))).capitalize()
+
+
+def table(
+    seed: int, *, rows: int = 4, columns: int = 3, ruled: bool = True, merged: bool = False, font_size: int = 22
+) -> TableSample:
+    """A seeded table: a header row of words, then rows whose first column is words and the rest numbers.
+    ``merged`` joins the header's first two cells into one spanning two columns."""
+    rng = random.Random(seed)
+    font = _font(font_size)
+    texts = [[_cell_word(rng, numeric=r > 0 and c > 0) for c in range(columns)] for r in range(rows)]
+    cells: list[TableCell] = []
+    for r in range(rows):
+        c = 0
+        while c < columns:
+            span = 2 if merged and r == 0 and c == 0 and columns > 2 else 1
+            cells.append(TableCell(r, c, 1, span, texts[r][c]))
+            c += span
+    widths = [max(int(font.getlength(texts[r][c])) for r in range(rows)) + 2 * font_size for c in range(columns)]
+    if merged and columns > 2:
+        widths[0] = widths[1] = max(widths[0], widths[1], int(font.getlength(texts[0][0])) // 2 + font_size)
+    row_h = font_size * 2 + 8
+    margin = 30
+    image = Image.new("RGB", (sum(widths) + 2 * margin, rows * row_h + 2 * margin), "white")
+    draw = ImageDraw.Draw(image)
+    xs = [margin + sum(widths[:c]) for c in range(columns + 1)]
+    for cell in cells:
+        x1, x2 = xs[cell.col], xs[cell.col + cell.colspan]
+        y1 = margin + cell.row * row_h
+        if ruled:
+            draw.rectangle((x1, y1, x2, y1 + row_h), outline="black", width=2)
+        draw.text((x1 + font_size // 2, y1 + (row_h - font_size) // 2), cell.text, fill="black", font=font)
+    if not ruled:  # an unruled table keeps a rule under its header, as most printed tables do
+        draw.line((xs[0], margin + row_h, xs[-1], margin + row_h), fill="black", width=2)
+    return TableSample(image, rows, columns, tuple(cells), ruled)

@@ -12,7 +12,10 @@ A plugin is a class with:
 - ``oip_outputs_metadata()`` and ``oip_outputs(result)``: its output tensors in the Open Inference Protocol.
 
 ``ocr`` (PP-OCR through rapidocr, the default) answers ``/predict`` with text and boxes; ``layout``
-(PP-PicoDet CDLA through rapid_layout) with regions. The job workers always run the OCR model.
+(PP-PicoDet CDLA through rapid_layout) with regions; ``table`` (SLANet-plus through rapid-table, its cells
+read by the OCR pipeline) with the table as HTML and its cells. The job workers always run the OCR model:
+the job path serves OCR only, and the layout and table services answer ``/jobs`` with 404
+``jobs_not_served``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from service.models.layout import LayoutModel
 from service.models.ocr import ModelInfo, OcrModel
+from service.models.table import TableModel
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -50,13 +54,8 @@ class ServedModel(Protocol):
     def oip_outputs(result: Any) -> list[dict[str, object]]: ...
 
 
-def _layout() -> type[Any]:
-
-    return LayoutModel
-
-
-# Imported on use: a service serving OCR never imports rapid_layout.
-PLUGINS = {"ocr": lambda: OcrModel, "layout": _layout}
+# Each class imports its runtime package (rapid_layout, rapid_table) only when it is made.
+PLUGINS: dict[str, Any] = {"ocr": lambda: OcrModel, "layout": lambda: LayoutModel, "table": lambda: TableModel}
 KINDS = tuple(PLUGINS)
 
 

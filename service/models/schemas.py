@@ -44,3 +44,26 @@ class LayoutResponse(BaseModel):
     latency_ms: float = Field(description="Time spent in the service for this request")
     regions: list[RegionOut] = Field(description="Regions top to bottom, in the frame of the image as sent")
     model: ModelRef
+
+
+class CellOut(BaseModel):
+    row: int = Field(ge=0, description="the first row the cell covers, from 0")
+    col: int = Field(ge=0, description="the first column the cell covers, from 0")
+    rowspan: int = Field(ge=1)
+    colspan: int = Field(ge=1)
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    text: str = Field(description="the OCR lines inside the cell, in reading order, joined by spaces")
+    conf: float = Field(ge=0, le=1, description="mean confidence of those lines; 0 for an empty cell")
+
+
+class TableResponse(BaseModel):
+    request_id: str
+    latency_ms: float = Field(description="Time spent in the service for this request")
+    html: str = Field(description="the table as HTML (<table>...</table>), each cell's text escaped")
+    rows: int
+    columns: int
+    cells: list[CellOut] = Field(description="Cells in the order of the HTML, boxes in the frame of the image as sent")
+    model: ModelRef

@@ -39,7 +39,7 @@ def kserve_python() -> Path:
     return KSERVE_PYTHON
 
 
-@pytest.fixture(scope="module", params=["ocr", "layout"])
+@pytest.fixture(scope="module", params=["ocr", "layout", "table"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Endpoint]]:
     kind = request.param
     endpoint = start_service(tmp_path_factory.mktemp("oip"), name=f"service-oip-{kind}", env={"OCR_MODEL": kind})
@@ -64,8 +64,10 @@ def test_kserve_client(kserve_python: Path, served: tuple[str, Endpoint], tmp_pa
     kind, endpoint = served
     page = document(7)
     image = tmp_path / "page.png"
-    image.write_bytes(page.encode() if kind == "ocr" else encode(samples.layout_page(7)))
-    model = {"ocr": "pp-ocr", "layout": "layout"}[kind]
+    table = samples.table(7, rows=3, columns=3)
+    pictures = {"ocr": page.image, "layout": samples.layout_page(7), "table": table.image}
+    image.write_bytes(encode(pictures[kind]))
+    model = {"ocr": "pp-ocr", "layout": "layout", "table": "table"}[kind]
 
     seen = run_client(kserve_python, endpoint.url, model, image)
 
@@ -87,6 +89,12 @@ def test_kserve_client(kserve_python: Path, served: tuple[str, Endpoint], tmp_pa
         assert answer["model_name"] == model
         outputs = answer["outputs"]
         assert {name: o["datatype"] for name, o in outputs.items()} == declared, way
+        if kind == "table":  # what the client decodes, not the model's accuracy (the benchmark's TEDS)
+            (html,) = outputs["html"]["data"]
+            texts = outputs["texts"]["data"]
+            assert html.startswith("<table><tr>") and all(c.text in texts for c in table.cells), (way, html)
+            assert outputs["cells"]["shape"] == [len(texts), 8] == [len(outputs["scores"]["data"]), 8], way
+            continue
         boxes = outputs["boxes"]
         assert boxes["shape"][1:] == [4] and boxes["shape"][0] >= 1, way
         if kind == "ocr":

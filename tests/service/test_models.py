@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from harness.acceptance.components import Endpoint, start_service
 from harness.provisioning import samples
@@ -321,3 +322,59 @@ def test_jobs_are_refused_by_a_service_serving_another_model(layout_service: End
     response = httpx.post(f"{layout_service.url}/jobs", files={"file": ("page.png", LAYOUT_PAGE)}, timeout=30)
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "jobs_not_served"
+
+
+# -- the table model -------------------------------------------------------------------------------------
+
+TABLE = samples.table(2, rows=4, columns=3)
+
+
+@pytest.fixture(scope="module")
+def table_service(logs_dir: Path) -> Iterator[Endpoint]:
+    endpoint = start_service(logs_dir, name="service-table", env={"OCR_MODEL": "table"})
+    yield endpoint
+    endpoint.process.stop()
+
+
+def test_table_predict_contract(table_service: Endpoint) -> None:
+    response = httpx.post(
+        f"{table_service.url}/predict", files={"file": ("table.png", samples.encode(TABLE.image))},
+        headers={"X-Request-ID": "table-1"}, timeout=60,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"request_id", "latency_ms", "html", "rows", "columns", "cells", "model"}
+    assert body["request_id"] == "table-1" and body["latency_ms"] > 0
+    assert body["html"] == TABLE.html and (body["rows"], body["columns"]) == (4, 3)
+    assert [c["text"] for c in body["cells"]] == [c.text for c in TABLE.cells]
+    assert set(body["cells"][0]) == {"row", "col", "rowspan", "colspan", "x1", "y1", "x2", "y2", "text", "conf"}
+    model = body["model"]
+    assert model["name"] == "table" and model["version"].startswith("0.3.0+") and len(model["digest"]) == 64
+    assert httpx.get(f"{table_service.url}/readyz").json()["model"] == model
+
+
+def test_a_page_without_text_is_an_empty_table_not_an_error(table_service: Endpoint) -> None:
+    blank = samples.encode(Image.new("RGB", (800, 600), "white"))
+    response = httpx.post(f"{table_service.url}/predict", files={"file": ("blank.png", blank)}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["html"], body["rows"], body["columns"], body["cells"]) == ("<table></table>", 0, 0, [])
+
+
+def test_table_refuses_bad_input_and_jobs_as_the_others_do(table_service: Endpoint) -> None:
+    bad = httpx.post(f"{table_service.url}/predict", files={"file": ("x.gif", samples.gif_image())}, timeout=30)
+    assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_media_type"
+    jobs = httpx.post(f"{table_service.url}/jobs", files={"file": ("t.png", samples.encode(TABLE.image))}, timeout=30)
+    assert jobs.status_code == 404 and jobs.json()["error"]["code"] == "jobs_not_served"
+
+
+def test_table_infer(table_service: Endpoint) -> None:
+    metadata = httpx.get(f"{table_service.url}/v2/models/table").json()
+    assert [o["name"] for o in metadata["outputs"]] == ["html", "cells", "texts", "scores"]
+    response = infer(table_service, "table", infer_body(samples.encode(TABLE.image), id="t-1"))
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["html"]["data"] == [TABLE.html]
+    n = len(TABLE.cells)
+    assert outputs["cells"]["shape"] == [n, 8] and outputs["texts"]["data"] == [c.text for c in TABLE.cells]
+    assert outputs["cells"]["data"][:4] == [0, 0, 1, 1] and len(outputs["scores"]["data"]) == n

@@ -19,7 +19,7 @@ from service.errors import request_id_of
 from service.images import load_rgb
 from service.limits import InferenceGate
 from service.models import ServedModel
-from service.models.schemas import LayoutResponse, PredictResponse
+from service.models.schemas import LayoutResponse, PredictResponse, TableResponse
 
 router = APIRouter(tags=["ocr"])
 
@@ -35,7 +35,7 @@ def infer_in_slot(decode: Callable[[], Image.Image], model: ServedModel, state: 
 
 @router.post(
     "/predict",
-    response_model=PredictResponse | LayoutResponse,
+    response_model=PredictResponse | LayoutResponse | TableResponse,
     responses=error_responses(400, 408, 413, 415, 422, 503, 504),
     openapi_extra=OPENAPI_UPLOAD,
 )
@@ -46,7 +46,7 @@ async def predict(
     gate: Annotated[InferenceGate, Depends(get_gate)],
 ) -> BaseModel:
     """The served model's answer for one image (multipart field ``file``): text and boxes (OCR, the
-    default), or regions (``OCR_MODEL=layout``)."""
+    default), regions (``OCR_MODEL=layout``), or a table as HTML and its cells (``OCR_MODEL=table``)."""
     start = time.perf_counter()
     settings = state.settings
     async with admitted_image(request, gate, max_pixels=settings.max_pixels) as upload:
