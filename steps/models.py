@@ -12,13 +12,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_bdd import parsers, then, when
 
 from harness.acceptance.evidence import ScenarioEvidence
-from harness.acceptance.targets import Models, Target, need
+from harness.acceptance.targets import Gateway, Models, Target, need
 from harness.provisioning import samples
 from steps.common import post_image
 
+# The drawn table every table scenario sends: 4 rows (a header of words, then words and numbers), 3 columns.
+TABLE = samples.table(2, rows=4, columns=3)
+
 
 def page_for(model: str) -> Image.Image:
-    """A page for ``model``: a short document for OCR (a full page costs it seconds), a full one for layout."""
+    """A page for ``model``: a short document for OCR (a full page costs it seconds), a full one for layout,
+    a drawn table for the table model."""
+    if model == "table":
+        return TABLE.image
     return samples.layout_page(seed=1) if model == "layout" else samples.document(seed=1).image
 
 
@@ -77,6 +83,36 @@ def names_model(client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, nam
     assert named["version"] == info["version"], (named, info)
     assert len(info["digest"]) == 64 and named.get("digest") == info["digest"], (named, info)
     assert info["kind"] == ctx["model"], info
+
+
+@when(parsers.parse('a client with an API key sends a drawn table to the "{model}" model through the gateway'))
+def send_table_through_gateway(
+    target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, model: str
+) -> None:
+    gateway = need(target, Gateway)
+    host = need(target, Models).model_host(model)
+    headers = {"Host": host, "x-api-key": gateway.api_keys()["team-a"], "X-Request-ID": f"table-through-{host}"}
+    ctx.update(model=model, model_url=need(target, Models).model_url(model), page_size=TABLE.image.size)
+    ctx["response"] = client.post(
+        f"{gateway.gateway_url()}/predict", files={"file": ("table.png", samples.encode(TABLE.image))},
+        headers=headers, timeout=60,
+    )  # fmt: skip
+    evidence.record("gateway_table", {"host": host, "status": ctx["response"].status_code,
+                                      "request_id": ctx["response"].headers.get("x-request-id")})  # fmt: skip
+
+
+@then("the answer is the table as drawn, as HTML and as cells")
+def table_as_drawn(ctx: dict, evidence: ScenarioEvidence) -> None:
+    body = ctx["response"].json()
+    evidence.record("table_answer", {"html": body.get("html"), "expected": TABLE.html, "cells": body.get("cells")})
+    assert body["html"] == TABLE.html, (body["html"], TABLE.html)
+    assert (body["rows"], body["columns"]) == (TABLE.rows, TABLE.columns), body
+    cells = [(c["row"], c["col"], c["rowspan"], c["colspan"], c["text"]) for c in body["cells"]]
+    assert cells == [(c.row, c.col, c.rowspan, c.colspan, c.text) for c in TABLE.cells], cells
+    width, height = ctx["page_size"]
+    for c in body["cells"]:
+        assert 0 <= c["x1"] < c["x2"] <= width and 0 <= c["y1"] < c["y2"] <= height, c
+    assert "regions" not in body and "boxes" not in body, body
 
 
 @when(parsers.parse('a client sends a document page to the "{model}" model over the Open Inference Protocol'))

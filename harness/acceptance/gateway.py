@@ -214,8 +214,11 @@ def haproxy_config(
     slots: int = 1,
     runtime_socket: Path | None = None,
     error_files: dict[int, Path] | None = None,
+    routes: Mapping[str, str] | None = None,
 ) -> str:
-    """The gateway's HAProxy configuration (HAProxy >= 2.5: Lua ``httpclient``; ``lua`` is :func:`lua_script`)."""
+    """The gateway's HAProxy configuration (HAProxy >= 2.5: Lua ``httpclient``; ``lua`` is :func:`lua_script`).
+    ``routes``: other hosts it serves (another model's, as the cluster's gateway does) and their upstream; every
+    other request goes to ``upstream``. The key check and the limit per key come first, for every host."""
     host, _, upstream_port = upstream.removeprefix("http://").partition(":")
     unavailable = _error("no_ready_replica", "no ready replica of the service; retry later")
     servers = "\n".join(
@@ -223,6 +226,17 @@ def haproxy_config(
         for slot in range(1, slots + 1)
     )
     runtime = f"    stats socket {runtime_socket} mode 600 level admin\n" if runtime_socket else ""
+    hosts = sorted((routes or {}).items())
+    use_hosts = "".join(
+        f"    use_backend host_{i} if {{ req.hdr(host),field(1,:) -m str -i {name} }}\n"
+        for i, (name, _) in enumerate(hosts)
+    )
+    host_backends = "".join(
+        f"\nbackend host_{i}\n    option httpchk GET /readyz\n    http-check expect status 200\n"
+        f"    http-error status 503 content-type application/json lf-string '{unavailable}'\n"
+        f"    server {i} {url.removeprefix('http://')} check inter {CHECK_INTERVAL_MS}ms\n"
+        for i, (_, url) in enumerate(hosts)
+    )
     limited = _error("rate_limited", f"more than {limit} requests per second for this API key")
     own_errors = own_error_lines(error_files or {})
     timeout_ms = int(timeout_s * 1000)
@@ -279,7 +293,7 @@ frontend gateway
     # The authorizer's tenant and key id, whatever the client said; the key itself goes no further.
 {set_upstream}
     http-request del-header {API_KEY_HEADER}
-    default_backend service
+{use_hosts}    default_backend service
 
 backend per_key_second
     # Entries outlive their second (expiry over 1 s); size covers keys x live seconds many times over.
@@ -292,7 +306,7 @@ backend {BACKEND}
     default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
     http-error status 503 content-type application/json lf-string '{unavailable}'
 {servers}
-"""
+{host_backends}"""
 
 
 @dataclass
@@ -358,6 +372,7 @@ def start_gateway(
     name: str = "gateway",
     ready_timeout: float = READY_TIMEOUT_S,
     slots: int = 1,
+    routes: Mapping[str, str] | None = None,
 ) -> Gateway:
     """HAProxy on a free loopback port in front of ``upstream`` (and ``slots - 1`` replica places to assign),
     asking the ``authorizer`` (its check URL) about every request; ready when it answers a keyless request
@@ -383,6 +398,7 @@ def start_gateway(
             slots=slots,
             runtime_socket=runtime_socket,
             error_files=write_error_files(work_dir / "errors"),
+            routes=routes,
         )
     )
     check_config(haproxy, config)

@@ -70,7 +70,8 @@ class Profile:
 
 
 _BASE = frozenset({"metrics-server", "cert-manager", "prometheus", "kserve"})
-# "models": the layout InferenceService beside the OCR one (components/layout, in every Standard-mode overlay).
+# "models": the layout InferenceService beside the OCR one (components/layout, in every Standard-mode overlay);
+# "tables": the table InferenceService too (components/table, in the full overlay only).
 _M1_CAPS = frozenset({"k8s", "hpa", "prometheus", "models"})
 _M2_CAPS = _M1_CAPS | {"istio", "gateway", "ratelimit"}
 _M3_CAPS = _M2_CAPS | {"keda", "jobs"}
@@ -91,7 +92,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "full",
             _BASE | {"istio", "keda"},
-            _M3_CAPS,
+            _M3_CAPS | {"tables"},
             frozenset({"milestone1", "milestone2", "milestone3", "full"}),
             cpus=4,
             memory_gib=8,

@@ -24,7 +24,10 @@ from harness.provisioning.profiles import PROFILES, profile, profile_for, skip_r
         ({"optional"}, {"k8s", "knative"}, "scale-to-zero"),
         # Knative with anything else: the Standard-mode profile wins, the Knative scenarios are skipped.
         ({"milestone1", "optional"}, {"k8s", "hpa", "knative"}, "milestone1"),
-        ({"milestone1", "milestone2", "milestone3", "optional"}, set(TAGS), "milestone3"),
+        ({"milestone1", "milestone2", "milestone3", "optional"}, set(TAGS) - {"tables"}, "milestone3"),
+        # The table model is in the full overlay only: a run that selects its scenarios deploys that.
+        ({"milestone1"}, {"models"}, "milestone1"),
+        (set(), {"models", "tables"}, "full"),
         (set(), set(), "milestone1"),
     ],
 )

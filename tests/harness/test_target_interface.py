@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
+from harness.acceptance.pytest_plugin import MILESTONES
 from harness.acceptance.targets import (
     CAPABILITIES,
     TAGS,
@@ -16,6 +18,7 @@ from harness.acceptance.targets import (
     TargetOptions,
     skip_reason,
 )
+from harness.provisioning.paths import REPO_ROOT
 from harness.provisioning.profiles import PROFILES
 
 MAX_CORE_METHODS = 10
@@ -41,7 +44,16 @@ def test_no_capability_method_refuses_by_default() -> None:
 
 def test_what_a_target_provides_is_read_from_the_interfaces_it_implements() -> None:
     local = TargetOptions(artifacts=Path("a"))
-    assert LocalTarget.provides(local) == {"prometheus", "models", "gateway", "ratelimit", "drain", "jobs", "sigkill"}
+    assert LocalTarget.provides(local) == {
+        "prometheus",
+        "models",
+        "tables",
+        "gateway",
+        "ratelimit",
+        "drain",
+        "jobs",
+        "sigkill",
+    }
     for name, profile in PROFILES.items():
         options = TargetOptions(artifacts=Path("a"), profile=name)
         cluster = ClusterTarget.provides(options)
@@ -78,3 +90,9 @@ def test_every_tag_belongs_to_one_interface_or_the_core() -> None:
             owners.setdefault(tag, []).append(capability.__name__)
     assert all(len(found) == 1 for found in owners.values()), owners
     assert set(owners) | {"prometheus"} == TAGS
+
+
+def test_the_feature_linter_allows_exactly_the_milestones_and_the_tags_targets_serve() -> None:
+    rc = json.loads((REPO_ROOT / "features" / ".gherkin-lintrc").read_text())
+    allowed = {tag.removeprefix("@") for tag in rc["allowed-tags"][1]["tags"]}
+    assert allowed == set(MILESTONES) | TAGS

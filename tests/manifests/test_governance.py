@@ -1,5 +1,6 @@
-"""Rule isvc-governance: a second InferenceService (components/layout) gets what the ocr predictor gets, and
-each way of leaving it out is caught. Every overlay serves both models (scale-to-zero in Knative mode)."""
+"""Rule isvc-governance: every other InferenceService (components/layout, components/table) gets what the ocr
+predictor gets, and each way of leaving it out is caught. Every overlay serves the OCR and layout models
+(scale-to-zero in Knative mode); the full overlay the table model too."""
 
 from __future__ import annotations
 
@@ -26,22 +27,38 @@ def drop(objects: list[Obj], kind: str, name: str) -> None:
     objects[:] = [o for o in objects if not (o["kind"] == kind and o["metadata"]["name"] == name)]
 
 
-def test_the_full_overlay_serves_both_models_under_the_same_governance(rendered: Rendered) -> None:
+def test_the_full_overlay_serves_three_models_under_the_same_governance(rendered: Rendered) -> None:
     objects = rendered("full")
-    assert {o["metadata"]["name"] for o in objects if o["kind"] == "InferenceService"} == {"ocr", "layout"}
-    layout = the(objects, "InferenceService", "layout")
-    env = {e["name"]: e.get("value") for e in layout["spec"]["predictor"]["containers"][0]["env"]}
-    assert env["OCR_MODEL"] == "layout"
-    assert env["OCR_MODEL_VERSION"] == layout["metadata"]["labels"]["app.kubernetes.io/version"]
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "InferenceService"} == {"ocr", "layout", "table"}
+    for model in ("layout", "table"):
+        isvc = the(objects, "InferenceService", model)
+        env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["containers"][0]["env"]}
+        assert env["OCR_MODEL"] == model
+        assert env["OCR_MODEL_VERSION"] == isvc["metadata"]["labels"]["app.kubernetes.io/version"]
     assert run(objects) == []
 
 
-def test_every_overlay_passes_and_serves_both_models(rendered: Rendered) -> None:
+def test_every_overlay_passes_and_serves_its_models(rendered: Rendered) -> None:
     for overlay in sorted(OVERLAYS):
         objects = rendered(overlay)
         assert run(objects, overlay) == [], overlay
         served = {o["metadata"]["name"] for o in objects if o["kind"] == "InferenceService"}
-        assert served == {"ocr", "layout"}, overlay
+        assert served == {"ocr", "layout"} | ({"table"} if overlay == "full" else set()), overlay
+
+
+@pytest.mark.parametrize(
+    "kind, name",
+    [
+        ("VirtualService", "table"),
+        ("PodMonitor", "table-predictor"),
+        ("AuthorizationPolicy", "table-predictor-allow-ingressgateway"),
+    ],
+)
+def test_the_table_model_left_ungoverned_fails_the_rule(rendered: Rendered, kind: str, name: str) -> None:
+    objects = rendered("full")
+    drop(objects, kind, name)
+    findings = run(objects)
+    assert any(f.obj == "InferenceService/ocr-dev/table" for f in findings), [str(f) for f in findings]
 
 
 def _unroute(objects: list[Obj]) -> None:

@@ -126,13 +126,18 @@ class Capability:
 
 
 class Models(Capability):
-    """The OCR model and the layout model, each in a service of its own."""
+    """The OCR model and the layout model ("models"), and the table model ("tables"), each in a service of
+    its own and each with a host of its own on the gateway."""
 
-    tags = frozenset({"models"})
+    tags = frozenset({"models", "tables"})
 
     @abc.abstractmethod
     def model_url(self, model: str) -> str:
-        """Base URL of the service serving ``model`` (``ocr``: ``service_url``; ``layout``: its own)."""
+        """Base URL of the service serving ``model`` (``ocr``: ``service_url``; ``layout``, ``table``: its own)."""
+
+    @abc.abstractmethod
+    def model_host(self, model: str) -> str:
+        """The Host header that routes a gateway request to ``model``'s service."""
 
 
 class Gateway(Capability):

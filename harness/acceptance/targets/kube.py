@@ -26,7 +26,7 @@ from harness.acceptance.targets.base import Cluster, Gateway, Jobs, Models, Targ
 from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.processes import ManagedProcess
 from harness.provisioning import profiles, versions
-from harness.provisioning.identity import IMAGE
+from harness.provisioning.identity import IMAGE, gateway_host
 from harness.provisioning.kube import facts, probe
 from harness.provisioning.kube.client import Kube, NotFound
 from harness.provisioning.kube.portforward import KubectlProxy, PortForward
@@ -42,7 +42,6 @@ GATEWAY_HOST = f"{ISVC}-{APP_NAMESPACE}.example.com"
 # key's limit is shared by every host. (KServe's own Ingress, which would serve <isvc>-predictor-<ns>, is
 # disabled by the plan: the gateway serves only the hosts the overlay routes.)
 LAYOUT_HOST = f"layout-{APP_NAMESPACE}.example.com"
-LAYOUT_PREDICTOR = "layout-predictor"  # KServe's Service for the layout InferenceService (components/layout)
 PROMETHEUS = ("monitoring", "svc/kube-prometheus-stack-prometheus", 9090)
 GATEWAY = ("istio-system", "svc/istio-ingressgateway", 80)
 PROBE_NAMESPACE = "ocr-probe"
@@ -159,11 +158,15 @@ class ClusterTarget(Target, Models, Gateway, Jobs, Cluster):
     def model_url(self, model: str) -> str:
         if model == "ocr":
             return self.service_url()
-        if model != "layout":
-            raise TargetUnavailable(f"the cluster serves no model {model!r}; it serves ['layout', 'ocr']")
+        served = ["layout", "ocr", *(["table"] if "tables" in self.profile.capabilities else [])]
+        if model not in served:
+            raise TargetUnavailable(f"the cluster serves no model {model!r}; it serves {served}")
         if self.profile.knative:
-            raise TargetUnavailable("a Knative layout predictor is reached through the activator by its own host")
-        return self._forward(APP_NAMESPACE, f"svc/{LAYOUT_PREDICTOR}", 80)
+            raise TargetUnavailable(f"a Knative {model} predictor is reached through the activator by its own host")
+        return self._forward(APP_NAMESPACE, f"svc/{model}-predictor", 80)
+
+    def model_host(self, model: str) -> str:
+        return gateway_host(model)
 
     def load_endpoint(self) -> tuple[str, dict[str, str]]:
         if self.profile.knative:

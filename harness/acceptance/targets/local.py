@@ -39,6 +39,7 @@ from harness.acceptance.targets.base import Models, Rollout, Target, TargetOptio
 from harness.errors import TargetUnavailable
 from harness.processes import ManagedProcess, ignored_settings, inherited_env, stop_all
 from harness.provisioning import rules
+from harness.provisioning.identity import gateway_host
 from harness.provisioning.secrets import API_KEY_IDS
 
 ADMIN_TIMEOUT_S = 30
@@ -48,7 +49,10 @@ ROTATION_TIMEOUT_S = 15.0
 # Prometheus job names of the local scrape configuration, by component.
 # As the cluster's job Redis (manifests/components/jobs/redis.yaml): the queue's byte bound, OCR_JOBS_QUEUE_MAX_BYTES
 # (128 MiB by default), is half of it.
-SCRAPE_JOBS = {"service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker", "layout": "ocr-layout"}
+SCRAPE_JOBS = {
+    "service": "ocr-service", "predictor": "ocr-service", "worker": "ocr-worker", "layout": "ocr-layout",
+    "table": "ocr-table",
+}  # fmt: skip
 
 
 # Room in the service's queue for the gateway scenarios' bursts (two keys, 10 requests each at the start of a
@@ -76,6 +80,7 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
         self.redis: Endpoint | None = None
         self.service: Endpoint | None = None
         self.layout: Endpoint | None = None  # the same service code with OCR_MODEL=layout
+        self.table: Endpoint | None = None  # and with OCR_MODEL=table
         self.prom: Endpoint | None = None
         self.gateway: Gateway | None = None
         self.authz: Authorizer | None = None
@@ -102,6 +107,9 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
             # this machine's cores). The job workers run OCR only: it is given no job queue of its own.
             layout_env = {**self._env(), "OCR_MODEL": "layout", "OCR_INTRA_OP_THREADS": "1"}
             self.layout = self._track(start_service(self.log_dir, name="layout", env=layout_env))
+            # The table model in a third (its cells read by its own OCR pipeline), as the full overlay serves it.
+            table_env = {**self._env(), "OCR_MODEL": "table", "OCR_INTRA_OP_THREADS": "1"}
+            self.table = self._track(start_service(self.log_dir, name="table", env=table_env))
             # The cluster's API keys: the same clients and key ids (primary: team-a, secondary: team-b), known
             # to the authorizer by their hashes only; the gateway asks it about every request.
             ids = {tenant: (key_id, tenant) for key_id, tenant in API_KEY_IDS.values()}
@@ -111,6 +119,7 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
             self.gateway = start_gateway(
                 self.log_dir, self._work / "gateway", upstream=self.service.url, authorizer=self.authz.url,
                 keys=keys, slots=MAX_REPLICAS,
+                routes={gateway_host(m): e.url for m, e in (("layout", self.layout), ("table", self.table))},
             )  # fmt: skip
             self._started.append(self.gateway.process)
             write_client_keys(self._work / "gateway" / "api-keys", keys)
@@ -143,6 +152,7 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
         return {
             "ocr-service": [self._addr(self.service)],
             "ocr-layout": [self._addr(self.layout)] if self.layout is not None else [],
+            "ocr-table": [self._addr(self.table)] if self.table is not None else [],
             "ocr-worker": [self._addr(w) for w in self._workers.values() if w.process.alive()],
         }
 
@@ -211,7 +221,14 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
         """Leave the processes running: record them where ``harness local down`` finds them (once)."""
         if self.kept_message:
             return
-        endpoints = (self.service, self.layout, *self._replicas.values(), self.prom, *self._workers.values())
+        endpoints = (
+            self.service,
+            self.layout,
+            self.table,
+            *self._replicas.values(),
+            self.prom,
+            *self._workers.values(),
+        )
         addresses = {e.process.name: e.url for e in endpoints if e}
         if self.redis is not None:
             addresses[self.redis.process.name] = f"redis://{self._addr(self.redis)}"
@@ -251,13 +268,16 @@ class LocalTarget(Target, Models, base.Gateway, Rollout, WorkerKill):
         return self.service.url
 
     def model_url(self, model: str) -> str:
-        endpoints = {"ocr": self.service, "layout": self.layout}
+        endpoints = {"ocr": self.service, "layout": self.layout, "table": self.table}
         if model not in endpoints:
             raise TargetUnavailable(f"target local serves no model {model!r}; it serves {sorted(endpoints)}")
         endpoint = endpoints[model]
         if endpoint is None:
             raise TargetUnavailable("local target not started")
         return endpoint.url
+
+    def model_host(self, model: str) -> str:
+        return gateway_host(model)
 
     def gateway_url(self) -> str:
         if self.gateway is None:
