@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import json
 import math
@@ -238,7 +239,10 @@ class Service:
             return False
 
 
-V2_INFER = "/v2/models/pp-ocr/infer"
+@functools.cache
+def v2_infer(url: str) -> str:
+    """The V2 infer route of the model the service at ``url`` serves (its name, as /readyz gives it)."""
+    return f"/v2/models/{httpx.get(f'{url}/readyz', timeout=10).json()['model']['name']}/infer"
 
 
 def v2_request(data: bytes, encoding: str) -> tuple[bytes, dict[str, str]]:
@@ -268,7 +272,7 @@ def post(url: str, route: str, data: bytes, name: str) -> str:
     try:
         if route.startswith("v2-"):
             content, headers = v2_request(data, route.removeprefix("v2-"))
-            response = httpx.post(f"{url}{V2_INFER}", content=content, headers=headers, timeout=REQUEST_TIMEOUT_S)
+            response = httpx.post(f"{url}{v2_infer(url)}", content=content, headers=headers, timeout=REQUEST_TIMEOUT_S)
         else:
             response = httpx.post(f"{url}{route}", files={"file": (name, data)}, timeout=REQUEST_TIMEOUT_S)
     except httpx.HTTPError as exc:
