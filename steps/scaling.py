@@ -11,7 +11,7 @@ from pytest_bdd import given, parsers, then, when
 from harness.acceptance.evidence import ScenarioEvidence
 from harness.acceptance.targets import Cluster, Jobs, Rollout, Target, need
 from harness.provisioning import samples
-from steps.common import eventually, post_image, seconds_of, watch
+from steps.common import eventually, image_reading, post_image, seconds_of, watch
 
 COMPONENTS = {"predictor": "predictor", "workers": "worker"}
 _WHO = r"the (?P<component>predictor|workers) runs?"
@@ -78,6 +78,27 @@ def just_answered(target: Target, client: httpx.Client, evidence: ScenarioEviden
     evidence.record("wake", {"status": response.status_code, "replicas": _scaling(target, "predictor")})
     assert response.status_code == 200, response.text[:300]
     assert _ready(_scaling(target, "predictor")) >= 1
+
+
+@when(parsers.parse('a client sends an image reading "{text}" to the predictor at zero'))
+def wake_predictor(target: Target, client: httpx.Client, ctx: dict, evidence: ScenarioEvidence, text: str) -> None:
+    """The request that wakes a predictor at zero: how long it took, and when the API saw the new pod start."""
+    cluster = need(target, Cluster)
+    ctx["sample"] = image_reading(text)
+    sent = time.time()
+    ctx["response"] = post_image(client, target.service_url(), ctx["sample"].encode())
+    answered = time.time()
+    pod = cluster.newest_pod_start("predictor") or {}
+    since = {k: round(v - sent, 2) for k, v in pod.items() if isinstance(v, float)}
+    ctx["wake_s"] = round(answered - sent, 2)
+    evidence.record("wake", {"status": ctx["response"].status_code, "answered_after_s": ctx["wake_s"],
+                             "pod": pod.get("pod"), "pod_after_request_s": since})  # fmt: skip
+
+
+@then(parsers.re(r"^the request that woke the predictor was answered within (?P<seconds>\d+) seconds$"))
+def woke_within(ctx: dict, evidence: ScenarioEvidence, seconds: str) -> None:
+    evidence.record("wake_budget_s", int(seconds))
+    assert ctx["wake_s"] <= int(seconds), f"the waking request took {ctx['wake_s']} s (budget {seconds} s)"
 
 
 @when("the predictor is left idle", target_fixture="idle_since")

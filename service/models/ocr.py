@@ -21,7 +21,7 @@ from service.cgroup import available_cpus
 from service.errors import ModelLoadError
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
-from service.models import folding
+from service.models import folding, onnxmeta
 from service.models.recognition import BoundedRecognizer
 from service.models.schemas import BoxOut, ModelRef, PredictResponse
 from service.settings import ServiceSettings
@@ -225,13 +225,13 @@ class OcrModel:
 
     @staticmethod
     def _require_embedded_keys(rec: Path) -> None:
-        import onnxruntime as ort
-
+        """The recogniser must carry its character list (else rapidocr would download one): its metadata is
+        read from the file, without loading the model a second time (docs/benchmarks.md, "Cold start")."""
         try:
-            meta = ort.InferenceSession(str(rec), providers=["CPUExecutionProvider"]).get_modelmeta()
-        except Exception as exc:
+            meta = onnxmeta.metadata(rec)
+        except (OSError, onnxmeta.NotOnnx) as exc:
             raise ModelLoadError(f"cannot load {rec}: {exc}") from exc
-        if "character" not in meta.custom_metadata_map:
+        if "character" not in meta:
             raise ModelLoadError(f"{rec} has no embedded character list and {KEYS_FILE} is missing beside it")
 
     @classmethod

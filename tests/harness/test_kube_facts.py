@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,21 @@ def test_kind_kills_from_the_nodes_pid_namespace_with_the_pid_crictl_reports() -
         assert victim.wait(timeout=10) == -9
     finally:
         victim.kill()
+
+
+def test_the_newest_pods_start_is_read_from_its_conditions() -> None:
+    woken, older = load("pod-predictor-woken.json"), load("pod-predictor-ready.json")
+    older["metadata"]["creationTimestamp"] = "2026-11-27T00:59:40Z"
+    start = facts.newest_pod_start([older, woken])
+    assert start is not None and start["pod"] == woken["metadata"]["name"]
+    base = datetime(2026, 11, 27, 2, 0, tzinfo=UTC).timestamp()
+    assert {k: round(v - base, 3) for k, v in start.items() if k != "pod"} == {
+        "created": 0,
+        "scheduled": 1,
+        "containers_started": 4,
+        "ready": 9,
+    }
+    starting = load("pod-predictor-woken.json")
+    next(c for c in starting["status"]["conditions"] if c["type"] == "Ready")["status"] = "False"
+    assert facts.newest_pod_start([starting])["ready"] is None  # type: ignore[index]
+    assert facts.newest_pod_start([]) is None

@@ -299,6 +299,11 @@ class Cluster(Rollout):
     def stop_rate_limit_service(self) -> str:
         """Take the gateway's rate-limit service away until the scenario ends; what was stopped."""
 
+    @abc.abstractmethod
+    def newest_pod_start(self, component: str) -> dict[str, Any] | None:
+        """The component's newest pod's start as the API shows it (created, scheduled, containers started,
+        Ready: seconds since the epoch), or None without pods."""
+
 
 CAPABILITIES: tuple[type[Capability], ...] = (Models, Gateway, Rollout, Jobs, WorkerKill, Cluster)
 # Every tag a scenario can carry to say what it needs of its target (pytest markers of the same names).

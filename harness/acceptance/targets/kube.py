@@ -281,6 +281,9 @@ class ClusterTarget(Target, Models, Gateway, Jobs, Cluster):
         name = {"predictor": None if self.profile.knative else PREDICTOR, "worker": WORKER}.get(component)
         return None if name is None else facts.deployment_replicas(self.kube.deployment(APP_NAMESPACE, name))
 
+    def newest_pod_start(self, component: str) -> dict[str, Any] | None:
+        return facts.newest_pod_start(self._pods(component))
+
     def replicas(self, component: str) -> int:
         component = component_of(component)
         state = self._deployment_replicas(component)

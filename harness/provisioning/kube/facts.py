@@ -7,6 +7,7 @@ wrong path fails a test rather than a user's run.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 Obj = dict[str, Any]
@@ -163,3 +164,35 @@ def killed_by_sigkill(pod: Obj, container: str, restarts_before: int) -> bool:
 
 def pod_name(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("name"))
+
+
+def _timestamp(value: Any) -> float | None:
+    """An API timestamp (RFC 3339, ``Z``) as seconds since the epoch, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def newest_pod_start(pods: list[Obj]) -> dict[str, Any] | None:
+    """The newest pod's start as the API shows it: when it was created, scheduled, its containers started
+    and it turned Ready (seconds since the epoch; None for what has not happened). None without pods."""
+    if not pods:
+        return None
+    pod = max(pods, key=lambda p: _timestamp((p.get("metadata") or {}).get("creationTimestamp")) or 0.0)
+    conditions = _conditions(pod)
+    started = [
+        _timestamp(((s.get("state") or {}).get("running") or {}).get("startedAt"))
+        for s in (pod.get("status") or {}).get("containerStatuses") or []
+    ]
+    return {
+        "pod": pod_name(pod),
+        "created": _timestamp((pod.get("metadata") or {}).get("creationTimestamp")),
+        "scheduled": _timestamp((conditions.get("PodScheduled") or {}).get("lastTransitionTime")),
+        "containers_started": max((s for s in started if s is not None), default=None),
+        "ready": _timestamp((conditions.get("Ready") or {}).get("lastTransitionTime"))
+        if (conditions.get("Ready") or {}).get("status") == "True"
+        else None,
+    }
