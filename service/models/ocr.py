@@ -1,27 +1,31 @@
-"""The OCR model: PP-OCR detector, angle classifier and recogniser on onnxruntime, through rapidocr.
+"""The OCR model: PP-OCR detector, angle classifier and recogniser on onnxruntime (``service.models.ppocr``).
 
-The ONNX files ship inside the rapidocr wheel; ``OCR_MODEL_DIR`` (KServe mounts ``storageUri`` at
-``/mnt/models``) replaces them with ``det.onnx``, ``rec.onnx``, ``cls.onnx`` and an optional ``keys.txt``.
-Nothing is ever downloaded: a model dir that would make rapidocr fetch a file is refused at start-up.
+The ONNX files ship inside the rapidocr wheel (its package is never imported: only its files are read);
+``OCR_MODEL_DIR`` (KServe mounts ``storageUri`` at ``/mnt/models``) replaces them with ``det.onnx``,
+``rec.onnx``, ``cls.onnx`` and an optional ``keys.txt``. Nothing is ever downloaded: a recogniser without
+its character list and without ``keys.txt`` is refused at start-up.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from service.cgroup import available_cpus
 from service.errors import ModelLoadError
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
-from service.models import folding, onnxmeta
+from service.models import folding, ppocr
+from service.models.onnx import session
 from service.models.recognition import BoundedRecognizer
 from service.models.schemas import BoxOut, ModelRef, PredictResponse
 from service.settings import ServiceSettings
@@ -46,10 +50,11 @@ class ModelFiles:
 
     @classmethod
     def bundled(cls) -> ModelFiles:
-        """The PP-OCR files inside the installed rapidocr wheel."""
-        import rapidocr
-
-        root = Path(rapidocr.__file__).parent / "models"
+        """The PP-OCR files inside the installed rapidocr wheel (found without importing its package)."""
+        spec = importlib.util.find_spec("rapidocr")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError("the rapidocr wheel, which carries the PP-OCR files, is not installed")
+        root = Path(next(iter(spec.submodule_search_locations))) / "models"
         files = cls(**{role: root / name for role, name in _WHEEL_FILES.items()})
         files.check()
         return files
@@ -183,56 +188,36 @@ class OcrModel:
     ) -> None:
         from importlib.metadata import version
 
-        from rapidocr import RapidOCR
-
-        rapidocr_version = version("rapidocr")
-
         self.files = files
         if threads <= 0:
             threads = max(1, available_cpus() // max(concurrency, 1))
         self.threads = threads
         digest = files.digest()
-        self.info = ModelInfo(name=name, version=f"{rapidocr_version}+{digest[:12]}", digest=digest)
-        params: dict[str, object] = {
-            "Global.log_level": "warning",
-            "Det.model_path": str(files.det),
-            "Rec.model_path": str(files.rec),
-            "Cls.model_path": str(files.cls),
-            # The detector's "min" default upscales small images to 736 px: 30x slower on a one-word
-            # image with the same text read. "max" only shrinks large pages (see docs/benchmarks.md).
-            "Det.limit_type": det_limit_type,
+        self.info = ModelInfo(name=name, version=f"{version('rapidocr')}+{digest[:12]}", digest=digest)
+        settings = ppocr.PipelineSettings(
+            threads=threads,
+            # The detector's "min" upscales small images to 736 px: 30x slower on a one-word image with the
+            # same text read. "max" only shrinks large pages (see docs/benchmarks.md).
+            det_limit_type=det_limit_type,
+            det_limit_side_len=det_limit_side_len,
             # What the pipeline shrinks images to before detection; the decoder never produces more.
-            "Global.max_side_len": PIPELINE_MAX_SIDE,
-            "Det.limit_side_len": det_limit_side_len,
+            max_side=PIPELINE_MAX_SIDE,
             # Lines are padded to the widest line of their batch: batches of one keep peak memory ~150 MB
             # lower on pages, with no speed difference beyond run-to-run noise (docs/benchmarks.md).
-            "Rec.rec_batch_num": rec_batch_size,
-            # The 180-degree line classifier flips some long upright lines (2% CER on the benchmark's
-            # pages with it, 0% without): off unless text may be upside down.
-            "Global.use_cls": angle_cls,
-            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
-            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-        }
-        if files.keys is not None:
-            params["Rec.rec_keys_path"] = str(files.keys)
-        else:
-            self._require_embedded_keys(files.rec)
-        self._engine = RapidOCR(params=params)
-        # Lines wider than the recogniser's bound are read in pieces (service.models.recognition): its memory then
-        # no longer grows with what the page shows.
-        self._engine.text_rec = BoundedRecognizer(self._engine._load_rec_model())  # type: ignore[assignment]
+            rec_batch=rec_batch_size,
+            # The 180-degree line classifier flips some long upright lines (2% CER on the benchmark's pages
+            # with it, 0% without): off, and its session never made, unless text may be upside down.
+            angle_cls=angle_cls,
+        )
+        rec = session(files.rec, threads)
+        alphabet = ppocr.characters(rec, files.keys)
+        detector = ppocr.Detector(ppocr.infer(session(files.det, threads)), settings)
+        classifier = ppocr.Classifier(ppocr.infer(session(files.cls, threads)), settings) if angle_cls else None
+        # Lines wider than the recogniser's bound are read in pieces (service.models.recognition): its memory
+        # then no longer grows with what the page shows.
+        self.recognizer = BoundedRecognizer(ppocr.Recognizer(ppocr.infer(rec), alphabet, settings))
+        self._pipeline = ppocr.Pipeline(detector, self.recognizer, classifier, settings)
         self._ready = threading.Event()
-
-    @staticmethod
-    def _require_embedded_keys(rec: Path) -> None:
-        """The recogniser must carry its character list (else rapidocr would download one): its metadata is
-        read from the file, without loading the model a second time (docs/benchmarks.md, "Cold start")."""
-        try:
-            meta = onnxmeta.metadata(rec)
-        except (OSError, onnxmeta.NotOnnx) as exc:
-            raise ModelLoadError(f"cannot load {rec}: {exc}") from exc
-        if "character" not in meta:
-            raise ModelLoadError(f"{rec} has no embedded character list and {KEYS_FILE} is missing beside it")
 
     @classmethod
     def load(cls, model_dir: Path | None = None, **kwargs: object) -> OcrModel:
@@ -291,13 +276,8 @@ class OcrModel:
 
     def _read_page(self, image: Image.Image) -> list[tuple[Rect, str, float]]:
         """Detection and recognition as the pipeline does them: (bounds, text, score) in the image's frame."""
-        out: Any = self._engine(image)  # RapidOCROutput when det, cls and rec all run
-        if out.boxes is None or out.txts is None or len(out.txts) == 0:
-            return []
-        return [
-            (_bounds(quad.tolist()), str(text), round(float(score), 4))
-            for quad, text, score in zip(out.boxes, out.txts, out.scores, strict=True)
-        ]
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return [(_bounds(quad.tolist()), text, round(score, 4)) for quad, text, score in self._pipeline(rgb)]
 
     def _read_strip(self, image: Image.Image) -> list[tuple[Rect, str, float]]:
         """A long strip, read folded into rows (``service.models.folding``); each of its lines is one box."""

@@ -13,12 +13,12 @@ fell in a gap) and their scores (weighted by width). Lines within the ratio pass
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from service import allocator
 from service.models.folding import cuts, ink_columns
+from service.models.ppocr import Infer, Recognizer
 
 # 48 x 80 = 3,840 px: the recogniser then needs about as much as the detector at 960 px (docs/benchmarks.md).
 MAX_RATIO = 80.0
@@ -36,62 +36,44 @@ def pieces_of(line: np.ndarray, max_ratio: float = MAX_RATIO) -> list[tuple[np.n
 
 
 class Trimmed:
-    """An onnxruntime session (rapidocr's wrapper) that gives freed heap pages back after each run
+    """A network (``service.models.ppocr.Infer``) that gives freed heap pages back after each run
     (``service.allocator.trim``, about a millisecond): the recogniser runs once a line, each run with tensors
     of another size, and glibc otherwise keeps the freed pieces resident until the inference ends (a page of
     75 long lines peaked anywhere from 555 to 875 MiB; docs/benchmarks.md)."""
 
-    def __init__(self, session: Any) -> None:
-        self.session = session
+    def __init__(self, infer: Infer) -> None:
+        self.infer = infer
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.session, name)
-
-    def __call__(self, batch: np.ndarray) -> Any:
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self.session(batch)
+            return self.infer(batch)
         finally:
             allocator.trim()
 
 
 class BoundedRecognizer:
-    """A drop-in for rapidocr's ``TextRecognizer`` (called with a ``TextRecInput``, answering a
-    ``TextRecOutput``) that never gives it a line wider than ``max_ratio`` times its height."""
+    """The recogniser (``service.models.ppocr.Recognizer``: line images in, (text, score) out) that never
+    reads a line wider than ``max_ratio`` times its height: wider lines are read in pieces and joined."""
 
-    def __init__(self, inner: Any, max_ratio: float = MAX_RATIO) -> None:
+    def __init__(self, inner: Recognizer, max_ratio: float = MAX_RATIO) -> None:
         self.inner = inner
         self.max_ratio = max_ratio
-        inner.session = Trimmed(inner.session)
+        inner.infer = Trimmed(inner.infer)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def __call__(self, args: Any) -> Any:
-        from rapidocr.ch_ppocr_rec.typings import TextRecInput, TextRecOutput
-
-        lines = [args.img] if isinstance(args.img, np.ndarray) else list(args.img)
+    def __call__(self, lines: list[np.ndarray]) -> list[tuple[str, float]]:
         split = [pieces_of(line, self.max_ratio) for line in lines]
-        if args.return_word_box or all(len(p) == 1 for p in split):
-            return self.inner(args)
-        flat = [piece for line_pieces in split for piece, _ in line_pieces]
-        out = self.inner(TextRecInput(img=flat, return_word_box=False))
-        txts, scores = [], []
+        if all(len(p) == 1 for p in split):
+            return self.inner(lines)
+        read = self.inner([piece for line_pieces in split for piece, _ in line_pieces])
+        out: list[tuple[str, float]] = []
         at = 0
         for line_pieces in split:
-            texts = out.txts[at : at + len(line_pieces)]
-            weights = [piece.shape[1] for piece, _ in line_pieces]
-            line_scores = [float(s) for s in out.scores[at : at + len(line_pieces)]]
+            got = read[at : at + len(line_pieces)]
             at += len(line_pieces)
             text = ""
-            for (_, blank), piece_text in zip(line_pieces, texts, strict=True):
+            for (_, blank), (piece_text, _) in zip(line_pieces, got, strict=True):
                 text += piece_text + (" " if blank and piece_text else "")
-            txts.append(text.strip() if len(line_pieces) > 1 else text)
-            scores.append(sum(s * w for s, w in zip(line_scores, weights, strict=True)) / sum(weights))
-        return TextRecOutput(
-            imgs=lines,
-            txts=tuple(txts),  # type: ignore[arg-type]  # rapidocr annotates a 1-tuple for any length
-            scores=scores,
-            word_results=tuple(None for _ in lines),  # type: ignore[arg-type]
-            elapse=out.elapse,
-            viser=out.viser,
-        )
+            weights = [piece.shape[1] for piece, _ in line_pieces]
+            score = sum(s * w for (_, s), w in zip(got, weights, strict=True)) / sum(weights)
+            out.append((text.strip() if len(line_pieces) > 1 else text, score))
+        return out

@@ -14,8 +14,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.logs import MAX_RAW_LINE, JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,27 +161,6 @@ def test_loggers_with_their_own_stream_handlers_reach_the_json_handler() -> None
     assert [(line["logger"], line["message"]) for line in lines] == [
         ("lib", "from lib"),
         ("uvicorn.error", "from uvicorn"),
-    ]
-
-
-@pytest.mark.parametrize("imported", ["before", "after"])
-def test_rapidocr_logger_writes_one_json_line_whenever_rapidocr_is_imported(imported: str) -> None:
-    before = "from rapidocr.utils.log import logger" if imported == "before" else ""
-    after = "from rapidocr.utils.log import logger" if imported == "after" else ""
-    lines, done = run(
-        f"""
-        {before}
-        logs.configure("info")
-        {after}
-        logger.setLevel("INFO")  # as RapidOCR(params=...) does with Global.log_level
-        logger.info("Using engine_name: %s", "onnxruntime")
-        logger.warning("The text detection result is empty")
-        """
-    )
-    assert done.returncode == 0
-    assert [(line["logger"], line["level"], line["message"]) for line in lines] == [
-        ("RapidOCR", "info", "Using engine_name: onnxruntime"),
-        ("RapidOCR", "warning", "The text detection result is empty"),
     ]
 
 

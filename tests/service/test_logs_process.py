@@ -3,8 +3,7 @@
 Each test sends an input that makes one source of output speak, then reads the process's output (stdout
 and stderr, as the harness keeps them) and parses every line: Pillow's ``warnings`` (a decompression bomb
 below the error threshold, a corrupt EXIF tag), libtiff writing on file descriptor 2 (a TIFF whose strip
-byte count runs past the end of the file), RapidOCR's own logger (an image with no text), and the model
-load that installs RapidOCR's logger.
+byte count runs past the end of the file), and the model load.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def corrupt_strip_tiff() -> bytes:
 
 
 def blank_png() -> bytes:
-    """Nothing to read: RapidOCR logs that the detection result is empty."""
+    """Nothing to read: a job that succeeds with no text."""
     return samples.encode(Image.new("RGB", (200, 100), "white"))
 
 
@@ -160,17 +159,6 @@ def test_libtiff_writing_on_stderr_is_a_json_line(api: Endpoint) -> None:
     assert raw["message"].startswith("TIFFFillStrip: Read error on strip 0")
 
 
-def test_rapidocr_logger_writes_json_lines(api: Endpoint) -> None:
-    response = post(api, blank_png(), "blank.png")
-    assert response.status_code == 200, response.text
-    assert response.json()["text"] == ""
-    line = seen(api.process, lambda line: "The text detection result is empty" in line, "RapidOCR's warning")
-    warning = the_object(api.process, line)
-    assert warning["level"] == "warning"
-    assert warning["logger"] == "RapidOCR"
-    assert warning["message"] == "The text detection result is empty"
-
-
 def test_the_shutdown_lines_are_json_too(tmp_path: Path) -> None:
     endpoint = start_service(tmp_path, name="service-stop", env={"OCR_SHUTDOWN_DRAIN_S": "0"})
     try:
@@ -204,7 +192,7 @@ def test_a_bad_setting_is_one_json_line(module: str) -> None:
 
 
 def test_a_worker_writes_json_lines_only(tmp_path: Path) -> None:
-    """The model load, RapidOCR's logger, Pillow's warnings and libtiff, through the job path."""
+    """The model load, Pillow's warnings and libtiff, through the job path."""
     redis_ep = start_redis(tmp_path, tmp_path / "data")
     env = {"OCR_REDIS_URL": redis_url(redis_ep), "OCR_INTRA_OP_THREADS": "1", "OCR_MAX_ATTEMPTS": "1"}
     store = JobStore(load_settings(redis_url=env["OCR_REDIS_URL"]))
@@ -226,7 +214,6 @@ def test_a_worker_writes_json_lines_only(tmp_path: Path) -> None:
         redis_ep.process.stop()
     lines = parse_all(worker.process)
     messages = [(line.get("logger"), line.get("source"), line["message"]) for line in lines]
-    assert ("RapidOCR", None, "The text detection result is empty") in messages
     assert any(s == "warnings" and "Tag data larger than file" in m for _, s, m in messages), messages
     assert any(s == "warnings" and "decompression bomb" in m for _, s, m in messages), messages
     assert any(s == "stderr" and m.startswith("TIFFFillStrip") for _, s, m in messages), messages

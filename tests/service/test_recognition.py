@@ -53,14 +53,14 @@ def model() -> OcrModel:
 
 
 class Widths:
-    """Records the width of every input the recogniser's ONNX session really runs on."""
+    """Records the width of every input the recogniser's network really runs on."""
 
-    def __init__(self, session: Any) -> None:
-        self.session, self.seen = session, []
+    def __init__(self, infer: Any) -> None:
+        self.infer, self.seen = infer, []
 
     def __call__(self, batch: np.ndarray) -> Any:
         self.seen.append(batch.shape[-1])
-        return self.session(batch)
+        return self.infer(batch)
 
 
 @pytest.mark.parametrize("bound", [12.0, MAX_RATIO])
@@ -71,14 +71,14 @@ def test_the_recogniser_never_runs_wider_than_its_bound_and_a_cut_line_is_read_w
     page = Image.new("RGB", (1200, 200), "white")
     text = "Invoice total amount due 2024 shipping address north street 42"
     ImageDraw.Draw(page).text((10, 100), text, fill="black", font=ImageFont.load_default(size=26), anchor="lm")
-    rec = model._engine.text_rec
+    rec = model.recognizer
     assert isinstance(rec, BoundedRecognizer) and rec.max_ratio == MAX_RATIO
-    widths = Widths(rec.inner.session)
-    rec.inner.session, rec.max_ratio = widths, bound
+    widths = Widths(rec.inner.infer)
+    rec.inner.infer, rec.max_ratio = widths, bound
     try:
         result = model.read(page)
     finally:
-        rec.inner.session, rec.max_ratio = widths.session, MAX_RATIO
+        rec.inner.infer, rec.max_ratio = widths.infer, MAX_RATIO
     assert result.text == text
     assert max(widths.seen) <= 48 * bound, widths.seen
     assert len(widths.seen) == (1 if bound == MAX_RATIO else 3), widths.seen
