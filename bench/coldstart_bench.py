@@ -4,7 +4,8 @@ For each model the platform serves (``ocr``, ``layout``, ``table``), each measur
 processes (median, min and max):
 
   * the interpreter alone (``python -c pass``), and the interpreter with the service's imports;
-  * the model's construction (its ONNX sessions and files) and its warm-up, timed inside one process;
+  * the model's construction (its ONNX sessions and files) and its warm-up, timed inside one process, and
+    each of its ONNX sessions' creation on its own;
   * process start to ``/readyz`` 200, and to the first answered ``/predict`` (a one-line image for OCR, a
     page for layout, a drawn table for the table model);
   * with ``--image TAG`` (a built service image and a running Docker engine): container start to ready and to
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import mkdtemp
+from typing import Any
 
 import httpx
 
@@ -51,7 +53,7 @@ MODELS = ("ocr", "layout", "table")
 IMPORTS = "import onnxruntime, numpy, PIL.Image, fastapi, uvicorn; import service.api.app, service.models"
 # Inside one process: the model's construction and its warm-up, printed as JSON.
 _LAYERS = """
-import json, sys, time
+import dataclasses, json, sys, time
 t0 = time.perf_counter()
 from service.models import load
 from service.settings import load_settings
@@ -60,7 +62,26 @@ model = load(load_settings(model=sys.argv[1]))
 t2 = time.perf_counter()
 model.warm_up()
 t3 = time.perf_counter()
-print(json.dumps({"imports_s": t1 - t0, "construct_s": t2 - t1, "warm_up_s": t3 - t2}))
+# Each ONNX file the model loaded, its session made again the way the service makes it (graphs optimized at
+# ENABLE_ALL, no arena, the model's threads): what one session's creation costs.
+import onnxruntime as ort
+files = {}
+for holder in (model, getattr(model, "ocr", None)):
+    if holder is not None:
+        for f in dataclasses.fields(holder.files):
+            path = getattr(holder.files, f.name)
+            if path is not None and str(path).endswith(".onnx"):
+                files[f"{getattr(holder, 'kind', '')}.{f.name}"] = path
+sessions = {}
+for name, path in files.items():
+    opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = False
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads, opts.inter_op_num_threads = model.threads, 1
+    start = time.perf_counter()
+    ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    sessions[name] = time.perf_counter() - start
+print(json.dumps({"imports_s": t1 - t0, "construct_s": t2 - t1, "warm_up_s": t3 - t2, "sessions_s": sessions}))
 """
 DEADLINE_S = 120.0
 STEADY_PAGES = 24
@@ -86,7 +107,7 @@ def timed_command(argv: list[str], tree: Path = ROOT) -> float:
     return time.perf_counter() - start
 
 
-def in_process(model: str, tree: Path) -> dict[str, float]:
+def in_process(model: str, tree: Path) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", _LAYERS, model], cwd=tree, check=True, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -185,6 +206,8 @@ def measure_model(model: str, runs: int, codes: list[Code], logs: Path) -> dict[
             add(code, "imports_in_process", layers["imports_s"])
             add(code, "construct", layers["construct_s"])
             add(code, "warm_up", layers["warm_up_s"])
+            for name, seconds in layers["sessions_s"].items():
+                add(code, f"session {name}", seconds)
             ready, answer = process_start(model, code.tree, logs / f"{code.label}-{model}-{i}.log")
             add(code, "process_to_ready", ready)
             add(code, "process_to_first_answer", answer)
